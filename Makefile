@@ -1,0 +1,34 @@
+# One entry point for dev tasks. `make dev` and `make test` do all the set-up
+# they need on a fresh machine (tools are installed on first use).
+SHELL := bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+TOOLS := .tools/bin
+export PATH := $(CURDIR)/$(TOOLS):$(PATH)
+
+.PHONY: help tools dev test test-unit test-integration generate lint fmt check-generated
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+tools: ## install pinned real parts into .tools/ (idempotent, cached by version)
+	@tools/install.sh
+
+# Re-run the installer when the pinned versions or the installer change.
+$(TOOLS)/.stamp: tools/versions.env tools/install.sh
+	@tools/install.sh
+	@touch $@
+
+dev: $(TOOLS)/.stamp ## run paysaga locally: control plane, Temporal (+UI), CRDs; Ctrl-C stops it
+	$(CARGO) build --workspace --bins
+	$(CARGO) run -q -p paysaga-testenv --bin paysaga-dev
+
+test: $(TOOLS)/.stamp ## all unit and integration tests, against the real parts
+	$(CARGO) test --workspace --no-fail-fast
+
+generate: ## regenerate checked-in files (crds/)
+	$(CARGO) run -q -p paysaga-operator -- crd > crds/payment.yaml
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,35 @@
+//! Names fixed by the design: annotations, finalizer, task queues, IDs.
+
+/// API group of every paysaga resource.
+pub const GROUP: &str = "paysaga.dev";
+/// Setting this annotation (value = reason) asks for the payment to be cancelled.
+pub const CANCEL_ANNOTATION: &str = "paysaga.dev/cancel";
+/// Held by the controller while a payment's workflow may still move money.
+pub const FINALIZER: &str = "paysaga.dev/workflow";
+/// Field manager of every status write by the controller.
+pub const CONTROLLER_FIELD_MANAGER: &str = "paysaga-controller";
+
+/// Task queue of `PaymentWorkflow` and its activities.
+pub const PAYMENTS_TASK_QUEUE: &str = "payments";
+/// Task queue of `FraudCheckWorkflow` and its activities.
+pub const FRAUD_TASK_QUEUE: &str = "fraud";
+
+/// The workflow ID of a Payment object: deterministic, so a second start of the
+/// same object is refused by Temporal as a duplicate instead of paying twice.
+/// The UID makes a re-created object with the same name a new payment.
+pub fn workflow_id(namespace: &str, name: &str, uid: &str) -> String {
+    format!("payment-{namespace}-{name}-{uid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_id_is_deterministic_and_unique_per_object() {
+        let a = workflow_id("shop", "order-1", "0d1f");
+        assert_eq!(a, "payment-shop-order-1-0d1f");
+        assert_eq!(a, workflow_id("shop", "order-1", "0d1f"));
+        assert_ne!(a, workflow_id("shop", "order-1", "77aa"));
+    }
+}

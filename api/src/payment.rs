@@ -1,0 +1,198 @@
+//! The `Payment` custom resource (`payments.paysaga.dev/v1alpha1`).
+//!
+//! Single-object validation lives here, in the schema and CEL rules the API
+//! server enforces: a Payment that reaches the controller is well formed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The largest amount one Payment may carry, in minor units (10 million in a
+/// two-decimal currency). A bound keeps sums within `i64` everywhere.
+pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
+
+/// What the payer asks for. Immutable once created: a payment that changes
+/// under a running saga is a different payment.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[kube(
+    group = "paysaga.dev",
+    version = "v1alpha1",
+    kind = "Payment",
+    plural = "payments",
+    shortname = "pay",
+    category = "paysaga",
+    namespaced,
+    status = "PaymentStatus",
+    derive = "PartialEq",
+    doc = "A payment executed as a durable saga: validate, debit, fraud check, charge, confirm, notify; compensated in reverse on failure or cancellation.",
+    printcolumn(name = "User", type_ = "string", json_path = ".spec.userId"),
+    printcolumn(name = "Amount", type_ = "integer", json_path = ".spec.amount", description = "Amount in minor units (cents)"),
+    printcolumn(name = "Currency", type_ = "string", json_path = ".spec.currency"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Step", type_ = "string", json_path = ".status.step"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".spec.userId"
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable once the payment is created; create a new Payment instead").reason(Reason::FieldValueForbidden))]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentSpec {
+    /// The paying account's owner.
+    #[schemars(length(min = 1, max = 128))]
+    pub user_id: String,
+    /// Amount in integer minor units of `currency` (e.g. cents). Never a float.
+    #[schemars(range(min = 1, max = MAX_AMOUNT_MINOR))]
+    pub amount: i64,
+    /// ISO 4217 currency code, upper case.
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"), length(min = 3, max = 3))]
+    pub currency: String,
+    /// How the payer pays.
+    pub method: PaymentMethod,
+    /// Free text shown to the payer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub description: Option<String>,
+    /// Where to tell the payer how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PaymentMethod {
+    Card,
+    BankTransfer,
+    Wallet,
+}
+
+/// Contact points for the payer's notifications.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notify {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
+    pub email: Option<String>,
+    /// E.164 phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\+[1-9][0-9]{6,14}$"), length(max = 16))]
+    pub phone: Option<String>,
+}
+
+/// Where a payment is. Written only by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The saga step now running (or the last one, once finished).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Step>,
+    /// Standard conditions: Validated, Debited, FraudChecked, Charged, Confirmed, Notified, Compensated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The Temporal workflow running this payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// The Temporal run of that workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// A machine-readable reason for the phase (CamelCase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A human-readable message for the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the workflow started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the payment reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+/// The life of a payment: `Pending` → `Processing` → `Succeeded` | `Failed` | `Cancelled`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    /// A terminal phase never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+/// The steps of the payment saga, in the order they normally run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Step {
+    ValidateAccount,
+    FraudCheck,
+    Debit,
+    Charge,
+    AwaitConfirmation,
+    Notify,
+    Compensate,
+    Done,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn terminal_phases() {
+        let terminal: Vec<Phase> = [
+            Phase::Pending,
+            Phase::Processing,
+            Phase::Succeeded,
+            Phase::Failed,
+            Phase::Cancelled,
+        ]
+        .into_iter()
+        .filter(|p| p.is_terminal())
+        .collect();
+        assert_eq!(terminal, [Phase::Succeeded, Phase::Failed, Phase::Cancelled]);
+    }
+
+    #[test]
+    fn spec_round_trips_in_camel_case() {
+        let json = serde_json::json!({
+            "userId": "alice", "amount": 1250, "currency": "EUR", "method": "bankTransfer",
+            "notify": {"email": "alice@example.com"}
+        });
+        let spec: PaymentSpec = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(spec.method, PaymentMethod::BankTransfer);
+        assert_eq!(spec.amount, 1250);
+        assert_eq!(serde_json::to_value(&spec).unwrap(), json);
+    }
+
+    #[test]
+    fn crd_names_match_the_design() {
+        let crd = Payment::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("payments.paysaga.dev"));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["pay".to_string()]));
+        assert_eq!(crd.spec.names.categories, Some(vec!["paysaga".to_string()]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+        let columns: Vec<&str> = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["User", "Amount", "Currency", "Phase", "Step", "Age"]);
+    }
+}

@@ -1,0 +1,203 @@
+//! The real parts, started for tests and for `make dev`.
+//!
+//! - [`kube()`]: etcd + kube-apiserver with RBAC on, the CRDs applied;
+//! - [`temporal()`]: the Temporal CLI dev server, namespace ready;
+//! - [`postgres()`]: PostgreSQL with a throwaway data directory.
+//!
+//! Each is started once per test binary, on free loopback ports, and shared by
+//! its tests; isolation comes from a fresh Kubernetes namespace
+//! ([`kube::KubeEnv::namespace`]), Temporal task queue ([`task_queue`]) or
+//! database ([`postgres::PostgresEnv::database`]) per test, so tests run in
+//! parallel. Components stop when the test binary exits, however it exits.
+//! Logs are kept under `target/testenv/<run>/`; a test that fails prints
+//! where they are.
+
+pub mod kube;
+pub mod postgres;
+pub mod process;
+pub mod temporal;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+pub use crate::kube::KubeEnv;
+pub use crate::postgres::PostgresEnv;
+pub use crate::temporal::{TemporalEnv, TemporalOptions};
+
+/// The workspace this crate belongs to.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testenv lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Path of an installed tool: `$PAYSAGA_TOOLS_BIN/<name>`, by default the
+/// workspace's `.tools/bin` that `make tools` fills.
+pub fn tool(name: &str) -> PathBuf {
+    let bin = std::env::var_os("PAYSAGA_TOOLS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/bin"));
+    bin.join(name)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `n` random bytes as hex, from the kernel.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("reading /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A name unique within this machine: `<prefix>-<pid>-<n>`, DNS-label safe.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A Temporal task queue of one's own for one test.
+pub fn task_queue(prefix: &str) -> TestTaskQueue {
+    TestTaskQueue {
+        name: unique_name(prefix),
+    }
+}
+
+/// `GET http://host:port/path` answered 200 (plain HTTP/1.0, for probes).
+pub fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect((host, port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// This test binary's directory for component state and logs.
+pub fn run_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = workspace_root().join("target/testenv");
+        prune_dead_runs(&base);
+        let dir = base.join(format!("run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating the testenv run directory");
+        dir
+    })
+}
+
+/// Removes the directories of earlier runs whose process is gone, except the
+/// newest few, so the logs of a failed run stay around to read.
+fn prune_dead_runs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let mut dead: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.strip_prefix("run-")?.parse::<u32>().ok()?;
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            (!alive).then(|| (e.metadata().and_then(|m| m.modified()).ok()?, e.path()))
+        })
+        .collect();
+    dead.sort();
+    let keep = 3;
+    for (_, path) in dead.iter().rev().skip(keep) {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+static LOGS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+
+pub(crate) fn register_log(name: &str, path: &Path) {
+    LOGS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((name.to_string(), path.to_path_buf()));
+}
+
+/// Prints where every component's log is; called when a test fails.
+pub fn print_logs() {
+    let logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+    if logs.is_empty() {
+        return;
+    }
+    eprintln!("testenv: component logs are kept:");
+    for (name, path) in logs.iter() {
+        eprintln!("  {name}: {}", path.display());
+    }
+}
+
+fn on_failure_print_logs() {
+    if std::thread::panicking() {
+        print_logs();
+    }
+}
+
+/// A namespace of one's own for one test. Namespaces are not deleted (no
+/// namespace controller runs); the control plane goes away with the run.
+#[derive(Debug)]
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        on_failure_print_logs();
+    }
+}
+
+#[derive(Debug)]
+pub struct TestTaskQueue {
+    pub name: String,
+}
+
+impl Drop for TestTaskQueue {
+    fn drop(&mut self) {
+        on_failure_print_logs();
+    }
+}
+
+fn shared<T>(cell: &'static OnceLock<Result<T, String>>, start: impl FnOnce() -> anyhow::Result<T>) -> &'static T {
+    match cell.get_or_init(|| start().map_err(|e| format!("{e:#}"))) {
+        Ok(v) => v,
+        Err(e) => {
+            print_logs();
+            panic!("testenv: could not start a component: {e}")
+        }
+    }
+}
+
+/// The control plane shared by this test binary, with the CRDs applied.
+pub fn kube() -> &'static KubeEnv {
+    static KUBE: OnceLock<Result<KubeEnv, String>> = OnceLock::new();
+    shared(&KUBE, || {
+        let env = KubeEnv::start(&run_dir().join("kube"))?;
+        env.apply_crds()?;
+        Ok(env)
+    })
+}
+
+/// The Temporal dev server shared by this test binary (in memory, headless).
+pub fn temporal() -> &'static TemporalEnv {
+    static TEMPORAL: OnceLock<Result<TemporalEnv, String>> = OnceLock::new();
+    shared(&TEMPORAL, || {
+        TemporalEnv::start(&run_dir().join("temporal"), TemporalOptions::default())
+    })
+}
+
+/// The PostgreSQL server shared by this test binary.
+pub fn postgres() -> &'static PostgresEnv {
+    static POSTGRES: OnceLock<Result<PostgresEnv, String>> = OnceLock::new();
+    shared(&POSTGRES, || PostgresEnv::start(&run_dir().join("postgres")))
+}

@@ -1,0 +1,155 @@
+//! Child processes that never outlive the process that started them.
+//!
+//! Each component runs under a tiny `sh` watchdog that stops it when it is
+//! asked to (`Proc::stop`, `Drop`), and also when the owning process is gone —
+//! including a test binary that panicked or was killed, where no destructor
+//! runs. The component's stdout and stderr go to a log file that is kept.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The watchdog: `sh -c WATCHDOG watchdog <owner-pid> <stop-signal> <cmd> <args>...`.
+/// It starts the command, then polls: if the owner is gone, it stops the
+/// command (signal, then SIGKILL after 10 s); if the command exits, so does it.
+const WATCHDOG: &str = r#"
+owner=$1; sig=$2; shift 2
+"$@" &
+child=$!
+stop() {
+  kill -s "$sig" "$child" 2>/dev/null
+  i=0
+  while kill -0 "$child" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  kill -s KILL "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+  exit 0
+}
+trap stop TERM INT HUP
+while kill -0 "$owner" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
+kill -0 "$child" 2>/dev/null && stop
+wait "$child"
+"#;
+
+/// A running component.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    watchdog: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program args...`, logging to `<log_dir>/<name>.log`. `stop_signal`
+    /// is what asks the program to shut down cleanly (e.g. `TERM`, or `INT` for
+    /// PostgreSQL's fast shutdown).
+    pub fn spawn(
+        name: &str,
+        log_dir: &Path,
+        stop_signal: &str,
+        program: impl AsRef<Path>,
+        args: &[String],
+    ) -> Result<Proc> {
+        let log = log_dir.join(format!("{name}.log"));
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("watchdog")
+            .arg(std::process::id().to_string())
+            .arg(stop_signal)
+            .arg(program.as_ref())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name} ({})", program.as_ref().display()))?;
+        crate::register_log(name, &log);
+        Ok(Proc {
+            name: name.to_string(),
+            watchdog,
+            log,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Polls `ready` until it returns true, failing early (with the log's tail)
+    /// if the process exits, or after `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.watchdog.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before it was ready; log {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    self.log_tail(30)
+                );
+            }
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} was not ready after {timeout:?}; log {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Asks the component to stop and waits until it has.
+    pub fn stop(&mut self) {
+        if matches!(self.watchdog.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.watchdog.id().to_string())
+                .status();
+            let _ = self.watchdog.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs a short command to completion; fails with its output if it fails.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

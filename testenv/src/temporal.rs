@@ -1,0 +1,85 @@
+//! The real Temporal server: the Temporal CLI's dev server.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::process::Proc;
+use crate::{free_port, tool};
+
+pub struct TemporalEnv {
+    /// The frontend, `http://127.0.0.1:<port>`, as the Rust SDK wants it.
+    pub address: String,
+    /// `127.0.0.1:<port>`, as the `temporal` CLI wants it.
+    pub host_port: String,
+    /// The web UI, when started with one.
+    pub ui_url: Option<String>,
+    /// The namespace, created and ready.
+    pub namespace: String,
+    proc: Proc,
+}
+
+/// How to start the dev server.
+#[derive(Debug, Default, Clone)]
+pub struct TemporalOptions {
+    /// Frontend port; a free one when `None`.
+    pub port: Option<u16>,
+    /// Serve the web UI on this port; headless when `None`.
+    pub ui_port: Option<u16>,
+    /// Keep state in this SQLite file; in memory when `None`.
+    pub db_file: Option<std::path::PathBuf>,
+}
+
+impl TemporalEnv {
+    pub fn start(dir: &Path, opts: TemporalOptions) -> Result<TemporalEnv> {
+        std::fs::create_dir_all(dir)?;
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let namespace = "default".to_string();
+        let mut args = vec![
+            "server".into(),
+            "start-dev".into(),
+            "--ip=127.0.0.1".into(),
+            format!("--port={port}"),
+            format!("--http-port={}", free_port()?),
+            format!("--metrics-port={}", free_port()?),
+            "--log-level=warn".into(),
+        ];
+        match opts.ui_port {
+            Some(ui) => {
+                args.push(format!("--ui-port={ui}"));
+                args.push("--ui-disable-news-fetch".into());
+            }
+            None => args.push("--headless".into()),
+        }
+        if let Some(db) = &opts.db_file {
+            args.push(format!("--db-filename={}", db.display()));
+        }
+        let mut proc = Proc::spawn("temporal", dir, "TERM", tool("temporal"), &args)?;
+        let host_port = format!("127.0.0.1:{port}");
+        let probe_ns = namespace.clone();
+        let probe_addr = host_port.clone();
+        proc.wait_ready(Duration::from_secs(60), || {
+            Command::new(tool("temporal"))
+                .args(["operator", "namespace", "describe", "--namespace", &probe_ns])
+                .args(["--address", &probe_addr])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })?;
+        Ok(TemporalEnv {
+            address: format!("http://{host_port}"),
+            host_port,
+            ui_url: opts.ui_port.map(|p| format!("http://127.0.0.1:{p}")),
+            namespace,
+            proc,
+        })
+    }
+
+    pub fn log(&self) -> &Path {
+        self.proc.log_path()
+    }
+}
