@@ -3,6 +3,10 @@
 //! Single-object validation lives here, in the schema and CEL rules the API
 //! server enforces: a Payment that reaches the controller is well formed.
 
+// Several `printcolumn(type_ = "string", ...)` entries look like repeated
+// attributes to clippy; they are distinct columns of the kube derive.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -27,11 +31,20 @@ pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
     derive = "PartialEq",
     doc = "A payment executed as a durable saga: validate, debit, fraud check, charge, confirm, notify; compensated in reverse on failure or cancellation.",
     printcolumn(name = "User", type_ = "string", json_path = ".spec.userId"),
-    printcolumn(name = "Amount", type_ = "integer", json_path = ".spec.amount", description = "Amount in minor units (cents)"),
+    printcolumn(
+        name = "Amount",
+        type_ = "integer",
+        json_path = ".spec.amount",
+        description = "Amount in minor units (cents)"
+    ),
     printcolumn(name = "Currency", type_ = "string", json_path = ".spec.currency"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Step", type_ = "string", json_path = ".status.step"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     selectable = ".spec.userId"
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable once the payment is created; create a new Payment instead").reason(Reason::FieldValueForbidden))]
@@ -161,7 +174,10 @@ mod tests {
         .into_iter()
         .filter(|p| p.is_terminal())
         .collect();
-        assert_eq!(terminal, [Phase::Succeeded, Phase::Failed, Phase::Cancelled]);
+        assert_eq!(
+            terminal,
+            [Phase::Succeeded, Phase::Failed, Phase::Cancelled]
+        );
     }
 
     #[test]
@@ -193,6 +209,9 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["User", "Amount", "Currency", "Phase", "Step", "Age"]);
+        assert_eq!(
+            columns,
+            ["User", "Amount", "Currency", "Phase", "Step", "Age"]
+        );
     }
 }

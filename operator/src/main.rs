@@ -15,7 +15,13 @@ struct Cli {
 #[derive(Args, Debug)]
 struct Common {
     /// Log format.
-    #[arg(long, env = "PAYSAGA_LOG_FORMAT", value_enum, default_value_t, global = true)]
+    #[arg(
+        long,
+        env = "PAYSAGA_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
     log_format: telemetry::LogFormat,
 }
 
@@ -23,7 +29,11 @@ struct Common {
 #[derive(Args, Debug)]
 struct TemporalOpts {
     /// Temporal frontend address.
-    #[arg(long, env = "PAYSAGA_TEMPORAL_ADDRESS", default_value = "http://127.0.0.1:7233")]
+    #[arg(
+        long,
+        env = "PAYSAGA_TEMPORAL_ADDRESS",
+        default_value = "http://127.0.0.1:7233"
+    )]
     temporal_address: String,
     /// Temporal namespace.
     #[arg(long, env = "PAYSAGA_TEMPORAL_NAMESPACE", default_value = "default")]

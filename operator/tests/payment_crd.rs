@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use paysaga_api::{Payment, Phase};
-use paysaga_testenv::kube;
+use paysaga_testenv::kube as control_plane;
 
 fn example() -> String {
     paysaga_testenv::workspace_root()
@@ -15,23 +15,37 @@ fn example() -> String {
 
 #[test]
 fn kubectl_apply_example_and_get_shows_the_columns() {
-    let env = kube();
+    let env = control_plane();
     let ns = env.namespace("crd-get").unwrap();
-    env.kubectl_ok(&["apply", "-n", &ns.name, "-f", &example()]).unwrap();
+    env.kubectl_ok(&["apply", "-n", &ns.name, "-f", &example()])
+        .unwrap();
 
-    let table = env.kubectl_ok(&["get", "payments", "-n", &ns.name]).unwrap();
+    let table = env
+        .kubectl_ok(&["get", "payments", "-n", &ns.name])
+        .unwrap();
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "USER", "AMOUNT", "CURRENCY", "PHASE", "STEP", "AGE"]);
+    assert_eq!(
+        header,
+        ["NAME", "USER", "AMOUNT", "CURRENCY", "PHASE", "STEP", "AGE"]
+    );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(&row[..4], ["coffee-beans", "alice", "1250", "EUR"], "row: {row:?}");
+    assert_eq!(
+        &row[..4],
+        ["coffee-beans", "alice", "1250", "EUR"],
+        "row: {row:?}"
+    );
 
     // The short name and the category reach the same object.
     for alias in ["pay", "paysaga"] {
         let names = env
             .kubectl_ok(&["get", alias, "-n", &ns.name, "-o", "name"])
             .unwrap();
-        assert_eq!(names.trim(), "payment.paysaga.dev/coffee-beans", "kubectl get {alias}");
+        assert_eq!(
+            names.trim(),
+            "payment.paysaga.dev/coffee-beans",
+            "kubectl get {alias}"
+        );
     }
 }
 
@@ -46,7 +60,7 @@ fn refusal(namespace: &str, name: &str, field: &str, value: serde_json::Value) -
         "apiVersion": "paysaga.dev/v1alpha1", "kind": "Payment",
         "metadata": {"name": name, "namespace": namespace}, "spec": spec,
     });
-    let out = kube()
+    let out = control_plane()
         .kubectl()
         .args(["apply", "-f", "-"])
         .stdin(std::process::Stdio::piped())
@@ -55,7 +69,11 @@ fn refusal(namespace: &str, name: &str, field: &str, value: serde_json::Value) -
         .spawn()
         .and_then(|mut child| {
             use std::io::Write;
-            child.stdin.take().unwrap().write_all(doc.to_string().as_bytes())?;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(doc.to_string().as_bytes())?;
             child.wait_with_output()
         })
         .unwrap();
@@ -70,32 +88,65 @@ fn refusal(namespace: &str, name: &str, field: &str, value: serde_json::Value) -
 
 #[test]
 fn the_server_refuses_invalid_payments_with_a_reason() {
-    let env = kube();
+    let env = control_plane();
     let ns = env.namespace("crd-invalid").unwrap();
     let cases = [
-        ("amount", serde_json::json!(0), "spec.amount: Invalid value: 0: spec.amount in body should be greater than or equal to 1"),
-        ("amount", serde_json::json!(-5), "spec.amount in body should be greater than or equal to 1"),
-        ("amount", serde_json::json!(1_000_000_001i64), "spec.amount in body should be less than or equal to"),
-        ("currency", serde_json::json!("eur"), "spec.currency in body should match '^[A-Z]{3}$'"),
-        ("method", serde_json::json!("cash"), r#"spec.method: Unsupported value: "cash": supported values: "card", "bankTransfer", "wallet""#),
+        (
+            "amount",
+            serde_json::json!(0),
+            "spec.amount: Invalid value: 0: spec.amount in body should be greater than or equal to 1",
+        ),
+        (
+            "amount",
+            serde_json::json!(-5),
+            "spec.amount in body should be greater than or equal to 1",
+        ),
+        (
+            "amount",
+            serde_json::json!(1_000_000_001i64),
+            "spec.amount in body should be less than or equal to",
+        ),
+        (
+            "currency",
+            serde_json::json!("eur"),
+            "spec.currency in body should match '^[A-Z]{3}$'",
+        ),
+        (
+            "method",
+            serde_json::json!("cash"),
+            r#"spec.method: Unsupported value: "cash": supported values: "card", "bankTransfer", "wallet""#,
+        ),
     ];
     for (i, (field, value, reason)) in cases.into_iter().enumerate() {
         let err = refusal(&ns.name, &format!("bad-{i}"), field, value.clone());
-        assert!(err.contains(reason), "{field}={value}: expected {reason:?} in:\n{err}");
+        assert!(
+            err.contains(reason),
+            "{field}={value}: expected {reason:?} in:\n{err}"
+        );
     }
     // Nothing was created.
-    let left = env.kubectl_ok(&["get", "payments", "-n", &ns.name, "-o", "name"]).unwrap();
+    let left = env
+        .kubectl_ok(&["get", "payments", "-n", &ns.name, "-o", "name"])
+        .unwrap();
     assert_eq!(left.trim(), "");
 }
 
 #[test]
 fn spec_is_immutable_after_creation() {
-    let env = kube();
+    let env = control_plane();
     let ns = env.namespace("crd-immutable").unwrap();
-    env.kubectl_ok(&["apply", "-n", &ns.name, "-f", &example()]).unwrap();
+    env.kubectl_ok(&["apply", "-n", &ns.name, "-f", &example()])
+        .unwrap();
     let out = env
         .kubectl()
-        .args(["patch", "payment", "coffee-beans", "-n", &ns.name, "--type=merge"])
+        .args([
+            "patch",
+            "payment",
+            "coffee-beans",
+            "-n",
+            &ns.name,
+            "--type=merge",
+        ])
         .args(["-p", r#"{"spec":{"amount":99999}}"#])
         .output()
         .unwrap();
@@ -106,16 +157,25 @@ fn spec_is_immutable_after_creation() {
         "unexpected refusal: {err}"
     );
     let amount = env
-        .kubectl_ok(&["get", "payment", "coffee-beans", "-n", &ns.name, "-o", "jsonpath={.spec.amount}"])
+        .kubectl_ok(&[
+            "get",
+            "payment",
+            "coffee-beans",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.spec.amount}",
+        ])
         .unwrap();
     assert_eq!(amount, "1250");
 }
 
 #[tokio::test]
 async fn status_subresource_changes_status_and_leaves_spec_alone() {
-    let env = kube();
+    let env = control_plane();
     let ns = env.namespace("crd-status").unwrap();
-    env.kubectl_ok(&["apply", "-n", &ns.name, "-f", &example()]).unwrap();
+    env.kubectl_ok(&["apply", "-n", &ns.name, "-f", &example()])
+        .unwrap();
     let client = env.client().await.unwrap();
     let payments: Api<Payment> = Api::namespaced(client.clone(), &ns.name);
 
@@ -126,7 +186,11 @@ async fn status_subresource_changes_status_and_leaves_spec_alone() {
         "spec": {"amount": 1},
     });
     let after = payments
-        .patch_status("coffee-beans", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            "coffee-beans",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .unwrap();
     let status = after.status.unwrap();

@@ -94,7 +94,14 @@ impl KubeEnv {
 
         let ca_file = pki.join("ca.crt");
         let admin_kubeconfig = dir.join("admin.kubeconfig");
-        write_kubeconfig(&admin_kubeconfig, &server, &ca_file, "paysaga-admin", &admin_token, "default")?;
+        write_kubeconfig(
+            &admin_kubeconfig,
+            &server,
+            &ca_file,
+            "paysaga-admin",
+            &admin_token,
+            "default",
+        )?;
         let probe = admin_kubeconfig.clone();
         apiserver.wait_ready(Duration::from_secs(90), || {
             Command::new(tool("kubectl"))
@@ -165,10 +172,18 @@ impl KubeEnv {
         if !exists {
             self.kubectl_ok(&["create", "serviceaccount", name, "-n", namespace])?;
         }
-        let token = self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=24h"])?;
+        let token =
+            self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=24h"])?;
         let path = self.dir.join(format!("sa-{namespace}-{name}.kubeconfig"));
         let user = format!("system:serviceaccount:{namespace}:{name}");
-        write_kubeconfig(&path, &self.server, &self.ca_file, &user, token.trim(), namespace)?;
+        write_kubeconfig(
+            &path,
+            &self.server,
+            &self.ca_file,
+            &user,
+            token.trim(),
+            namespace,
+        )?;
         Ok(path)
     }
 
@@ -183,7 +198,8 @@ pub async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
     Ok(kube::Client::try_from(config)?)
 }
 
@@ -213,20 +229,52 @@ fn write_kubeconfig(
 fn make_pki(pki: &Path) -> Result<()> {
     let ossl = |args: &[&str]| run(Command::new("openssl").current_dir(pki).args(args));
     ossl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj",
-        "/CN=paysaga-testenv-ca", "-keyout", "ca.key", "-out", "ca.crt",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=paysaga-testenv-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
     ])?;
     ossl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout",
-        "apiserver.key", "-out", "apiserver.csr",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=kube-apiserver",
+        "-keyout",
+        "apiserver.key",
+        "-out",
+        "apiserver.csr",
     ])?;
     std::fs::write(
         pki.join("san.ext"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n",
     )?;
     ossl(&[
-        "x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "30", "-extfile", "san.ext", "-out", "apiserver.crt",
+        "x509",
+        "-req",
+        "-in",
+        "apiserver.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "apiserver.crt",
     ])?;
     ossl(&["genrsa", "-out", "sa.key", "2048"])?;
     ossl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;

@@ -62,7 +62,11 @@ pub fn random_hex(n: usize) -> String {
 /// A name unique within this machine: `<prefix>-<pid>-<n>`, DNS-label safe.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A Temporal task queue of one's own for one test.
@@ -106,9 +110,16 @@ fn prune_dead_runs(base: &Path) {
     let mut dead: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
         .filter_map(|e| {
-            let pid = e.file_name().to_str()?.strip_prefix("run-")?.parse::<u32>().ok()?;
-            let alive = Path::new(&format!("/proc/{pid}")).exists();
-            (!alive).then(|| (e.metadata().and_then(|m| m.modified()).ok()?, e.path()))
+            let pid = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("run-")?
+                .parse::<u32>()
+                .ok()?;
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                return None;
+            }
+            Some((e.metadata().and_then(|m| m.modified()).ok()?, e.path()))
         })
         .collect();
     dead.sort();
@@ -168,7 +179,10 @@ impl Drop for TestTaskQueue {
     }
 }
 
-fn shared<T>(cell: &'static OnceLock<Result<T, String>>, start: impl FnOnce() -> anyhow::Result<T>) -> &'static T {
+fn shared<T>(
+    cell: &'static OnceLock<Result<T, String>>,
+    start: impl FnOnce() -> anyhow::Result<T>,
+) -> &'static T {
     match cell.get_or_init(|| start().map_err(|e| format!("{e:#}"))) {
         Ok(v) => v,
         Err(e) => {
@@ -199,5 +213,7 @@ pub fn temporal() -> &'static TemporalEnv {
 /// The PostgreSQL server shared by this test binary.
 pub fn postgres() -> &'static PostgresEnv {
     static POSTGRES: OnceLock<Result<PostgresEnv, String>> = OnceLock::new();
-    shared(&POSTGRES, || PostgresEnv::start(&run_dir().join("postgres")))
+    shared(&POSTGRES, || {
+        PostgresEnv::start(&run_dir().join("postgres"))
+    })
 }

@@ -32,7 +32,12 @@ impl PostgresEnv {
         let as_user = |program: &str| -> Command {
             if as_root {
                 let mut c = Command::new("setpriv");
-                c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]);
+                c.args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ]);
                 c.arg(tool(program));
                 c
             } else {
@@ -45,10 +50,13 @@ impl PostgresEnv {
                 .arg("postgres:postgres")
                 .arg(dir))?;
         }
-        run(as_user("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", ROLE, "--auth=trust", "--encoding=UTF8", "--no-sync"]))
+        run(as_user("initdb").arg("-D").arg(&data).args([
+            "-U",
+            ROLE,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        ]))
         .context("initdb")?;
 
         let port = free_port()?;
@@ -89,7 +97,16 @@ impl PostgresEnv {
         let mut proc = Proc::spawn("postgres", dir, "INT", program, &args)?;
         proc.wait_ready(Duration::from_secs(30), || {
             Command::new(tool("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", ROLE, "-d", "postgres"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    ROLE,
+                    "-d",
+                    "postgres",
+                ])
                 .output()
                 .is_ok_and(|o| o.status.success())
         })?;
@@ -115,8 +132,25 @@ impl PostgresEnv {
     /// Runs SQL through `psql` against database `db`.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
         run(Command::new(tool("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", ROLE, "-d", db, "-c", sql]))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                ROLE,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ]))
     }
 
     pub fn log(&self) -> &Path {

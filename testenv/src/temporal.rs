@@ -65,7 +65,13 @@ impl TemporalEnv {
         let probe_addr = host_port.clone();
         proc.wait_ready(Duration::from_secs(60), || {
             Command::new(tool("temporal"))
-                .args(["operator", "namespace", "describe", "--namespace", &probe_ns])
+                .args([
+                    "operator",
+                    "namespace",
+                    "describe",
+                    "--namespace",
+                    &probe_ns,
+                ])
                 .args(["--address", &probe_addr])
                 .output()
                 .is_ok_and(|o| o.status.success())

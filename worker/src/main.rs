@@ -33,7 +33,11 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt().with_env_filter(filter);
-    if cli.log_json { fmt.json().init() } else { fmt.init() }
+    if cli.log_json {
+        fmt.json().init()
+    } else {
+        fmt.init()
+    }
 
     let identity = format!("paysaga-worker@{}", hostname());
     let client = temporal::connect(&cli.temporal, &identity).await?;
@@ -82,6 +86,10 @@ async fn shutdown_signal() {
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into())
 }

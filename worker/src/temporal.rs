@@ -9,7 +9,11 @@ use url::Url;
 #[derive(clap::Args, Clone, Debug)]
 pub struct TemporalOpts {
     /// Temporal frontend address.
-    #[arg(long, env = "PAYSAGA_TEMPORAL_ADDRESS", default_value = "http://127.0.0.1:7233")]
+    #[arg(
+        long,
+        env = "PAYSAGA_TEMPORAL_ADDRESS",
+        default_value = "http://127.0.0.1:7233"
+    )]
     pub temporal_address: String,
     /// Temporal namespace.
     #[arg(long, env = "PAYSAGA_TEMPORAL_NAMESPACE", default_value = "default")]
@@ -19,7 +23,10 @@ pub struct TemporalOpts {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("invalid Temporal address {address:?}: {source}")]
-    Address { address: String, source: url::ParseError },
+    Address {
+        address: String,
+        source: url::ParseError,
+    },
     #[error("failed to connect to Temporal at {address}: {source}")]
     Connect {
         address: String,
@@ -50,10 +57,12 @@ pub async fn connect(opts: &TemporalOpts, identity: &str) -> Result<Client, Conn
         address: address.clone(),
         source,
     })?;
-    Client::new(connection, ClientOptions::new(opts.temporal_namespace.clone()).build()).map_err(
-        |source| ConnectError::Client {
-            namespace: opts.temporal_namespace.clone(),
-            source,
-        },
+    Client::new(
+        connection,
+        ClientOptions::new(opts.temporal_namespace.clone()).build(),
     )
+    .map_err(|source| ConnectError::Client {
+        namespace: opts.temporal_namespace.clone(),
+        source,
+    })
 }

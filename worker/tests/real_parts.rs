@@ -59,7 +59,10 @@ async fn a_workflow_runs_on_the_temporal_dev_server() {
             .args(["--address", &temporal.host_port, "-o", "json"]),
     )
     .unwrap();
-    assert!(described.contains("WORKFLOW_EXECUTION_STATUS_COMPLETED"), "{described}");
+    assert!(
+        described.contains("WORKFLOW_EXECUTION_STATUS_COMPLETED"),
+        "{described}"
+    );
 }
 
 #[tokio::test]
