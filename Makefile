@@ -24,6 +24,7 @@ dev: $(TOOLS)/.stamp ## run paysaga locally: control plane, Temporal (+UI), CRDs
 	$(CARGO) run -q -p paysaga-testenv --bin paysaga-dev
 
 test: $(TOOLS)/.stamp ## all unit and integration tests, against the real parts
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 generate: ## regenerate checked-in files (crds/)

@@ -1,10 +1,14 @@
 //! The paysaga contract: the `Payment` custom resource, the names shared by
-//! the controller, the worker and the API, and the data they exchange.
+//! the controller, the worker and the API, the saga's inputs and outputs, and
+//! the outside world's HTTP contracts.
 //!
 //! This crate does no I/O; everything else depends on it, never the reverse.
 
+pub mod external;
 pub mod names;
 pub mod payment;
+pub mod saga;
+pub mod signature;
 
 pub use payment::{
     MAX_AMOUNT_MINOR, Notify, Payment, PaymentMethod, PaymentSpec, PaymentStatus, Phase, Step,

@@ -1,4 +1,5 @@
 //! paysaga-operator: the controller, the HTTP API and the CRD generator.
 
+pub mod api;
 pub mod crdgen;
-pub mod telemetry;
+pub mod temporal;

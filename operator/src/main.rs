@@ -1,19 +1,16 @@
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
-use paysaga_operator::{crdgen, telemetry};
+use paysaga_common::temporal::{self, TemporalOpts};
+use paysaga_common::{LogFormat, hostname, init_logging, shutdown_signal};
+use paysaga_operator::api::{self, AppState, callbacks::CallbackVerifier};
+use paysaga_operator::crdgen;
+use paysaga_operator::temporal::PaymentWorkflows;
 
 /// paysaga-operator: payments as Kubernetes custom resources, run as Temporal sagas.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    #[command(flatten)]
-    common: Common,
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// Options shared by every subcommand.
-#[derive(Args, Debug)]
-struct Common {
     /// Log format.
     #[arg(
         long,
@@ -22,22 +19,23 @@ struct Common {
         default_value_t,
         global = true
     )]
-    log_format: telemetry::LogFormat,
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
 }
 
-/// Where Temporal is.
+/// The HTTP API's options.
 #[derive(Args, Debug)]
-struct TemporalOpts {
-    /// Temporal frontend address.
-    #[arg(
-        long,
-        env = "PAYSAGA_TEMPORAL_ADDRESS",
-        default_value = "http://127.0.0.1:7233"
-    )]
-    temporal_address: String,
-    /// Temporal namespace.
-    #[arg(long, env = "PAYSAGA_TEMPORAL_NAMESPACE", default_value = "default")]
-    temporal_namespace: String,
+struct ApiOpts {
+    /// Address to listen on.
+    #[arg(long, env = "PAYSAGA_API_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Shared secret of the gateway's callback signatures (HMAC-SHA256).
+    #[arg(long, env = "PAYSAGA_CALLBACK_SECRET", hide_env_values = true)]
+    callback_secret: String,
+    /// How far a callback's timestamp may be from now, in seconds.
+    #[arg(long, env = "PAYSAGA_CALLBACK_TOLERANCE_SECS", default_value_t = paysaga_api::signature::DEFAULT_TOLERANCE_SECS)]
+    callback_tolerance_secs: i64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,9 +51,8 @@ enum Command {
     Api {
         #[command(flatten)]
         temporal: TemporalOpts,
-        /// Address to listen on.
-        #[arg(long, env = "PAYSAGA_API_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: String,
+        #[command(flatten)]
+        opts: ApiOpts,
     },
 }
 
@@ -67,20 +64,28 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crdgen::payment_crd_yaml()?);
         }
         Command::Controller { temporal } => {
-            telemetry::init(cli.common.log_format);
+            init_logging(cli.log_format);
             tracing::warn!(
                 temporal_address = %temporal.temporal_address,
-                temporal_namespace = %temporal.temporal_namespace,
                 "the controller is not implemented yet (issue 4); exiting"
             );
         }
-        Command::Api { temporal, listen } => {
-            telemetry::init(cli.common.log_format);
-            tracing::warn!(
-                %listen,
-                temporal_address = %temporal.temporal_address,
-                "the HTTP API is not implemented yet (issue 5); exiting"
-            );
+        Command::Api { temporal, opts } => {
+            init_logging(cli.log_format);
+            let identity = format!("paysaga-api@{}", hostname());
+            let client = temporal::connect(&temporal, &identity).await?;
+            let state = Arc::new(AppState {
+                workflows: PaymentWorkflows::new(client),
+                callbacks: CallbackVerifier::new(
+                    opts.callback_secret.into_bytes(),
+                    opts.callback_tolerance_secs,
+                ),
+            });
+            let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
+            tracing::info!(listen = %listener.local_addr()?, "HTTP API listening");
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
         }
     }
     Ok(())

@@ -2,7 +2,8 @@
 //!
 //! - [`kube()`]: etcd + kube-apiserver with RBAC on, the CRDs applied;
 //! - [`temporal()`]: the Temporal CLI dev server, namespace ready;
-//! - [`postgres()`]: PostgreSQL with a throwaway data directory.
+//! - [`postgres()`]: PostgreSQL with a throwaway data directory;
+//! - [`sim()`] and [`api()`]: paysaga's simulators and HTTP API, as processes.
 //!
 //! Each is started once per test binary, on free loopback ports, and shared by
 //! its tests; isolation comes from a fresh Kubernetes namespace
@@ -15,6 +16,7 @@
 pub mod kube;
 pub mod postgres;
 pub mod process;
+pub mod services;
 pub mod temporal;
 
 use std::io::{Read, Write};
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 pub use crate::kube::KubeEnv;
 pub use crate::postgres::PostgresEnv;
+pub use crate::services::{CALLBACK_SECRET, Service};
 pub use crate::temporal::{TemporalEnv, TemporalOptions};
 
 /// The workspace this crate belongs to.
@@ -215,5 +218,24 @@ pub fn postgres() -> &'static PostgresEnv {
     static POSTGRES: OnceLock<Result<PostgresEnv, String>> = OnceLock::new();
     shared(&POSTGRES, || {
         PostgresEnv::start(&run_dir().join("postgres"))
+    })
+}
+
+/// The HTTP API (`paysaga-operator api`, the gateway-callback receiver)
+/// shared by this test binary, against [`temporal()`].
+pub fn api() -> &'static Service {
+    static API: OnceLock<Result<Service, String>> = OnceLock::new();
+    shared(&API, || {
+        Service::api(&run_dir().join("api"), &temporal().address, None)
+    })
+}
+
+/// The simulators shared by this test binary, delivering callbacks to [`api()`].
+/// Tests steer them per payment with scenarios, so they can share one.
+pub fn sim() -> &'static Service {
+    static SIM: OnceLock<Result<Service, String>> = OnceLock::new();
+    shared(&SIM, || {
+        let callback = format!("{}{}", api().url, "/v1/gateway/callbacks");
+        Service::sim(&run_dir().join("sim"), &callback, None, &[])
     })
 }

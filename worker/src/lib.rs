@@ -1,4 +1,9 @@
-//! paysaga-worker: the Temporal workflows and activities of the payment saga.
+//! paysaga-worker: the Temporal workflows and activities of the payment saga,
+//! the accounts ledger and its audit.
 
+pub mod activities;
+pub mod audit;
+pub mod ledger;
 pub mod ping;
-pub mod temporal;
+pub mod worker;
+pub mod workflows;

@@ -1,95 +1,67 @@
-use std::time::Duration;
-
-use clap::Parser;
-use paysaga_worker::{
-    ping::{PingActivities, PingWorkflow},
-    temporal::{self, TemporalOpts},
-};
-use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use clap::{Parser, Subcommand};
+use paysaga_common::temporal::{self, TemporalOpts};
+use paysaga_common::{LogFormat, hostname, init_logging, shutdown_signal};
+use paysaga_worker::worker::{self, WorkerConfig};
+use paysaga_worker::{audit, ledger::Ledger};
 
 /// paysaga-worker: runs paysaga's Temporal workflows and activities.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    #[command(flatten)]
-    temporal: TemporalOpts,
-    /// Task queue to poll.
-    #[arg(long, env = "PAYSAGA_TASK_QUEUE", default_value = paysaga_api::names::PAYMENTS_TASK_QUEUE)]
-    task_queue: String,
-    /// Workflows kept in the sticky cache. The SDK's own default must not be what runs.
-    #[arg(long, env = "PAYSAGA_MAX_CACHED_WORKFLOWS", default_value_t = 1000)]
-    max_cached_workflows: usize,
-    /// On shutdown, how long in-flight activities may run before they are cancelled (seconds).
-    #[arg(long, env = "PAYSAGA_GRACEFUL_SHUTDOWN_SECS", default_value_t = 30)]
-    graceful_shutdown_secs: u64,
-    /// Log as JSON lines.
-    #[arg(long, env = "PAYSAGA_LOG_JSON")]
-    log_json: bool,
+    /// Log format.
+    #[arg(
+        long,
+        env = "PAYSAGA_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the worker (both task queues).
+    Run {
+        #[command(flatten)]
+        temporal: TemporalOpts,
+        #[command(flatten)]
+        config: Box<WorkerConfig>,
+    },
+    /// Audit the ledger: money conserved, every payment's entries matching its
+    /// outcome. Exits 1 and names each discrepancy.
+    Audit {
+        /// The accounts ledger: `postgres://…` or `sqlite://path`.
+        #[arg(
+            long,
+            env = "PAYSAGA_DATABASE_URL",
+            default_value = "sqlite://.dev/ledger.db?mode=rwc"
+        )]
+        database_url: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
-    if cli.log_json {
-        fmt.json().init()
-    } else {
-        fmt.init()
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Run { temporal, config } => {
+            let ledger = worker::open_ledger(&config).await?;
+            let identity = format!("paysaga-worker@{}", hostname());
+            let client = temporal::connect(&temporal, &identity).await?;
+            worker::run(client, ledger, &config, shutdown_signal()).await
+        }
+        Command::Audit { database_url } => {
+            let ledger = Ledger::connect(&database_url, 2).await?;
+            let report = audit::audit(&ledger.snapshot().await?);
+            println!("{report}");
+            if !report.is_clean() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
-
-    let identity = format!("paysaga-worker@{}", hostname());
-    let client = temporal::connect(&cli.temporal, &identity).await?;
-    let runtime = Runtime::from_current_tokio(Default::default())?;
-    let options = WorkerOptions::new(cli.task_queue.clone())
-        .register_workflow::<PingWorkflow>()?
-        .register_activities(PingActivities)
-        .max_cached_workflows(cli.max_cached_workflows)
-        .graceful_shutdown_period(Duration::from_secs(cli.graceful_shutdown_secs))
-        .build();
-    let mut worker = Worker::new(&runtime, client, options)?;
-
-    // Worker::run is !Send: it runs on this task, and a signal asks it to stop,
-    // letting in-flight activities finish within the graceful period.
-    let shutdown = worker.shutdown_handle();
-    let on_signal = async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested; finishing in-flight work");
-        shutdown();
-        std::future::pending::<()>().await
-    };
-    tracing::info!(
-        task_queue = %cli.task_queue,
-        address = %cli.temporal.temporal_address,
-        namespace = %cli.temporal.temporal_namespace,
-        max_cached_workflows = cli.max_cached_workflows,
-        "worker started"
-    );
-    tokio::select! {
-        result = worker.run() => result?,
-        _ = on_signal => unreachable!("the signal future never completes"),
-    }
-    tracing::info!("worker stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }

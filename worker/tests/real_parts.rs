@@ -1,8 +1,8 @@
 //! The worker's real parts: a workflow through the real Temporal dev server,
 //! and SQL on real PostgreSQL.
 
+use paysaga_common::temporal::{TemporalOpts, connect};
 use paysaga_worker::ping::{PingActivities, PingWorkflow};
-use paysaga_worker::temporal::{TemporalOpts, connect};
 use sqlx::Row;
 use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};

@@ -1,0 +1,189 @@
+//! `POST /v1/gateway/callbacks`: the gateway's signed confirmations.
+//!
+//! Verified before anything else: malformed headers → 400; a forged
+//! signature, a stale timestamp or a replayed delivery → 401; then the
+//! payment's workflow is signalled (unknown or finished payment → 404;
+//! Temporal unavailable → 503, so the gateway retries).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use paysaga_api::external::GatewayCallback;
+use paysaga_api::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+
+use super::AppState;
+use super::problem::Problem;
+use crate::temporal::SignalError;
+
+/// Checks signatures and remembers the ones seen, so a captured delivery
+/// cannot be replayed within the tolerance window. The memory is per replica;
+/// a replay reaching another replica is still harmless, because the workflow
+/// takes only the first confirmation.
+pub struct CallbackVerifier {
+    secret: Vec<u8>,
+    tolerance_secs: i64,
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+/// At most this many signatures are remembered; the oldest go first.
+const MAX_SEEN: usize = 100_000;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Signature(signature::SignatureError),
+    Replayed,
+}
+
+impl CallbackVerifier {
+    pub fn new(secret: impl Into<Vec<u8>>, tolerance_secs: i64) -> Self {
+        CallbackVerifier {
+            secret: secret.into(),
+            tolerance_secs,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Verifies one delivery at time `now` (Unix seconds).
+    pub fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Refusal> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let sig = header(SIGNATURE_HEADER);
+        signature::verify(
+            &self.secret,
+            header(TIMESTAMP_HEADER),
+            sig,
+            body,
+            now,
+            self.tolerance_secs,
+        )
+        .map_err(Refusal::Signature)?;
+        let sig = sig.unwrap_or_default().to_string();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, &mut expires| expires > now);
+        if seen.len() >= MAX_SEEN {
+            // Under a flood, forget the entries closest to expiry.
+            let mut by_expiry: Vec<(i64, String)> =
+                seen.iter().map(|(k, v)| (*v, k.clone())).collect();
+            by_expiry.sort();
+            for (_, k) in by_expiry.into_iter().take(MAX_SEEN / 10) {
+                seen.remove(&k);
+            }
+        }
+        if seen.insert(sig, now + 2 * self.tolerance_secs).is_some() {
+            return Err(Refusal::Replayed);
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+pub async fn receive(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match state.callbacks.check(&headers, &body, unix_now()) {
+        Ok(()) => {}
+        Err(Refusal::Signature(e)) if e.is_malformed() => {
+            return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        }
+        Err(Refusal::Signature(e)) => {
+            tracing::warn!(error = %e, "refused a gateway callback");
+            return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+        }
+        Err(Refusal::Replayed) => {
+            tracing::warn!("refused a replayed gateway callback");
+            return Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "this delivery was already received (replay)",
+            )
+            .into_response();
+        }
+    }
+    let cb: GatewayCallback = match serde_json::from_slice(&body) {
+        Ok(cb) => cb,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid callback body: {e}"),
+            )
+            .into_response();
+        }
+    };
+    match state.workflows.gateway_callback(&cb).await {
+        Ok(()) => {
+            tracing::info!(payment_id = %cb.payment_id, outcome = ?cb.outcome, "gateway callback delivered");
+            (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({"accepted": true})),
+            )
+                .into_response()
+        }
+        Err(SignalError::NotFound(id)) => Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("no payment in progress with id {id}"),
+        )
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, payment_id = %cb.payment_id, "could not deliver a gateway callback");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(ts: i64, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TIMESTAMP_HEADER,
+            HeaderValue::from_str(&ts.to_string()).unwrap(),
+        );
+        h.insert(SIGNATURE_HEADER, HeaderValue::from_str(sig).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_delivery_is_accepted_once() {
+        let v = CallbackVerifier::new("k", 300);
+        let body = br#"{"paymentId":"p"}"#;
+        let sig = signature::sign(b"k", 1_000, body);
+        assert_eq!(v.check(&headers(1_000, &sig), body, 1_001), Ok(()));
+        assert_eq!(
+            v.check(&headers(1_000, &sig), body, 1_002),
+            Err(Refusal::Replayed)
+        );
+        // A fresh signature of the same body (a gateway retry) is not a replay.
+        let again = signature::sign(b"k", 1_003, body);
+        assert_eq!(v.check(&headers(1_003, &again), body, 1_003), Ok(()));
+    }
+
+    #[test]
+    fn forged_and_stale_deliveries_are_refused() {
+        let v = CallbackVerifier::new("k", 300);
+        let body = b"{}";
+        let forged = signature::sign(b"not-the-key", 1_000, body);
+        assert_eq!(
+            v.check(&headers(1_000, &forged), body, 1_000),
+            Err(Refusal::Signature(signature::SignatureError::Mismatch))
+        );
+        let old = signature::sign(b"k", 1_000, body);
+        assert!(matches!(
+            v.check(&headers(1_000, &old), body, 2_000),
+            Err(Refusal::Signature(signature::SignatureError::Stale { .. }))
+        ));
+    }
+}

@@ -1,0 +1,656 @@
+//! The payment gateway: charges (confirmed later by a signed callback, see
+//! [`crate::callbacks`]) and refunds.
+//!
+//! A new charge is decided in this order ([`decide_charge`]):
+//! 1. the simulated latency;
+//! 2. a transient fault (503 `unavailable`): the payment's [`Scenario`] while
+//!    it has `transientFailures` left, else `transientFailureRate`. Nothing is
+//!    recorded but the attempt, so a retry with the same key can succeed;
+//! 3. a decline (402 `declined`): the scenario's `decline`, else
+//!    `declineRate`. Recorded: a retry with the same key is declined again;
+//! 4. otherwise accepted: 201 `pending`, and a confirmation is scheduled.
+//!
+//! A payment with a scenario is deterministic: its rates are not drawn.
+//! Charges are idempotent by `idempotencyKey` (a repeat answers the first
+//! answer, 200 instead of 201, and schedules nothing); reusing a key for a
+//! different payment, amount, currency or method is a 400. Refunds are
+//! idempotent by their own key and subject only to `transientFailureRate`
+//! (a scenario has no refund knobs).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{Json, extract::State, http::StatusCode};
+use paysaga_api::{
+    PaymentMethod,
+    external::{
+        CallbackOutcome, ChargeRequest, ChargeResponse, ChargeStatus, GatewayLedgerEntry,
+        RefundRequest, RefundResponse, Scenario, SimConfig,
+    },
+};
+
+use crate::{
+    ApiError, Sim,
+    callbacks::{self, ConfirmationPlan, plan_confirmation},
+    error::AppJson,
+    rng::{SplitMix64, happens},
+    validate,
+};
+
+/// What the gateway holds.
+#[derive(Debug, Default)]
+pub(crate) struct Gateway {
+    /// Charge requests by idempotency key.
+    charge_keys: HashMap<String, ChargeKey>,
+    /// Accepted charges by charge ID.
+    charges: HashMap<String, Charge>,
+    /// Refund answers by idempotency key.
+    refund_keys: HashMap<String, RefundKey>,
+}
+
+#[derive(Debug)]
+struct ChargeKey {
+    request: ChargeFingerprint,
+    /// Requests received with this key, including those answered 503.
+    attempts: u32,
+    /// The recorded answer; `None` while only transient faults were answered.
+    answer: Option<ChargeAnswer>,
+}
+
+/// The fields a repeat with the same key must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChargeFingerprint {
+    payment_id: String,
+    amount: i64,
+    currency: String,
+    method: PaymentMethod,
+}
+
+impl ChargeFingerprint {
+    fn of(req: &ChargeRequest) -> Self {
+        Self {
+            payment_id: req.payment_id.clone(),
+            amount: req.amount,
+            currency: req.currency.clone(),
+            method: req.method,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ChargeAnswer {
+    Accepted(ChargeResponse),
+    Declined(String),
+}
+
+#[derive(Debug)]
+struct Charge {
+    payment_id: String,
+    charge_id: String,
+    idempotency_key: String,
+    amount: i64,
+    currency: String,
+    status: ChargeStatus,
+    refunded_amount: i64,
+}
+
+#[derive(Debug)]
+struct RefundKey {
+    payment_id: String,
+    answer: RefundResponse,
+}
+
+/// What became of a pending charge when its confirmation came due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settlement {
+    /// The charge now has the confirmation's outcome: send it.
+    Settled,
+    /// The charge is no longer pending (refunded meanwhile, or unknown): send nothing.
+    NotPending(Option<ChargeStatus>),
+}
+
+impl Gateway {
+    /// Applies a confirmation's outcome to a pending charge.
+    pub(crate) fn settle(&mut self, charge_id: &str, outcome: CallbackOutcome) -> Settlement {
+        match self.charges.get_mut(charge_id) {
+            Some(charge) if charge.status == ChargeStatus::Pending => {
+                charge.status = match outcome {
+                    CallbackOutcome::Succeeded => ChargeStatus::Succeeded,
+                    CallbackOutcome::Failed => ChargeStatus::Failed,
+                };
+                Settlement::Settled
+            }
+            other => Settlement::NotPending(other.map(|c| c.status)),
+        }
+    }
+
+    /// Refunds every charge of the payment that still holds money (pending
+    /// or succeeded); returns the amount refunded.
+    fn refund_held(&mut self, payment_id: &str) -> i64 {
+        let mut total = 0;
+        for charge in self.charges.values_mut() {
+            if charge.payment_id == payment_id
+                && matches!(
+                    charge.status,
+                    ChargeStatus::Pending | ChargeStatus::Succeeded
+                )
+            {
+                charge.status = ChargeStatus::Refunded;
+                charge.refunded_amount = charge.amount;
+                total += charge.amount;
+            }
+        }
+        total
+    }
+
+    /// Every accepted charge, sorted by payment ID (then charge ID). Declined
+    /// charges and keys answered only 503 hold nothing and are not listed.
+    pub(crate) fn ledger(&self) -> Vec<GatewayLedgerEntry> {
+        let mut entries: Vec<_> = self
+            .charges
+            .values()
+            .map(|c| GatewayLedgerEntry {
+                payment_id: c.payment_id.clone(),
+                charge_id: c.charge_id.clone(),
+                amount: c.amount,
+                currency: c.currency.clone(),
+                status: c.status,
+                attempts: self
+                    .charge_keys
+                    .get(&c.idempotency_key)
+                    .map_or(0, |k| k.attempts),
+                refunded_amount: c.refunded_amount,
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.payment_id, &a.charge_id).cmp(&(&b.payment_id, &b.charge_id)));
+        entries
+    }
+}
+
+// ---- decisions (pure) ------------------------------------------------------------
+
+/// The random draws one new charge attempt may use, each uniform in `[0, 1)`.
+/// All four are drawn for every attempt so the stream does not depend on
+/// which branch was taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChargeDraws {
+    pub transient: f64,
+    pub decline: f64,
+    pub drop: f64,
+    pub failure: f64,
+}
+
+impl ChargeDraws {
+    pub fn draw(rng: &mut SplitMix64) -> Self {
+        Self {
+            transient: rng.next_f64(),
+            decline: rng.next_f64(),
+            drop: rng.next_f64(),
+            failure: rng.next_f64(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeDecision {
+    /// Answer 503; `from_scenario`: this uses up one of the scenario's
+    /// `transientFailures`.
+    Unavailable { from_scenario: bool },
+    /// Answer 402, and record it.
+    Decline { reason: &'static str },
+    /// Record the charge, answer 201, confirm as planned.
+    Accept(ConfirmationPlan),
+}
+
+/// What to answer to a new charge attempt (one whose key has no recorded
+/// answer yet).
+pub fn decide_charge(
+    config: &SimConfig,
+    scenario: Option<&Scenario>,
+    draws: ChargeDraws,
+) -> ChargeDecision {
+    match scenario {
+        Some(s) if s.transient_failures > 0 => ChargeDecision::Unavailable {
+            from_scenario: true,
+        },
+        Some(s) if s.decline => ChargeDecision::Decline {
+            reason: "declined by the payment's scenario",
+        },
+        None if happens(config.transient_failure_rate, draws.transient) => {
+            ChargeDecision::Unavailable {
+                from_scenario: false,
+            }
+        }
+        None if happens(config.decline_rate, draws.decline) => ChargeDecision::Decline {
+            reason: "declined at random (declineRate)",
+        },
+        _ => ChargeDecision::Accept(plan_confirmation(
+            config,
+            scenario,
+            draws.drop,
+            draws.failure,
+        )),
+    }
+}
+
+// ---- handlers --------------------------------------------------------------------
+
+fn validate_charge(req: &ChargeRequest) -> Result<(), ApiError> {
+    validate::non_empty("paymentId", &req.payment_id)?;
+    validate::non_empty("idempotencyKey", &req.idempotency_key)?;
+    validate::positive_amount(req.amount)?;
+    validate::currency(&req.currency)?;
+    if let Some(url) = &req.callback_url {
+        validate::http_url("callbackUrl", url).map_err(ApiError::BadRequest)?;
+    }
+    Ok(())
+}
+
+/// `POST /gateway/v1/charges`.
+#[tracing::instrument(skip_all, fields(payment_id = %req.payment_id, key = %req.idempotency_key))]
+pub async fn charge(
+    State(sim): State<Arc<Sim>>,
+    AppJson(req): AppJson<ChargeRequest>,
+) -> Result<(StatusCode, Json<ChargeResponse>), ApiError> {
+    validate_charge(&req)?;
+    sim.simulate_latency().await;
+
+    let (response, confirmation) = {
+        let mut guard = sim.lock();
+        let state = &mut *guard;
+        let fingerprint = ChargeFingerprint::of(&req);
+        let key = state
+            .gateway
+            .charge_keys
+            .entry(req.idempotency_key.clone())
+            .or_insert_with(|| ChargeKey {
+                request: fingerprint.clone(),
+                attempts: 0,
+                answer: None,
+            });
+        if key.request != fingerprint {
+            return Err(ApiError::BadRequest(format!(
+                "idempotency key {:?} was first used for a different charge ({:?})",
+                req.idempotency_key, key.request
+            )));
+        }
+        key.attempts += 1;
+        match &key.answer {
+            Some(ChargeAnswer::Accepted(first)) => {
+                tracing::info!(charge_id = %first.charge_id, attempts = key.attempts, "repeated charge: first answer replayed");
+                return Ok((StatusCode::OK, Json(first.clone())));
+            }
+            Some(ChargeAnswer::Declined(reason)) => {
+                tracing::info!(attempts = key.attempts, "repeated charge: declined again");
+                return Err(ApiError::Declined(reason.clone()));
+            }
+            None => {}
+        }
+
+        let draws = ChargeDraws::draw(&mut state.rng);
+        let scenario = state.scenarios.get_mut(&req.payment_id);
+        match decide_charge(&state.config, scenario.as_deref(), draws) {
+            ChargeDecision::Unavailable { from_scenario } => {
+                let why = match scenario {
+                    Some(s) if from_scenario => {
+                        s.transient_failures -= 1;
+                        format!(
+                            "simulated transient fault (scenario, {} left)",
+                            s.transient_failures
+                        )
+                    }
+                    _ => "simulated transient fault (transientFailureRate)".to_owned(),
+                };
+                tracing::info!(attempts = key.attempts, "charge answered 503: {why}");
+                return Err(ApiError::Unavailable(why));
+            }
+            ChargeDecision::Decline { reason } => {
+                key.answer = Some(ChargeAnswer::Declined(reason.to_owned()));
+                tracing::info!(attempts = key.attempts, "charge declined: {reason}");
+                return Err(ApiError::Declined(reason.to_owned()));
+            }
+            ChargeDecision::Accept(plan) => {
+                let charge_id = state.ids.next("ch");
+                let response = ChargeResponse {
+                    charge_id: charge_id.clone(),
+                    status: ChargeStatus::Pending,
+                };
+                key.answer = Some(ChargeAnswer::Accepted(response.clone()));
+                state.gateway.charges.insert(
+                    charge_id.clone(),
+                    Charge {
+                        payment_id: req.payment_id.clone(),
+                        charge_id: charge_id.clone(),
+                        idempotency_key: req.idempotency_key.clone(),
+                        amount: req.amount,
+                        currency: req.currency.clone(),
+                        status: ChargeStatus::Pending,
+                        refunded_amount: 0,
+                    },
+                );
+                tracing::info!(%charge_id, amount = req.amount, currency = %req.currency, ?plan, "charge accepted");
+                let confirmation = plan.outcome.map(|outcome| callbacks::Confirmation {
+                    payment_id: req.payment_id.clone(),
+                    charge_id,
+                    outcome,
+                    delay: Duration::from_millis(plan.delay_ms),
+                    copies: plan.copies,
+                    callback_url: req.callback_url.clone(),
+                });
+                (response, confirmation)
+            }
+        }
+    };
+
+    match confirmation {
+        Some(confirmation) => callbacks::spawn_confirmation(sim.clone(), confirmation),
+        None => {
+            tracing::info!(charge_id = %response.charge_id, "confirmation dropped: none will be sent")
+        }
+    }
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+fn validate_refund(req: &RefundRequest) -> Result<(), ApiError> {
+    validate::non_empty("paymentId", &req.payment_id)?;
+    validate::non_empty("idempotencyKey", &req.idempotency_key)?;
+    validate::positive_amount(req.amount)?;
+    validate::currency(&req.currency)
+}
+
+/// `POST /gateway/v1/refunds`.
+#[tracing::instrument(skip_all, fields(payment_id = %req.payment_id, key = %req.idempotency_key))]
+pub async fn refund(
+    State(sim): State<Arc<Sim>>,
+    AppJson(req): AppJson<RefundRequest>,
+) -> Result<Json<RefundResponse>, ApiError> {
+    validate_refund(&req)?;
+    sim.simulate_latency().await;
+
+    let mut guard = sim.lock();
+    let state = &mut *guard;
+    if let Some(first) = state.gateway.refund_keys.get(&req.idempotency_key) {
+        if first.payment_id != req.payment_id {
+            return Err(ApiError::BadRequest(format!(
+                "idempotency key {:?} was first used for payment {:?}",
+                req.idempotency_key, first.payment_id
+            )));
+        }
+        tracing::info!("repeated refund: first answer replayed");
+        return Ok(Json(first.answer.clone()));
+    }
+    if happens(state.config.transient_failure_rate, state.rng.next_f64()) {
+        tracing::info!("refund answered 503 (transientFailureRate)");
+        return Err(ApiError::Unavailable(
+            "simulated transient fault (transientFailureRate)".to_owned(),
+        ));
+    }
+    let refunded_amount = state.gateway.refund_held(&req.payment_id);
+    let answer = RefundResponse {
+        refund_id: (refunded_amount > 0).then(|| state.ids.next("re")),
+        refunded_amount,
+    };
+    if refunded_amount > 0 && refunded_amount != req.amount {
+        tracing::warn!(
+            requested = req.amount,
+            refunded_amount,
+            "refunded what the gateway held, which differs from the amount asked"
+        );
+    }
+    tracing::info!(refund_id = ?answer.refund_id, refunded_amount, "refund done");
+    state.gateway.refund_keys.insert(
+        req.idempotency_key.clone(),
+        RefundKey {
+            payment_id: req.payment_id.clone(),
+            answer: answer.clone(),
+        },
+    );
+    Ok(Json(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_DRAW: ChargeDraws = ChargeDraws {
+        transient: 0.99,
+        decline: 0.99,
+        drop: 0.99,
+        failure: 0.99,
+    };
+    const LOW_DRAW: ChargeDraws = ChargeDraws {
+        transient: 0.01,
+        decline: 0.01,
+        drop: 0.01,
+        failure: 0.01,
+    };
+
+    fn config(transient: f64, decline: f64) -> SimConfig {
+        SimConfig {
+            transient_failure_rate: transient,
+            decline_rate: decline,
+            callback_delay_ms: 7,
+            ..SimConfig::default()
+        }
+    }
+
+    fn accept(outcome: Option<CallbackOutcome>, delay_ms: u64, copies: u32) -> ChargeDecision {
+        ChargeDecision::Accept(ConfirmationPlan {
+            outcome,
+            delay_ms,
+            copies,
+        })
+    }
+
+    #[test]
+    fn charge_decisions() {
+        let flaky = Scenario {
+            transient_failures: 2,
+            callback: Some(CallbackOutcome::Succeeded),
+            ..Scenario::default()
+        };
+        let declining = Scenario {
+            decline: true,
+            ..Scenario::default()
+        };
+        let flaky_and_declining = Scenario {
+            transient_failures: 1,
+            decline: true,
+            ..Scenario::default()
+        };
+        let confirming = Scenario {
+            callback: Some(CallbackOutcome::Failed),
+            callback_delay_ms: Some(3),
+            callback_copies: 2,
+            ..Scenario::default()
+        };
+        let silent = Scenario::default();
+        let unavailable = |from_scenario| ChargeDecision::Unavailable { from_scenario };
+        let declined = |reason| ChargeDecision::Decline { reason };
+        let table: Vec<(
+            &str,
+            SimConfig,
+            Option<&Scenario>,
+            ChargeDraws,
+            ChargeDecision,
+        )> = vec![
+            (
+                "no faults",
+                config(0.0, 0.0),
+                None,
+                LOW_DRAW,
+                accept(Some(CallbackOutcome::Succeeded), 7, 1),
+            ),
+            (
+                "transient rate fires",
+                config(0.5, 0.0),
+                None,
+                LOW_DRAW,
+                unavailable(false),
+            ),
+            (
+                "transient rate misses",
+                config(0.5, 0.0),
+                None,
+                NO_DRAW,
+                accept(Some(CallbackOutcome::Succeeded), 7, 1),
+            ),
+            (
+                "transient before decline",
+                config(1.0, 1.0),
+                None,
+                LOW_DRAW,
+                unavailable(false),
+            ),
+            (
+                "decline rate fires",
+                config(0.0, 0.5),
+                None,
+                LOW_DRAW,
+                declined("declined at random (declineRate)"),
+            ),
+            (
+                "decline rate misses",
+                config(0.0, 0.5),
+                None,
+                NO_DRAW,
+                accept(Some(CallbackOutcome::Succeeded), 7, 1),
+            ),
+            (
+                "scenario failures first",
+                config(0.0, 0.0),
+                Some(&flaky),
+                NO_DRAW,
+                unavailable(true),
+            ),
+            (
+                "scenario failures before decline",
+                config(0.0, 0.0),
+                Some(&flaky_and_declining),
+                NO_DRAW,
+                unavailable(true),
+            ),
+            (
+                "scenario decline",
+                config(0.0, 0.0),
+                Some(&declining),
+                NO_DRAW,
+                declined("declined by the payment's scenario"),
+            ),
+            (
+                "a scenario ignores the rates",
+                config(1.0, 1.0),
+                Some(&confirming),
+                LOW_DRAW,
+                accept(Some(CallbackOutcome::Failed), 3, 2),
+            ),
+            (
+                "an empty scenario never confirms",
+                config(0.0, 0.0),
+                Some(&silent),
+                NO_DRAW,
+                accept(None, 7, 1),
+            ),
+        ];
+        for (name, config, scenario, draws, want) in table {
+            assert_eq!(decide_charge(&config, scenario, draws), want, "{name}");
+        }
+    }
+
+    fn charge(id: &str, payment: &str, amount: i64, status: ChargeStatus) -> Charge {
+        Charge {
+            payment_id: payment.into(),
+            charge_id: id.into(),
+            idempotency_key: format!("{id}-key"),
+            amount,
+            currency: "EUR".into(),
+            status,
+            refunded_amount: 0,
+        }
+    }
+
+    fn gateway(charges: Vec<Charge>) -> Gateway {
+        let mut g = Gateway::default();
+        for c in charges {
+            g.charges.insert(c.charge_id.clone(), c);
+        }
+        g
+    }
+
+    #[test]
+    fn refunds_take_back_what_is_held() {
+        let table = [
+            ("nothing", vec![], 0),
+            (
+                "pending",
+                vec![charge("c1", "p", 100, ChargeStatus::Pending)],
+                100,
+            ),
+            (
+                "succeeded",
+                vec![charge("c1", "p", 100, ChargeStatus::Succeeded)],
+                100,
+            ),
+            (
+                "failed",
+                vec![charge("c1", "p", 100, ChargeStatus::Failed)],
+                0,
+            ),
+            (
+                "refunded",
+                vec![charge("c1", "p", 100, ChargeStatus::Refunded)],
+                0,
+            ),
+            (
+                "other payment",
+                vec![charge("c1", "q", 100, ChargeStatus::Succeeded)],
+                0,
+            ),
+            (
+                "two charges",
+                vec![
+                    charge("c1", "p", 100, ChargeStatus::Succeeded),
+                    charge("c2", "p", 50, ChargeStatus::Pending),
+                ],
+                150,
+            ),
+        ];
+        for (name, charges, want) in table {
+            let mut g = gateway(charges);
+            assert_eq!(g.refund_held("p"), want, "{name}");
+            assert_eq!(g.refund_held("p"), 0, "{name}: twice");
+        }
+    }
+
+    #[test]
+    fn settlement_only_moves_a_pending_charge() {
+        let mut g = gateway(vec![
+            charge("c1", "p", 100, ChargeStatus::Pending),
+            charge("c2", "q", 100, ChargeStatus::Refunded),
+        ]);
+        assert_eq!(g.settle("c1", CallbackOutcome::Failed), Settlement::Settled);
+        assert_eq!(g.charges["c1"].status, ChargeStatus::Failed);
+        assert_eq!(
+            g.settle("c1", CallbackOutcome::Succeeded),
+            Settlement::NotPending(Some(ChargeStatus::Failed))
+        );
+        assert_eq!(
+            g.settle("c2", CallbackOutcome::Succeeded),
+            Settlement::NotPending(Some(ChargeStatus::Refunded))
+        );
+        assert_eq!(
+            g.settle("nope", CallbackOutcome::Succeeded),
+            Settlement::NotPending(None)
+        );
+    }
+
+    #[test]
+    fn ledger_is_sorted_by_payment() {
+        let g = gateway(vec![
+            charge("c3", "b", 1, ChargeStatus::Pending),
+            charge("c1", "c", 2, ChargeStatus::Pending),
+            charge("c2", "a", 3, ChargeStatus::Pending),
+        ]);
+        let order: Vec<_> = g.ledger().into_iter().map(|e| e.payment_id).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,254 @@
+//! `paysaga-sim`: the outside world the payment saga talks to, as real HTTP
+//! services on one listen address.
+//!
+//! | service | routes | module |
+//! |---|---|---|
+//! | payment gateway | `POST /gateway/v1/charges`, `POST /gateway/v1/refunds`, signed confirmations | [`gateway`], [`callbacks`] |
+//! | fraud scoring | `POST /fraud/v1/score` | [`fraud`] |
+//! | email/SMS provider | `POST`/`GET /notify/v1/messages` | [`notify`] |
+//! | knobs and audit | `/admin/config`, `/admin/scenarios/{paymentId}`, `/admin/gateway-ledger`, `/healthz` | [`admin`] |
+//!
+//! The contract (paths, DTOs, signatures) lives in [`paysaga_api::external`]
+//! and [`paysaga_api::signature`]. All state is in memory. Random faults come
+//! from one seeded generator, so a run with the same seed and the same
+//! sequence of requests makes the same decisions; a payment with a
+//! [`Scenario`] is fully deterministic.
+
+pub mod admin;
+pub mod callbacks;
+pub mod cli;
+pub mod error;
+pub mod fraud;
+pub mod gateway;
+pub mod notify;
+pub mod rng;
+mod validate;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Router,
+    extract::Request,
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post},
+};
+use paysaga_api::external::{Scenario, SimConfig, paths};
+use tokio::net::TcpListener;
+
+pub use callbacks::RetryPolicy;
+pub use error::ApiError;
+
+/// How a simulator starts.
+#[derive(Debug, Clone)]
+pub struct SimSettings {
+    /// The initial knobs (changed at run time through `PUT /admin/config`).
+    pub config: SimConfig,
+    /// HMAC key of the gateway's confirmations.
+    pub callback_secret: Vec<u8>,
+    /// Seed of the random faults.
+    pub seed: u64,
+    /// How confirmations are retried.
+    pub retry: RetryPolicy,
+}
+
+impl SimSettings {
+    /// Defaults: no latency, no faults, immediate confirmations, seed 0.
+    pub fn new(callback_secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            config: SimConfig::default(),
+            callback_secret: callback_secret.into(),
+            seed: 0,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("the callback secret is empty")]
+    EmptySecret,
+    #[error("failed to build the HTTP client for confirmations")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+/// The simulators' shared state. Handlers get it as `State<Arc<Sim>>`.
+#[derive(Debug)]
+pub struct Sim {
+    callback_secret: Arc<[u8]>,
+    retry: RetryPolicy,
+    http: reqwest::Client,
+    /// Everything mutable, behind one lock: a simulator does not need more,
+    /// and one lock cannot deadlock. Never held across an `.await`.
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) config: SimConfig,
+    pub(crate) scenarios: HashMap<String, Scenario>,
+    pub(crate) rng: rng::SplitMix64,
+    pub(crate) gateway: gateway::Gateway,
+    pub(crate) outbox: notify::Outbox,
+    pub(crate) ids: Ids,
+}
+
+/// IDs like `ch_000001`, unique within one simulator run (and the same from
+/// one run to the next for the same requests).
+#[derive(Debug, Default)]
+pub(crate) struct Ids {
+    last: u64,
+}
+
+impl Ids {
+    pub(crate) fn next(&mut self, prefix: &str) -> String {
+        self.last += 1;
+        format!("{prefix}_{:06}", self.last)
+    }
+}
+
+impl Sim {
+    pub fn new(settings: SimSettings) -> Result<Arc<Self>, SimError> {
+        admin::validate_config(&settings.config).map_err(SimError::InvalidConfig)?;
+        if settings.callback_secret.is_empty() {
+            return Err(SimError::EmptySecret);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("paysaga-sim/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(SimError::HttpClient)?;
+        Ok(Arc::new(Self {
+            callback_secret: settings.callback_secret.into(),
+            retry: settings.retry,
+            http,
+            state: Mutex::new(State {
+                config: settings.config,
+                scenarios: HashMap::new(),
+                rng: rng::SplitMix64::new(settings.seed),
+                gateway: gateway::Gateway::default(),
+                outbox: notify::Outbox::default(),
+                ids: Ids::default(),
+            }),
+        }))
+    }
+
+    /// The state, even if a handler panicked while holding it (the data is
+    /// plain maps that every step leaves consistent).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current knobs.
+    pub fn config(&self) -> SimConfig {
+        self.lock().config.clone()
+    }
+
+    /// Waits `latencyMs` (the simulated services' response time).
+    pub(crate) async fn simulate_latency(&self) {
+        let latency = self.lock().config.latency_ms;
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+    }
+}
+
+/// Every simulated service on one router.
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route(paths::CHARGES, post(gateway::charge))
+        .route(paths::REFUNDS, post(gateway::refund))
+        .route(paths::FRAUD_SCORE, post(fraud::score))
+        .route(paths::MESSAGES, post(notify::send).get(notify::list))
+        .route(
+            paths::ADMIN_CONFIG,
+            get(admin::get_config).put(admin::put_config),
+        )
+        .route(
+            &format!("{}/{{payment_id}}", paths::ADMIN_SCENARIOS),
+            get(admin::get_scenario)
+                .put(admin::put_scenario)
+                .delete(admin::delete_scenario),
+        )
+        .route(paths::ADMIN_GATEWAY_LEDGER, get(admin::gateway_ledger))
+        .route("/healthz", get(admin::healthz))
+        .fallback(error::not_found)
+        .layer(middleware::from_fn(log_request))
+        .with_state(sim)
+}
+
+/// Serves the simulators on `listener` until `shutdown` completes, then
+/// finishes the requests in flight. Confirmations still waiting to be sent
+/// are abandoned.
+pub async fn serve(
+    listener: TcpListener,
+    sim: Arc<Sim>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(sim))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub(crate) fn unix_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Unix milliseconds now (0 if the clock is before 1970).
+pub(crate) fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

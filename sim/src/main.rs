@@ -1,0 +1,27 @@
+//! `paysaga-sim`: see the library's documentation.
+
+use anyhow::Context;
+use clap::Parser;
+use paysaga_sim::{Sim, cli, serve, shutdown_signal};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(cli.log_format);
+    let settings = cli.settings();
+    let seed = settings.seed;
+    let sim = Sim::new(settings).context("failed to set up the simulators")?;
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", cli.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("failed to read the bound address")?;
+    tracing::info!(%addr, seed, config = ?sim.config(), "paysaga-sim listening");
+    serve(listener, sim, shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("paysaga-sim stopped");
+    Ok(())
+}

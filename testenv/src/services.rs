@@ -1,0 +1,94 @@
+//! paysaga's own services as real processes: the simulators (`paysaga-sim`)
+//! and the HTTP API (`paysaga-operator api`, which receives the gateway's
+//! callbacks). They run from the workspace's built binaries: `make test`
+//! builds them first (`cargo build --workspace --bins`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::process::Proc;
+use crate::{free_port, http_get_ok, workspace_root};
+
+/// The callback secret shared by the simulators and the API in tests and `make dev`.
+pub const CALLBACK_SECRET: &str = "paysaga-dev-callback-secret";
+
+/// A built binary of the workspace (`target/debug/<name>`).
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target.join("debug").join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` first (make test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running HTTP service of ours.
+pub struct Service {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub port: u16,
+    proc: Proc,
+}
+
+impl Service {
+    pub fn log(&self) -> &Path {
+        self.proc.log_path()
+    }
+
+    fn start(
+        name: &str,
+        dir: &Path,
+        program: PathBuf,
+        mut args: Vec<String>,
+        port: u16,
+    ) -> Result<Service> {
+        std::fs::create_dir_all(dir)?;
+        args.push("--log-format=json".into());
+        let mut proc = Proc::spawn(name, dir, "TERM", program, &args)?;
+        proc.wait_ready(Duration::from_secs(30), || {
+            http_get_ok("127.0.0.1", port, "/healthz")
+        })?;
+        Ok(Service {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            proc,
+        })
+    }
+
+    /// `paysaga-operator api` against Temporal at `temporal_address`.
+    pub fn api(dir: &Path, temporal_address: &str, port: Option<u16>) -> Result<Service> {
+        let port = port.map_or_else(free_port, Ok)?;
+        let args = vec![
+            "api".into(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--temporal-address={temporal_address}"),
+            format!("--callback-secret={CALLBACK_SECRET}"),
+        ];
+        Service::start("paysaga-api", dir, binary("paysaga-operator")?, args, port)
+    }
+
+    /// `paysaga-sim`, delivering confirmations to `callback_url`.
+    pub fn sim(
+        dir: &Path,
+        callback_url: &str,
+        port: Option<u16>,
+        extra: &[&str],
+    ) -> Result<Service> {
+        let port = port.map_or_else(free_port, Ok)?;
+        let mut args = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--callback-url={callback_url}"),
+            format!("--callback-secret={CALLBACK_SECRET}"),
+            "--seed=7".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Service::start("paysaga-sim", dir, binary("paysaga-sim")?, args, port)
+    }
+}

@@ -1,0 +1,391 @@
+//! The saga's activities: all of its I/O. Each one is idempotent, keyed by the
+//! payment ID, and says whether a failure is permanent (non-retryable, with a
+//! type name the workflow matches on) or transient (retried with backoff).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paysaga_api::external::{
+    Channel, ChargeRequest, ChargeResponse, ErrorBody, FraudScoreRequest, FraudScoreResponse,
+    NotificationRequest, RefundRequest, RefundResponse, error_codes, paths,
+};
+use paysaga_api::saga::keys;
+use paysaga_api::{Notify, PaymentMethod};
+use serde::{Deserialize, Serialize};
+use temporalio_macros::activities;
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::ledger::{Applied, Ledger, LedgerError};
+
+/// Failure type names the workflow tells apart (non-retryable).
+pub mod failure_types {
+    pub const ACCOUNT_INVALID: &str = "AccountInvalid";
+    pub const INSUFFICIENT_FUNDS: &str = "InsufficientFunds";
+    pub const ALREADY_COMPENSATED: &str = "AlreadyCompensated";
+    pub const DECLINED: &str = "Declined";
+    pub const BAD_REQUEST: &str = "BadRequest";
+}
+
+/// A permanent failure: the retry policy stops at once.
+fn permanent(type_name: &str, message: String) -> ActivityError {
+    ActivityError::application(
+        ApplicationFailure::builder(message)
+            .type_name(type_name.to_string())
+            .non_retryable(true)
+            .build(),
+    )
+}
+
+/// A transient failure: the retry policy backs off and tries again.
+fn transient(message: String) -> ActivityError {
+    ActivityError::application(ApplicationFailure::new(message))
+}
+
+fn ledger_error(e: LedgerError) -> ActivityError {
+    match &e {
+        LedgerError::InsufficientFunds { .. } => {
+            permanent(failure_types::INSUFFICIENT_FUNDS, e.to_string())
+        }
+        LedgerError::AlreadyCompensated(_) => {
+            permanent(failure_types::ALREADY_COMPENSATED, e.to_string())
+        }
+        e if e.is_permanent() => permanent(failure_types::ACCOUNT_INVALID, e.to_string()),
+        _ => transient(e.to_string()),
+    }
+}
+
+/// Where the outside world is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Endpoints {
+    /// Base URL of the payment gateway.
+    #[arg(
+        long,
+        env = "PAYSAGA_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    pub gateway_url: String,
+    /// Base URL of the fraud-scoring service.
+    #[arg(
+        long,
+        env = "PAYSAGA_FRAUD_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    pub fraud_url: String,
+    /// Base URL of the email/SMS provider.
+    #[arg(
+        long,
+        env = "PAYSAGA_NOTIFY_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    pub notify_url: String,
+    /// Where the gateway should deliver its confirmations (paysaga's callback
+    /// receiver); the gateway's own setting when unset.
+    #[arg(long, env = "PAYSAGA_CALLBACK_URL")]
+    pub callback_url: Option<String>,
+}
+
+/// An HTTP client with a bounded time per request.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .expect("building the HTTP client")
+}
+
+/// POSTs JSON; classifies the answer. `Ok(Err(body))` is a 4xx the caller judges.
+async fn post_json<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
+    http: &reqwest::Client,
+    url: &str,
+    idempotency_key: &str,
+    body: &Req,
+) -> Result<Result<Resp, (u16, ErrorBody)>, ActivityError> {
+    let resp = http
+        .post(url)
+        .header(
+            paysaga_api::external::IDEMPOTENCY_KEY_HEADER,
+            idempotency_key,
+        )
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| transient(format!("POST {url}: {e}")))?;
+    let status = resp.status();
+    if status.is_success() {
+        let parsed = resp
+            .json::<Resp>()
+            .await
+            .map_err(|e| transient(format!("POST {url}: unreadable answer: {e}")))?;
+        return Ok(Ok(parsed));
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
+        code: status.as_str().to_string(),
+        message: text,
+    });
+    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        return Err(transient(format!("POST {url}: {status}: {}", body.message)));
+    }
+    Ok(Err((status.as_u16(), body)))
+}
+
+// ---- inputs and outputs ----------------------------------------------------------
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountOp {
+    pub payment_id: String,
+    pub user_id: String,
+    pub currency: String,
+    pub amount: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeOp {
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub method: PaymentMethod,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeReceipt {
+    pub charge_id: String,
+    /// Which attempt succeeded (1 = first).
+    pub attempt: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyOp {
+    pub payment_id: String,
+    pub notify: Option<Notify>,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutcomeOp {
+    pub payment_id: String,
+    pub user_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub phase: String,
+    pub reason: String,
+}
+
+// ---- the payments queue's activities ------------------------------------------------
+
+pub struct SagaActivities {
+    pub ledger: Ledger,
+    pub http: reqwest::Client,
+    pub endpoints: Endpoints,
+}
+
+#[activities]
+impl SagaActivities {
+    /// The account exists, is active, holds the currency and enough money.
+    #[activity(name = "validateAccount")]
+    pub async fn validate_account(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: AccountOp,
+    ) -> Result<(), ActivityError> {
+        self.ledger
+            .validate(&op.user_id, &op.currency, op.amount)
+            .await
+            .map_err(ledger_error)
+    }
+
+    /// Debits the account once per payment.
+    #[activity(name = "debit")]
+    pub async fn debit(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: AccountOp,
+    ) -> Result<Applied, ActivityError> {
+        self.ledger
+            .debit(&op.payment_id, &op.user_id, &op.currency, op.amount)
+            .await
+            .map_err(ledger_error)
+    }
+
+    /// Compensation of `debit`: credits back what was debited, once.
+    #[activity(name = "credit")]
+    pub async fn credit(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: AccountOp,
+    ) -> Result<Applied, ActivityError> {
+        self.ledger
+            .credit(&op.payment_id, &op.user_id, &op.currency)
+            .await
+            .map_err(ledger_error)
+    }
+
+    /// Charges through the gateway. 503s are retried by the activity's retry
+    /// policy (with the same idempotency key); a decline is permanent.
+    #[activity(name = "charge")]
+    pub async fn charge(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        op: ChargeOp,
+    ) -> Result<ChargeReceipt, ActivityError> {
+        let attempt = ctx.info().attempt;
+        let key = keys::charge(&op.payment_id);
+        let req = ChargeRequest {
+            payment_id: op.payment_id.clone(),
+            idempotency_key: key.clone(),
+            amount: op.amount,
+            currency: op.currency,
+            method: op.method,
+            callback_url: self.endpoints.callback_url.clone(),
+        };
+        let url = format!("{}{}", self.endpoints.gateway_url, paths::CHARGES);
+        match post_json::<_, ChargeResponse>(&self.http, &url, &key, &req).await? {
+            Ok(resp) => Ok(ChargeReceipt {
+                charge_id: resp.charge_id,
+                attempt,
+            }),
+            Err((402, body)) | Err((_, body)) if body.code == error_codes::DECLINED => {
+                Err(permanent(
+                    failure_types::DECLINED,
+                    format!("declined by the gateway: {}", body.message),
+                ))
+            }
+            Err((status, body)) => Err(permanent(
+                failure_types::BAD_REQUEST,
+                format!(
+                    "the gateway refused the charge ({status} {}): {}",
+                    body.code, body.message
+                ),
+            )),
+        }
+    }
+
+    /// Compensation of `charge`: refunds whatever the gateway holds for the
+    /// payment (a timed-out charge may have gone through). Idempotent.
+    #[activity(name = "refund")]
+    pub async fn refund(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: ChargeOp,
+    ) -> Result<i64, ActivityError> {
+        let key = keys::refund(&op.payment_id);
+        let req = RefundRequest {
+            payment_id: op.payment_id,
+            idempotency_key: key.clone(),
+            amount: op.amount,
+            currency: op.currency,
+        };
+        let url = format!("{}{}", self.endpoints.gateway_url, paths::REFUNDS);
+        match post_json::<_, RefundResponse>(&self.http, &url, &key, &req).await? {
+            Ok(resp) => Ok(resp.refunded_amount),
+            // A refund refused outright is not something to give up on: money
+            // may be held. Retry (and surface it through the attempts).
+            Err((status, body)) => Err(transient(format!(
+                "the gateway refused the refund ({status} {}): {}",
+                body.code, body.message
+            ))),
+        }
+    }
+
+    /// Tells the payer, by email and/or SMS. No contact → nothing to do.
+    #[activity(name = "notify")]
+    pub async fn notify(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: NotifyOp,
+    ) -> Result<u32, ActivityError> {
+        let Some(notify) = op.notify else {
+            return Ok(0);
+        };
+        let targets = [(Channel::Email, notify.email), (Channel::Sms, notify.phone)];
+        let mut sent = 0;
+        for (channel, to) in targets {
+            let Some(to) = to else { continue };
+            let channel_name = match channel {
+                Channel::Email => "email",
+                Channel::Sms => "sms",
+            };
+            let key = keys::notification(&op.payment_id, channel_name);
+            let req = NotificationRequest {
+                idempotency_key: key.clone(),
+                payment_id: op.payment_id.clone(),
+                channel,
+                to,
+                subject: op.subject.clone(),
+                body: op.body.clone(),
+            };
+            let url = format!("{}{}", self.endpoints.notify_url, paths::MESSAGES);
+            if let Err((status, body)) =
+                post_json::<_, serde_json::Value>(&self.http, &url, &key, &req).await?
+            {
+                return Err(permanent(
+                    failure_types::BAD_REQUEST,
+                    format!(
+                        "the {channel_name} provider refused the message ({status}): {}",
+                        body.message
+                    ),
+                ));
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Records how the payment ended, for the audit.
+    #[activity(name = "recordOutcome")]
+    pub async fn record_outcome(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: OutcomeOp,
+    ) -> Result<(), ActivityError> {
+        self.ledger
+            .record_outcome(
+                &op.payment_id,
+                &op.user_id,
+                op.amount,
+                &op.currency,
+                &op.phase,
+                &op.reason,
+            )
+            .await
+            .map_err(ledger_error)
+    }
+}
+
+// ---- the fraud queue's activities ------------------------------------------------------
+
+pub struct FraudActivities {
+    pub http: reqwest::Client,
+    pub fraud_url: String,
+}
+
+#[activities]
+impl FraudActivities {
+    /// Asks the fraud-scoring service for a risk score (0–100).
+    #[activity(name = "scoreFraud")]
+    pub async fn score(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        req: FraudScoreRequest,
+    ) -> Result<FraudScoreResponse, ActivityError> {
+        let url = format!("{}{}", self.fraud_url, paths::FRAUD_SCORE);
+        let key = format!("{}-fraud", req.payment_id);
+        match post_json::<_, FraudScoreResponse>(&self.http, &url, &key, &req).await? {
+            Ok(score) => Ok(score),
+            Err((status, body)) => Err(permanent(
+                failure_types::BAD_REQUEST,
+                format!(
+                    "fraud scoring refused the request ({status}): {}",
+                    body.message
+                ),
+            )),
+        }
+    }
+}
