@@ -6,7 +6,7 @@ CARGO ?= cargo
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help tools dev test test-unit test-integration generate lint fmt check-generated
+.PHONY: help tools dev test generate lint record-histories
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,3 +33,7 @@ generate: ## regenerate checked-in files (crds/)
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+record-histories: ## re-record the workflow histories replayed by the tests (worker/tests/histories)
+	$(CARGO) build --workspace --bins
+	PAYSAGA_RECORD_HISTORIES=1 $(CARGO) test -p paysaga-worker --test saga

@@ -107,7 +107,13 @@ mod tests {
         let sig = sign(SECRET, 1_000, BODY);
         let forged = sign(b"other", 1_000, BODY);
         // (timestamp header, signature header, body, now, expected refusal)
-        type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a [u8], i64, SignatureError);
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a [u8],
+            i64,
+            SignatureError,
+        );
         let table: Vec<Case> = vec![
             (
                 None,

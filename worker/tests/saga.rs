@@ -146,11 +146,22 @@ impl Harness {
     }
 
     async fn pay(&self, input: PaymentInput) -> (PaymentOutcome, PaymentProgress) {
+        self.pay_and_record(input, None).await
+    }
+
+    async fn pay_and_record(
+        &self,
+        input: PaymentInput,
+        record_as: Option<&str>,
+    ) -> (PaymentOutcome, PaymentProgress) {
         let handle = self.begin(input).await;
         let outcome = handle
             .get_result(WorkflowGetResultOptions::default())
             .await
             .expect("the payment workflow's result");
+        if let Some(name) = record_as {
+            maybe_record(&handle, name).await;
+        }
         (outcome, progress(&handle).await)
     }
 
@@ -181,6 +192,22 @@ impl Drop for Harness {
             }
         }
     }
+}
+
+/// With `PAYSAGA_RECORD_HISTORIES=1`, saves the workflow's history under
+/// `worker/tests/histories/` for the replay tests (`make record-histories`).
+async fn maybe_record(handle: &Handle, name: &str) {
+    if std::env::var_os("PAYSAGA_RECORD_HISTORIES").is_none() {
+        return;
+    }
+    let json = handle
+        .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await
+        .expect("fetching the history");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.json")), json).unwrap();
 }
 
 async fn progress(handle: &Handle) -> PaymentProgress {
@@ -287,7 +314,9 @@ async fn happy_path_succeeds_debits_once_and_notifies() {
     let h = Harness::start("happy").await;
     let id = unique("pay-happy");
     scenario(&id, confirm()).await;
-    let (outcome, progress) = h.pay(h.input(&id, 1_250)).await;
+    let (outcome, progress) = h
+        .pay_and_record(h.input(&id, 1_250), Some("v1-succeeded"))
+        .await;
 
     assert_eq!(outcome.phase, Phase::Succeeded, "{outcome:?}");
     assert_eq!(outcome.reason, reasons::CONFIRMED);
@@ -415,7 +444,7 @@ async fn each_failure_path_compensates_to_the_cent() {
         scenario(&id, s).await;
         let mut input = h.input(&id, 2_000);
         input.confirmation_timeout_secs = timeout;
-        let (outcome, progress) = h.pay(input).await;
+        let (outcome, progress) = h.pay_and_record(input, Some(&format!("v1-{name}"))).await;
         assert_eq!(outcome.phase, Phase::Failed, "{name}: {outcome:?}");
         assert_eq!(outcome.reason, reason, "{name}: {outcome:?}");
         assert!(
@@ -655,6 +684,7 @@ async fn cancel_at_each_step() {
         ["refunded 400", "credit: Moved"],
         "reverse order: refund, then credit"
     );
+    maybe_record(&handle, "v1-cancelled-while-waiting").await;
     assert_restored(&h, &late).await;
 
     // A Temporal-level cancellation is honoured the same way.
