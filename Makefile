@@ -34,6 +34,7 @@ lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-record-histories: ## re-record the workflow histories replayed by the tests (worker/tests/histories)
+record-histories: ## record the workflow histories replayed by the tests: make record-histories VERSION=v2
+	@test -n "$(VERSION)" || { echo "usage: make record-histories VERSION=vN"; exit 2; }
 	$(CARGO) build --workspace --bins
-	PAYSAGA_RECORD_HISTORIES=1 $(CARGO) test -p paysaga-worker --test saga
+	PAYSAGA_RECORD_HISTORIES=$(VERSION) $(CARGO) test -p paysaga-worker --test saga

@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub outcomes: Vec<Outcome>,
 }
 
+// `Outcome::phase` is the saga's phase: `Processing` while it runs (recorded
+// when the payment is accepted), then `Succeeded`, `Failed` or `Cancelled`.
+
 /// One thing that is wrong, naming the account or payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Discrepancy {
@@ -222,13 +225,22 @@ pub fn audit(snapshot: &Snapshot) -> Report {
                 credited,
             });
         }
-        if !outcomes.contains_key(id) {
+    }
+    let settled = |o: &Outcome| matches!(o.phase.as_str(), "Succeeded" | "Failed" | "Cancelled");
+    for id in per_payment.keys() {
+        if !outcomes.get(id).is_some_and(|o| settled(o)) {
             report.in_flight.push(id.to_string());
         }
     }
     for (id, o) in &outcomes {
         let (debited, credited) = per_payment.get(id).copied().unwrap_or_default();
         match o.phase.as_str() {
+            // Accepted and still running: judged once it ends.
+            "Pending" | "Processing" => {
+                if !per_payment.contains_key(id) {
+                    report.in_flight.push(id.to_string());
+                }
+            }
             "Succeeded" => {
                 report.succeeded += 1;
                 report.captured_total += debited - credited;
@@ -377,6 +389,19 @@ mod tests {
             );
             assert!(r.to_string().contains("verdict: FAILED"));
         }
+    }
+
+    #[test]
+    fn accepted_payments_are_in_flight_until_they_end() {
+        let mut s = clean();
+        s.outcomes.push(outcome("running", "Processing", 300));
+        s.entries.push(entry("running", "debit", "alice", 300));
+        s.accounts[0].balance -= 300;
+        s.outcomes.push(outcome("just-accepted", "Processing", 10));
+        let r = audit(&s);
+        assert!(r.is_clean(), "{r}");
+        assert_eq!(r.in_flight, ["running", "just-accepted"]);
+        assert_eq!((r.succeeded, r.failed, r.cancelled), (1, 1, 1));
     }
 
     #[test]

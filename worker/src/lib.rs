@@ -7,3 +7,6 @@ pub mod ledger;
 pub mod ping;
 pub mod worker;
 pub mod workflows;
+
+#[cfg(test)]
+mod replay_tests;

@@ -97,7 +97,7 @@ pub struct SagaState {
 }
 
 impl SagaState {
-    fn progress(&self) -> PaymentProgress {
+    pub(crate) fn progress(&self) -> PaymentProgress {
         PaymentProgress {
             phase: self.phase.unwrap_or(Phase::Pending),
             step: self.step.unwrap_or(Step::ValidateAccount),
@@ -107,7 +107,13 @@ impl SagaState {
         }
     }
 
-    fn accept_callback(&mut self, expected_payment: &str, cb: GatewayCallback) {
+    pub(crate) fn request_cancel(&mut self, req: CancelRequest) {
+        if self.cancel.is_none() {
+            self.cancel = Some(req);
+        }
+    }
+
+    pub(crate) fn accept_callback(&mut self, expected_payment: &str, cb: GatewayCallback) {
         if cb.payment_id != expected_payment {
             return;
         }
@@ -141,6 +147,33 @@ enum Compensation {
 
 // ---- PaymentWorkflow -------------------------------------------------------------------
 
+/// Patch: record the payment as accepted in the ledger before anything else,
+/// so the audit sees a payment from its first moment (not only once money
+/// moved). Histories recorded before it replay without it.
+pub const PATCH_RECORD_ACCEPTED: &str = "record-accepted";
+
+/// A workflow type that runs the saga: where its state lives, and whether
+/// versioned changes are guarded by `patched()` (always, except in the test
+/// that proves why they must be).
+pub trait SagaHost: 'static {
+    fn saga(&self) -> &SagaState;
+    fn saga_mut(&mut self) -> &mut SagaState;
+    fn set_payment_id(&mut self, id: &str);
+    const GUARD_PATCHES: bool = true;
+}
+
+impl SagaHost for PaymentWorkflow {
+    fn saga(&self) -> &SagaState {
+        &self.state
+    }
+    fn saga_mut(&mut self) -> &mut SagaState {
+        &mut self.state
+    }
+    fn set_payment_id(&mut self, id: &str) {
+        self.payment_id = id.to_string();
+    }
+}
+
 #[workflow]
 #[derive(Default)]
 pub struct PaymentWorkflow {
@@ -155,9 +188,7 @@ impl PaymentWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: PaymentInput,
     ) -> WorkflowResult<PaymentOutcome> {
-        ctx.state_mut(|w| w.payment_id = input.payment_id.clone());
-        let saga = Saga { ctx, input: &input };
-        saga.run().await
+        run_saga(ctx, &input).await
     }
 
     /// The gateway's verified confirmation. Duplicates are counted and ignored.
@@ -170,9 +201,7 @@ impl PaymentWorkflow {
     /// Asks for the payment to be cancelled; acted on at the next safe point.
     #[signal(name = paysaga_api::saga::SIGNAL_CANCEL)]
     pub fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>, req: CancelRequest) {
-        if self.state.cancel.is_none() {
-            self.state.cancel = Some(req);
-        }
+        self.state.request_cancel(req);
     }
 
     #[query(name = paysaga_api::saga::QUERY_STATUS)]
@@ -181,13 +210,22 @@ impl PaymentWorkflow {
     }
 }
 
+/// Runs the saga in any [`SagaHost`] workflow.
+pub async fn run_saga<W: SagaHost>(
+    ctx: &mut WorkflowContext<W>,
+    input: &PaymentInput,
+) -> WorkflowResult<PaymentOutcome> {
+    ctx.state_mut(|w| w.set_payment_id(&input.payment_id));
+    Saga { ctx, input }.run().await
+}
+
 /// The saga's body, over the workflow's context.
-struct Saga<'a> {
-    ctx: &'a mut WorkflowContext<PaymentWorkflow>,
+struct Saga<'a, W: SagaHost> {
+    ctx: &'a mut WorkflowContext<W>,
     input: &'a PaymentInput,
 }
 
-impl Saga<'_> {
+impl<W: SagaHost> Saga<'_, W> {
     fn now_ms(&self) -> i64 {
         self.ctx
             .workflow_time()
@@ -200,9 +238,9 @@ impl Saga<'_> {
         let at_ms = self.now_ms();
         self.ctx.state_mut(|w| {
             if event == StepEvent::Started {
-                w.state.step = Some(step);
+                w.saga_mut().step = Some(step);
             }
-            w.state.history.push(StepRecord {
+            w.saga_mut().history.push(StepRecord {
                 step,
                 event,
                 at_ms,
@@ -213,7 +251,7 @@ impl Saga<'_> {
 
     fn cancel_requested(&self) -> Option<String> {
         self.ctx
-            .state(|w| w.state.cancel.as_ref().map(|c| c.reason.clone()))
+            .state(|w| w.saga().cancel.as_ref().map(|c| c.reason.clone()))
     }
 
     fn check_cancel(&self) -> Result<(), Stop> {
@@ -245,7 +283,15 @@ impl Saga<'_> {
 
     async fn run(self) -> WorkflowResult<PaymentOutcome> {
         self.ctx
-            .state_mut(|w| w.state.phase = Some(Phase::Processing));
+            .state_mut(|w| w.saga_mut().phase = Some(Phase::Processing));
+        let record_accepted = if W::GUARD_PATCHES {
+            self.ctx.patched(PATCH_RECORD_ACCEPTED)
+        } else {
+            true
+        };
+        if record_accepted {
+            self.record_outcome(Phase::Processing, "Accepted").await;
+        }
         let mut compensations = Vec::new();
         let forward = self.forward(&mut compensations).await;
         let outcome = match forward {
@@ -407,7 +453,7 @@ impl Saga<'_> {
                 break None;
             }
             select! {
-                _ = ctx.wait_condition(|w| w.state.cancel.is_some()) => {
+                _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => {
                     break Some(Stop::Cancelled { message: format!(
                         "cancelled: {}", self.cancel_requested().unwrap_or_default()) });
                 }
@@ -429,8 +475,8 @@ impl Saga<'_> {
                         break Some(Stop::Failed { reason: reasons::FRAUD_REJECTED, message });
                     }
                 },
-                _ = ctx.wait_condition(move |w| !confirmed && w.state.callback.is_some()) => {
-                    let cb = ctx.state(|w| w.state.callback.clone()).expect("checked by the condition");
+                _ = ctx.wait_condition(move |w| !confirmed && w.saga().callback.is_some()) => {
+                    let cb = ctx.state(|w| w.saga().callback.clone()).expect("checked by the condition");
                     match cb.outcome {
                         CallbackOutcome::Succeeded => confirmed = true,
                         CallbackOutcome::Failed => break Some(Stop::Failed {
@@ -530,15 +576,16 @@ impl Saga<'_> {
         }
     }
 
-    /// Records the outcome for the audit and publishes it to queries.
-    async fn finish(&self, outcome: &PaymentOutcome) {
+    /// Records where the payment is in the ledger, for the audit. A failure
+    /// does not change the payment; it is recorded in the history.
+    async fn record_outcome(&self, phase: Phase, reason: &str) {
         let op = OutcomeOp {
             payment_id: self.input.payment_id.clone(),
             user_id: self.input.user_id.clone(),
             amount: self.input.amount,
             currency: self.input.currency.clone(),
-            phase: format!("{:?}", outcome.phase),
-            reason: outcome.reason.clone(),
+            phase: format!("{phase:?}"),
+            reason: reason.to_string(),
         };
         if let Err(e) = self
             .ctx
@@ -548,15 +595,20 @@ impl Saga<'_> {
             self.record(
                 Step::Done,
                 StepEvent::Failed,
-                Some(format!("recording the outcome failed: {e}")),
+                Some(format!("recording {phase:?} failed: {e}")),
             );
         }
+    }
+
+    /// Records the outcome for the audit and publishes it to queries.
+    async fn finish(&self, outcome: &PaymentOutcome) {
+        self.record_outcome(outcome.phase, &outcome.reason).await;
         self.record(Step::Done, StepEvent::Completed, None);
         self.ctx.state_mut(|w| {
-            w.state.step = Some(Step::Done);
-            w.state.phase = Some(outcome.phase);
-            w.state.reason = Some(outcome.reason.clone());
-            w.state.message = Some(outcome.message.clone());
+            w.saga_mut().step = Some(Step::Done);
+            w.saga_mut().phase = Some(outcome.phase);
+            w.saga_mut().reason = Some(outcome.reason.clone());
+            w.saga_mut().message = Some(outcome.message.clone());
         });
     }
 }

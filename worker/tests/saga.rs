@@ -194,12 +194,16 @@ impl Drop for Harness {
     }
 }
 
-/// With `PAYSAGA_RECORD_HISTORIES=1`, saves the workflow's history under
-/// `worker/tests/histories/` for the replay tests (`make record-histories`).
+/// With `PAYSAGA_RECORD_HISTORIES=<version>`, saves the workflow's history as
+/// `worker/tests/histories/<version>-<name>.json` for the replay tests
+/// (`make record-histories VERSION=v2`).
 async fn maybe_record(handle: &Handle, name: &str) {
-    if std::env::var_os("PAYSAGA_RECORD_HISTORIES").is_none() {
+    let Some(version) = std::env::var("PAYSAGA_RECORD_HISTORIES")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
         return;
-    }
+    };
     let json = handle
         .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
         .to_json()
@@ -207,7 +211,7 @@ async fn maybe_record(handle: &Handle, name: &str) {
         .expect("fetching the history");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.json")), json).unwrap();
+    std::fs::write(dir.join(format!("{version}-{name}.json")), json).unwrap();
 }
 
 async fn progress(handle: &Handle) -> PaymentProgress {
@@ -315,7 +319,7 @@ async fn happy_path_succeeds_debits_once_and_notifies() {
     let id = unique("pay-happy");
     scenario(&id, confirm()).await;
     let (outcome, progress) = h
-        .pay_and_record(h.input(&id, 1_250), Some("v1-succeeded"))
+        .pay_and_record(h.input(&id, 1_250), Some("succeeded"))
         .await;
 
     assert_eq!(outcome.phase, Phase::Succeeded, "{outcome:?}");
@@ -444,7 +448,7 @@ async fn each_failure_path_compensates_to_the_cent() {
         scenario(&id, s).await;
         let mut input = h.input(&id, 2_000);
         input.confirmation_timeout_secs = timeout;
-        let (outcome, progress) = h.pay_and_record(input, Some(&format!("v1-{name}"))).await;
+        let (outcome, progress) = h.pay_and_record(input, Some(name)).await;
         assert_eq!(outcome.phase, Phase::Failed, "{name}: {outcome:?}");
         assert_eq!(outcome.reason, reason, "{name}: {outcome:?}");
         assert!(
@@ -657,6 +661,9 @@ async fn cancel_at_each_step() {
         p.step == Step::AwaitConfirmation
     })
     .await;
+    // Accepted payments are visible to the audit while they run.
+    let running = audit::audit(&h.ledger.snapshot().await.unwrap());
+    assert!(running.in_flight.contains(&late), "{running}");
     handle
         .signal(
             PaymentWorkflow::cancel,
@@ -684,7 +691,7 @@ async fn cancel_at_each_step() {
         ["refunded 400", "credit: Moved"],
         "reverse order: refund, then credit"
     );
-    maybe_record(&handle, "v1-cancelled-while-waiting").await;
+    maybe_record(&handle, "cancelled-while-waiting").await;
     assert_restored(&h, &late).await;
 
     // A Temporal-level cancellation is honoured the same way.
