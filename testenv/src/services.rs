@@ -74,6 +74,30 @@ impl Service {
         Service::start("paysaga-api", dir, binary("paysaga-operator")?, args, port)
     }
 
+    /// `paysaga-worker run` with `args` (Temporal address, database, endpoints…);
+    /// ready once it logs that it started. It has no port: `url` is empty.
+    pub fn worker(dir: &Path, args: &[String]) -> Result<Service> {
+        std::fs::create_dir_all(dir)?;
+        let mut all = vec!["run".to_string(), "--log-format=json".into()];
+        all.extend(args.iter().cloned());
+        let mut proc = Proc::spawn(
+            "paysaga-worker",
+            dir,
+            "TERM",
+            binary("paysaga-worker")?,
+            &all,
+        )?;
+        let log = proc.log_path().to_path_buf();
+        proc.wait_ready(Duration::from_secs(60), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("worker started"))
+        })?;
+        Ok(Service {
+            url: String::new(),
+            port: 0,
+            proc,
+        })
+    }
+
     /// `paysaga-sim`, delivering confirmations to `callback_url`.
     pub fn sim(
         dir: &Path,

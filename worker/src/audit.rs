@@ -26,6 +26,7 @@ pub struct Outcome {
     pub payment_id: String,
     pub user_id: String,
     pub amount: i64,
+    pub currency: String,
     /// `Succeeded`, `Failed` or `Cancelled`.
     pub phase: String,
     pub reason: String,
@@ -120,15 +121,29 @@ pub struct Report {
     pub succeeded: usize,
     pub failed: usize,
     pub cancelled: usize,
-    /// Payments with ledger entries and no recorded outcome yet.
+    /// Payments accepted or with ledger entries that have not ended yet.
     pub in_flight: Vec<String>,
-    /// Σ opening balances.
-    pub opening_total: i64,
-    /// Σ balances now.
-    pub balance_total: i64,
-    /// Money paid out by succeeded payments.
-    pub captured_total: i64,
+    /// Money per currency.
+    pub money: BTreeMap<String, Money>,
     pub discrepancies: Vec<Discrepancy>,
+}
+
+/// Where one currency's money is: `opening = balances + captured + in flight`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Money {
+    /// Σ opening balances.
+    pub opening: i64,
+    /// Σ balances now.
+    pub balances: i64,
+    /// Paid out by succeeded payments.
+    pub captured: i64,
+}
+
+impl Money {
+    /// Debited by payments that have not ended yet.
+    pub fn in_flight(&self) -> i64 {
+        self.opening - self.balances - self.captured
+    }
 }
 
 impl Report {
@@ -149,14 +164,16 @@ impl fmt::Display for Report {
             self.cancelled,
             self.in_flight.len()
         )?;
-        writeln!(
-            f,
-            "money: opening {} = balances {} + captured {} + in flight {}",
-            self.opening_total,
-            self.balance_total,
-            self.captured_total,
-            self.opening_total - self.balance_total - self.captured_total
-        )?;
+        for (currency, m) in &self.money {
+            writeln!(
+                f,
+                "{currency}: opening {} = balances {} + captured {} + in flight {}",
+                m.opening,
+                m.balances,
+                m.captured,
+                m.in_flight()
+            )?;
+        }
         for id in &self.in_flight {
             writeln!(f, "in flight: {id}")?;
         }
@@ -201,8 +218,9 @@ pub fn audit(snapshot: &Snapshot) -> Report {
             .copied()
             .unwrap_or_default();
         let expected = acc.opening_balance - debited + credited;
-        report.opening_total += acc.opening_balance;
-        report.balance_total += acc.balance;
+        let money = report.money.entry(acc.currency.clone()).or_default();
+        money.opening += acc.opening_balance;
+        money.balances += acc.balance;
         if expected != acc.balance {
             report.discrepancies.push(Discrepancy::AccountDrift {
                 user_id: acc.user_id.clone(),
@@ -243,7 +261,7 @@ pub fn audit(snapshot: &Snapshot) -> Report {
             }
             "Succeeded" => {
                 report.succeeded += 1;
-                report.captured_total += debited - credited;
+                report.money.entry(o.currency.clone()).or_default().captured += debited - credited;
                 if debited != o.amount || credited != 0 {
                     report.discrepancies.push(Discrepancy::SucceededNotDebited {
                         payment_id: id.to_string(),
@@ -298,6 +316,7 @@ mod tests {
             payment_id: p.into(),
             user_id: "alice".into(),
             amount,
+            currency: "EUR".into(),
             phase: phase.into(),
             reason: "x".into(),
         }
@@ -325,8 +344,11 @@ mod tests {
         let r = audit(&clean());
         assert!(r.is_clean(), "{r}");
         assert_eq!((r.succeeded, r.failed, r.cancelled), (1, 1, 1));
-        assert_eq!(r.captured_total, 1_000);
-        assert_eq!(r.opening_total, r.balance_total + r.captured_total);
+        let eur = r.money["EUR"];
+        assert_eq!(
+            (eur.opening, eur.balances, eur.captured, eur.in_flight()),
+            (10_000, 9_000, 1_000, 0)
+        );
         assert!(r.to_string().ends_with("verdict: OK, money is conserved"));
     }
 

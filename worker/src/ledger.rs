@@ -306,19 +306,21 @@ impl Ledger {
                     amount: r.get(3),
                 })
                 .collect();
-        let outcomes =
-            sqlx::query("SELECT payment_id, user_id, amount, phase, reason FROM payment_outcomes")
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| Outcome {
-                    payment_id: r.get(0),
-                    user_id: r.get(1),
-                    amount: r.get(2),
-                    phase: r.get(3),
-                    reason: r.get(4),
-                })
-                .collect();
+        let outcomes = sqlx::query(
+            "SELECT payment_id, user_id, amount, currency, phase, reason FROM payment_outcomes",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Outcome {
+            payment_id: r.get(0),
+            user_id: r.get(1),
+            amount: r.get(2),
+            currency: r.get(3),
+            phase: r.get(4),
+            reason: r.get(5),
+        })
+        .collect();
         Ok(Snapshot {
             accounts,
             entries,

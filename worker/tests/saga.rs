@@ -355,7 +355,7 @@ async fn happy_path_succeeds_debits_once_and_notifies() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].request.subject.contains("succeeded"), "{sent:?}");
     let report = h.audit_is_clean().await;
-    assert_eq!(report.captured_total, 1_250);
+    assert_eq!(report.money["EUR"].captured, 1_250);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,18 @@
 //! `make dev`: the whole of paysaga on this machine, no Docker.
 //!
-//! Starts a real control plane (etcd + kube-apiserver) and Temporal with its
-//! web UI, applies the CRDs, writes `.dev/kubeconfig`, prints what to do next,
-//! and stops everything cleanly on Ctrl-C. State is fresh on every start.
+//! Starts a real control plane (etcd + kube-apiserver), Temporal with its web
+//! UI, the simulators, the HTTP API and the worker (ledger on SQLite),
+//! applies the CRDs, writes `.dev/kubeconfig`, prints what to do next, and
+//! stops everything cleanly on Ctrl-C. State is fresh on every start.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use paysaga_testenv::{KubeEnv, TemporalEnv, TemporalOptions, free_port, workspace_root};
+use paysaga_testenv::{KubeEnv, Service, TemporalEnv, TemporalOptions, free_port, workspace_root};
+
+/// Demo accounts of the dev ledger.
+const DEV_ACCOUNTS: &str =
+    "alice:EUR:1000000,bob:USD:500000,carol:EUR:1000,dave:EUR:1000000:frozen";
 
 fn main() -> Result<()> {
     let root = workspace_root();
@@ -36,6 +41,33 @@ fn main() -> Result<()> {
         },
     )?;
 
+    eprintln!("paysaga dev: starting the API, the simulators and the worker…");
+    let api = Service::api(
+        &state.join("api"),
+        &temporal.address,
+        Some(port_or_free(8080)?),
+    )?;
+    let callback_url = format!("{}/v1/gateway/callbacks", api.url);
+    let sim = Service::sim(
+        &state.join("sim"),
+        &callback_url,
+        Some(port_or_free(8090)?),
+        &[],
+    )?;
+    let ledger = state.join("ledger.db");
+    let database_url = format!("sqlite://{}?mode=rwc", ledger.display());
+    let worker = Service::worker(
+        &state.join("worker"),
+        &[
+            format!("--temporal-address={}", temporal.address),
+            format!("--database-url={database_url}"),
+            format!("--seed-accounts={DEV_ACCOUNTS}"),
+            format!("--gateway-url={}", sim.url),
+            format!("--fraud-url={}", sim.url),
+            format!("--notify-url={}", sim.url),
+        ],
+    )?;
+
     let example = root.join("examples/payment.yaml");
     println!(
         r#"
@@ -43,13 +75,24 @@ paysaga dev is up.
   Kubernetes API : {server}
   Temporal       : {temporal} (namespace {ns})
   Temporal UI    : {ui}
+  HTTP API       : {api}   (gateway callbacks: {callback_url})
+  Simulators     : {sim}   (knobs: {sim}/admin/config)
+  Ledger         : {ledger} (accounts {DEV_ACCOUNTS})
   Logs           : {logs}
 
 In another terminal:
   export KUBECONFIG={kubeconfig}
-  export PATH={tools}:$PATH
+  export PATH={tools}:{bin}:$PATH
   kubectl apply -f {example}
   kubectl get payments -w
+
+Run a payment saga straight through Temporal (the controller that does this
+for Payment objects is not there yet):
+  temporal workflow execute --address {temporal} --type PaymentWorkflow --task-queue payments \
+    --workflow-id demo-1 --input '{{"paymentId":"demo-1","userId":"alice","amount":1250,"currency":"EUR","method":"card","notify":{{"email":"alice@example.com"}}}}'
+  temporal workflow query --address {temporal} --workflow-id demo-1 --name status
+  curl -s '{sim}/notify/v1/messages?paymentId=demo-1'
+  paysaga-worker audit --database-url '{database_url}'
 
 Press Ctrl-C to stop everything.
 "#,
@@ -57,14 +100,22 @@ Press Ctrl-C to stop everything.
         temporal = temporal.host_port,
         ns = temporal.namespace,
         ui = temporal.ui_url.as_deref().unwrap_or("-"),
+        api = api.url,
+        sim = sim.url,
+        ledger = ledger.display(),
         logs = state.display(),
         kubeconfig = kubeconfig.display(),
         tools = root.join(".tools/bin").display(),
+        bin = root.join("target/debug").display(),
         example = example.display(),
     );
 
     wait_for_stop_signal()?;
     eprintln!("paysaga dev: stopping…");
+    // The worker first, so in-flight activities finish; Temporal last but one.
+    drop(worker);
+    drop(sim);
+    drop(api);
     drop(temporal);
     drop(kube);
     eprintln!("paysaga dev: stopped.");
