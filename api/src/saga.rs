@@ -46,6 +46,17 @@ pub struct PaymentInput {
     /// Task queue of the fraud-check child (where the fraud workers poll).
     #[serde(default = "default_fraud_task_queue")]
     pub fraud_task_queue: String,
+    /// Attempts of each compensation before it is reported as failed.
+    #[serde(default = "default_compensation_attempts")]
+    pub compensation_max_attempts: u32,
+}
+
+/// Default attempts of a compensation: with backoff capped at 30 s, about
+/// eight minutes of trying before a human is asked to look.
+pub const DEFAULT_COMPENSATION_ATTEMPTS: u32 = 20;
+
+fn default_compensation_attempts() -> u32 {
+    DEFAULT_COMPENSATION_ATTEMPTS
 }
 
 fn default_confirmation_timeout() -> u64 {

@@ -61,14 +61,14 @@ fn charge_options() -> ActivityOptions {
 
 /// Compensations: they must happen, so they retry for long and are detached
 /// from the workflow's cancellation (they still run while it is cancelled).
-fn compensation_options() -> ActivityOptions {
+fn compensation_options(max_attempts: u32) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15))
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))
                 .backoff_coefficient(2.0)
                 .maximum_interval(Duration::from_secs(30))
-                .maximum_attempts(20)
+                .maximum_attempts(max_attempts.max(1))
                 .build(),
         )
         .cancellation_token(WorkflowCancellationToken::new())
@@ -151,6 +151,10 @@ enum Compensation {
 /// so the audit sees a payment from its first moment (not only once money
 /// moved). Histories recorded before it replay without it.
 pub const PATCH_RECORD_ACCEPTED: &str = "record-accepted";
+
+/// Patch: a compensation that fails after its retries no longer stops the
+/// ones after it.
+pub const PATCH_COMPENSATE_ALL: &str = "compensate-all";
 
 /// A workflow type that runs the saga: where its state lives, and whether
 /// versioned changes are guarded by `patched()` (always, except in the test
@@ -508,30 +512,26 @@ impl<W: SagaHost> Saga<'_, W> {
     }
 
     /// Runs the registered compensations in reverse order. Each is idempotent
-    /// and retried; a failure after all retries is returned, never dropped.
+    /// and retried; one that still fails is reported, never dropped, and (since
+    /// [`PATCH_COMPENSATE_ALL`]) does not stop the others: a refund the
+    /// gateway refuses must not keep the payer's account debited.
     async fn compensate(&self, compensations: &[Compensation]) -> Result<(), String> {
         if compensations.is_empty() {
             return Ok(());
         }
         self.record(Step::Compensate, StepEvent::Started, None);
+        let opts = || compensation_options(self.input.compensation_max_attempts);
+        let mut failures = Vec::new();
         for c in compensations.iter().rev() {
             let result = match c {
                 Compensation::Refund => self
                     .ctx
-                    .execute_activity(
-                        SagaActivities::refund,
-                        self.charge_op(),
-                        compensation_options(),
-                    )
+                    .execute_activity(SagaActivities::refund, self.charge_op(), opts())
                     .await
                     .map(|refunded| format!("refunded {refunded}")),
                 Compensation::Credit => self
                     .ctx
-                    .execute_activity(
-                        SagaActivities::credit,
-                        self.account_op(),
-                        compensation_options(),
-                    )
+                    .execute_activity(SagaActivities::credit, self.account_op(), opts())
                     .await
                     .map(|applied| format!("credit: {applied:?}")),
             };
@@ -540,11 +540,23 @@ impl<W: SagaHost> Saga<'_, W> {
                 Err(e) => {
                     let message = format!("{c:?} failed after retries: {e}");
                     self.record(Step::Compensate, StepEvent::Failed, Some(message.clone()));
-                    return Err(message);
+                    failures.push(message);
+                    let keep_going = if W::GUARD_PATCHES {
+                        self.ctx.patched(PATCH_COMPENSATE_ALL)
+                    } else {
+                        true
+                    };
+                    if !keep_going {
+                        break;
+                    }
                 }
             }
         }
-        Ok(())
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
     }
 
     /// Tells the payer. A notification that cannot be sent does not change
