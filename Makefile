@@ -6,7 +6,7 @@ CARGO ?= cargo
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help tools dev test generate lint record-histories
+.PHONY: help tools dev test generate lint record-histories bench-saga
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,3 +38,7 @@ record-histories: ## record the workflow histories replayed by the tests: make r
 	@test -n "$(VERSION)" || { echo "usage: make record-histories VERSION=vN"; exit 2; }
 	$(CARGO) build --workspace --bins
 	PAYSAGA_RECORD_HISTORIES=$(VERSION) $(CARGO) test -p paysaga-worker --test saga
+
+bench-saga: $(TOOLS)/.stamp ## benchmark: end-to-end time of a payment with an instant gateway (prints numbers)
+	$(CARGO) build --workspace --bins
+	$(CARGO) run -q -p paysaga-worker --example saga_latency -- 300 1 20
