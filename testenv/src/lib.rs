@@ -183,10 +183,20 @@ impl Drop for TestTaskQueue {
 }
 
 fn shared<T>(
+    name: &str,
     cell: &'static OnceLock<Result<T, String>>,
     start: impl FnOnce() -> anyhow::Result<T>,
 ) -> &'static T {
-    match cell.get_or_init(|| start().map_err(|e| format!("{e:#}"))) {
+    let started = cell.get_or_init(|| {
+        let t0 = std::time::Instant::now();
+        let result = start().map_err(|e| format!("{e:#}"));
+        eprintln!(
+            "testenv: {name} ready in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        result
+    });
+    match started {
         Ok(v) => v,
         Err(e) => {
             print_logs();
@@ -198,7 +208,7 @@ fn shared<T>(
 /// The control plane shared by this test binary, with the CRDs applied.
 pub fn kube() -> &'static KubeEnv {
     static KUBE: OnceLock<Result<KubeEnv, String>> = OnceLock::new();
-    shared(&KUBE, || {
+    shared("etcd + kube-apiserver (CRDs applied)", &KUBE, || {
         let env = KubeEnv::start(&run_dir().join("kube"))?;
         env.apply_crds()?;
         Ok(env)
@@ -208,7 +218,7 @@ pub fn kube() -> &'static KubeEnv {
 /// The Temporal dev server shared by this test binary (in memory, headless).
 pub fn temporal() -> &'static TemporalEnv {
     static TEMPORAL: OnceLock<Result<TemporalEnv, String>> = OnceLock::new();
-    shared(&TEMPORAL, || {
+    shared("Temporal dev server", &TEMPORAL, || {
         TemporalEnv::start(&run_dir().join("temporal"), TemporalOptions::default())
     })
 }
@@ -216,7 +226,7 @@ pub fn temporal() -> &'static TemporalEnv {
 /// The PostgreSQL server shared by this test binary.
 pub fn postgres() -> &'static PostgresEnv {
     static POSTGRES: OnceLock<Result<PostgresEnv, String>> = OnceLock::new();
-    shared(&POSTGRES, || {
+    shared("PostgreSQL", &POSTGRES, || {
         PostgresEnv::start(&run_dir().join("postgres"))
     })
 }
@@ -225,7 +235,7 @@ pub fn postgres() -> &'static PostgresEnv {
 /// shared by this test binary, against [`temporal()`].
 pub fn api() -> &'static Service {
     static API: OnceLock<Result<Service, String>> = OnceLock::new();
-    shared(&API, || {
+    shared("paysaga-operator api", &API, || {
         Service::api(&run_dir().join("api"), &temporal().address, None)
     })
 }
@@ -234,7 +244,7 @@ pub fn api() -> &'static Service {
 /// Tests steer them per payment with scenarios, so they can share one.
 pub fn sim() -> &'static Service {
     static SIM: OnceLock<Result<Service, String>> = OnceLock::new();
-    shared(&SIM, || {
+    shared("paysaga-sim", &SIM, || {
         let callback = format!("{}{}", api().url, "/v1/gateway/callbacks");
         Service::sim(&run_dir().join("sim"), &callback, None, &[])
     })

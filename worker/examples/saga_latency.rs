@@ -37,10 +37,17 @@ async fn one(client: &Client, queue: &str, fraud_queue: &str, id: String) -> Dur
     };
     let t0 = Instant::now();
     let handle = client
-        .start_workflow(PaymentWorkflow::run, input, WorkflowStartOptions::new(queue, id).build())
+        .start_workflow(
+            PaymentWorkflow::run,
+            input,
+            WorkflowStartOptions::new(queue, id).build(),
+        )
         .await
         .expect("start");
-    let outcome = handle.get_result(WorkflowGetResultOptions::default()).await.expect("result");
+    let outcome = handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .expect("result");
     assert_eq!(outcome.phase, paysaga_api::Phase::Succeeded, "{outcome:?}");
     t0.elapsed()
 }
@@ -58,7 +65,12 @@ fn main() -> anyhow::Result<()> {
     let api = Service::api(&dir.join("api"), &temporal.address, None)?;
     let callback = format!("{}/v1/gateway/callbacks", api.url);
     // An instant gateway: no latency, confirmation sent at once.
-    let sim = Service::sim(&dir.join("sim"), &callback, None, &["--callback-delay-ms=0"])?;
+    let sim = Service::sim(
+        &dir.join("sim"),
+        &callback,
+        None,
+        &["--callback-delay-ms=0"],
+    )?;
     let database_url = paysaga_testenv::postgres().database("bench")?;
     let opts = TemporalOpts {
         temporal_address: temporal.address.clone(),
@@ -83,12 +95,17 @@ fn main() -> anyhow::Result<()> {
         },
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let worker_config = config.clone();
     let worker_opts = opts.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = std::thread::spawn(move || -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async move {
             let ledger = open_ledger(&worker_config).await?;
             let client = connect(&worker_opts, "bench-worker").await?;
