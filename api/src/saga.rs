@@ -143,16 +143,8 @@ pub struct PaymentProgress {
     pub history: Vec<StepRecord>,
 }
 
-/// What `FraudCheckWorkflow` is started with.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct FraudCheckInput {
-    pub payment_id: String,
-    pub user_id: String,
-    pub amount: i64,
-    pub currency: String,
-    pub method: PaymentMethod,
-}
+/// What `FraudCheckWorkflow` is started with: what the fraud service scores.
+pub type FraudCheckInput = crate::external::FraudScoreRequest;
 
 /// The fraud check's verdict.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

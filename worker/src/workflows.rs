@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use paysaga_api::external::{CallbackOutcome, FraudScoreRequest, GatewayCallback};
+use paysaga_api::external::{CallbackOutcome, GatewayCallback};
 use paysaga_api::saga::{
     CancelRequest, FraudCheckInput, FraudVerdict, PaymentInput, PaymentOutcome, PaymentProgress,
     StepEvent, StepRecord, fraud_workflow_id, reasons,
@@ -664,15 +664,8 @@ impl FraudCheckWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: FraudCheckInput,
     ) -> WorkflowResult<FraudVerdict> {
-        let request = FraudScoreRequest {
-            payment_id: input.payment_id,
-            user_id: input.user_id,
-            amount: input.amount,
-            currency: input.currency,
-            method: input.method,
-        };
         let scored = ctx
-            .execute_activity(FraudActivities::score, request, quick())
+            .execute_activity(FraudActivities::score, input, quick())
             .await?;
         let pass = scored.score < FRAUD_REJECT_THRESHOLD;
         let rules = if scored.reasons.is_empty() {

@@ -16,6 +16,34 @@ use paysaga_worker::ledger::Applied;
 use paysaga_worker::workflows::PaymentWorkflow;
 use temporalio_client::{WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowSignalOptions};
 
+async fn cancel(handle: &Handle, reason: &str) {
+    let req = CancelRequest {
+        reason: reason.into(),
+    };
+    handle
+        .signal(
+            PaymentWorkflow::cancel,
+            req,
+            WorkflowSignalOptions::default(),
+        )
+        .await
+        .expect("signalling cancel");
+}
+
+async fn result(handle: &Handle) -> paysaga_api::saga::PaymentOutcome {
+    handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .expect("the payment workflow's result")
+}
+
+fn never_confirm() -> Scenario {
+    Scenario {
+        callback: None,
+        ..Scenario::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_succeeds_debits_once_and_notifies() {
     let h = Harness::start("happy").await;
@@ -227,10 +255,7 @@ async fn duplicated_callbacks_and_replayed_ledger_operations_are_harmless() {
             WorkflowSignalOptions::default(),
         )
         .await;
-    let outcome = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .unwrap();
+    let outcome = result(&handle).await;
     // Either the real confirmation or our signal came first; exactly one counts.
     assert!(
         outcome.phase == Phase::Succeeded || outcome.reason == reasons::CHARGE_FAILED,
@@ -288,21 +313,9 @@ async fn cancel_at_each_step() {
     let mut h = Harness::prepare("cancel").await;
     let early = unique("pay-cancel-early");
     let handle = h.begin(h.input(&early, 400)).await;
-    handle
-        .signal(
-            PaymentWorkflow::cancel,
-            CancelRequest {
-                reason: "changed my mind".into(),
-            },
-            WorkflowSignalOptions::default(),
-        )
-        .await
-        .unwrap();
+    cancel(&handle, "changed my mind").await;
     h.start_worker();
-    let outcome = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .unwrap();
+    let outcome = result(&handle).await;
     assert_eq!(
         (outcome.phase, outcome.reason.as_str()),
         (Phase::Cancelled, reasons::CANCELLED)
@@ -332,33 +345,14 @@ async fn cancel_at_each_step() {
     .await;
     let handle = h.begin(h.input(&mid, 400)).await;
     wait_for(&handle, "the charge to start", |p| p.step == Step::Charge).await;
-    handle
-        .signal(
-            PaymentWorkflow::cancel,
-            CancelRequest {
-                reason: "during charge".into(),
-            },
-            WorkflowSignalOptions::default(),
-        )
-        .await
-        .unwrap();
-    let outcome = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .unwrap();
+    cancel(&handle, "during charge").await;
+    let outcome = result(&handle).await;
     assert_eq!(outcome.phase, Phase::Cancelled, "{outcome:?}");
     assert_restored(&h, &mid).await;
 
     // While waiting for the confirmation (none will come).
     let late = unique("pay-cancel-wait");
-    scenario(
-        &late,
-        Scenario {
-            callback: None,
-            ..Scenario::default()
-        },
-    )
-    .await;
+    scenario(&late, never_confirm()).await;
     let handle = h.begin(h.input(&late, 400)).await;
     wait_for(&handle, "the wait for confirmation", |p| {
         p.step == Step::AwaitConfirmation
@@ -367,20 +361,8 @@ async fn cancel_at_each_step() {
     // Accepted payments are visible to the audit while they run.
     let running = audit::audit(&h.ledger.snapshot().await.unwrap());
     assert!(running.in_flight.contains(&late), "{running}");
-    handle
-        .signal(
-            PaymentWorkflow::cancel,
-            CancelRequest {
-                reason: "too slow".into(),
-            },
-            WorkflowSignalOptions::default(),
-        )
-        .await
-        .unwrap();
-    let outcome = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .unwrap();
+    cancel(&handle, "too slow").await;
+    let outcome = result(&handle).await;
     assert_eq!(outcome.phase, Phase::Cancelled, "{outcome:?}");
     let p = progress(&handle).await;
     let compensated: Vec<_> = p
@@ -399,14 +381,7 @@ async fn cancel_at_each_step() {
 
     // A Temporal-level cancellation is honoured the same way.
     let hard = unique("pay-cancel-temporal");
-    scenario(
-        &hard,
-        Scenario {
-            callback: None,
-            ..Scenario::default()
-        },
-    )
-    .await;
+    scenario(&hard, never_confirm()).await;
     let handle = h.begin(h.input(&hard, 400)).await;
     wait_for(&handle, "the wait for confirmation", |p| {
         p.step == Step::AwaitConfirmation
@@ -416,10 +391,7 @@ async fn cancel_at_each_step() {
         .cancel(WorkflowCancelOptions::builder().reason("operator").build())
         .await
         .unwrap();
-    let outcome = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .unwrap();
+    let outcome = result(&handle).await;
     assert_eq!(outcome.phase, Phase::Cancelled, "{outcome:?}");
     assert_restored(&h, &hard).await;
 
