@@ -97,6 +97,7 @@ fn history(id: &str) -> String {
 
 #[tokio::test]
 async fn a_signed_callback_signals_the_workflow_once() {
+    let _logs = paysaga_testenv::logs_on_failure();
     let id = paysaga_testenv::unique_name("cb-ok");
     open_workflow(&id);
     let body = callback(&id);
@@ -124,6 +125,7 @@ async fn a_signed_callback_signals_the_workflow_once() {
 
 #[tokio::test]
 async fn forged_stale_malformed_and_unknown_callbacks_are_refused() {
+    let _logs = paysaga_testenv::logs_on_failure();
     let id = paysaga_testenv::unique_name("cb-bad");
     open_workflow(&id);
     let body = callback(&id);

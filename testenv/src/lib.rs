@@ -158,6 +158,21 @@ fn on_failure_print_logs() {
     }
 }
 
+/// Held by a test that takes no namespace or task queue: if the test fails,
+/// it prints where the component logs are.
+#[must_use]
+pub struct LogsOnFailure;
+
+pub fn logs_on_failure() -> LogsOnFailure {
+    LogsOnFailure
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        on_failure_print_logs();
+    }
+}
+
 /// A namespace of one's own for one test. Namespaces are not deleted (no
 /// namespace controller runs); the control plane goes away with the run.
 #[derive(Debug)]

@@ -64,6 +64,7 @@ async fn exercise(ledger: &Ledger) {
 
 #[tokio::test]
 async fn the_ledger_on_postgres() {
+    let _logs = paysaga_testenv::logs_on_failure();
     let url = paysaga_testenv::postgres().database("ledger").unwrap();
     exercise(&Ledger::connect(&url, 10).await.unwrap()).await;
 }
@@ -78,6 +79,7 @@ async fn the_ledger_on_sqlite() {
 
 #[tokio::test]
 async fn the_audit_command_names_each_discrepancy_and_fails() {
+    let _logs = paysaga_testenv::logs_on_failure();
     let url = paysaga_testenv::postgres().database("audit").unwrap();
     let ledger = Ledger::connect(&url, 2).await.unwrap();
     ledger
