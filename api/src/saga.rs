@@ -106,6 +106,9 @@ pub struct PaymentOutcome {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charge_id: Option<String>,
+    /// The step history, as the `status` query last answered it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<StepRecord>,
 }
 
 /// What happened to a step.

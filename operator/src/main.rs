@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use paysaga_common::temporal::{self, TemporalOpts};
 use paysaga_common::{LogFormat, hostname, init_logging, shutdown_signal};
 use paysaga_operator::api::{self, AppState, callbacks::CallbackVerifier};
+use paysaga_operator::controller::{self, decide::Settings};
 use paysaga_operator::crdgen;
 use paysaga_operator::temporal::PaymentWorkflows;
 
@@ -38,6 +39,23 @@ struct ApiOpts {
     callback_tolerance_secs: i64,
 }
 
+/// The controller's options.
+#[derive(Args, Debug)]
+struct ControllerOpts {
+    /// Task queue the payment workflows are started on.
+    #[arg(long, env = "PAYSAGA_PAYMENTS_TASK_QUEUE", default_value = paysaga_api::names::PAYMENTS_TASK_QUEUE)]
+    payments_task_queue: String,
+    /// Task queue of the fraud-check child workflows.
+    #[arg(long, env = "PAYSAGA_FRAUD_TASK_QUEUE", default_value = paysaga_api::names::FRAUD_TASK_QUEUE)]
+    fraud_task_queue: String,
+    /// How long a payment waits for the gateway's confirmation, in seconds.
+    #[arg(long, env = "PAYSAGA_CONFIRMATION_TIMEOUT_SECS", default_value_t = paysaga_api::saga::DEFAULT_CONFIRMATION_TIMEOUT_SECS)]
+    confirmation_timeout_secs: u64,
+    /// Payments reconciled at once.
+    #[arg(long, env = "PAYSAGA_CONTROLLER_CONCURRENCY", default_value_t = 32)]
+    concurrency: u16,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print the Payment CustomResourceDefinition as YAML.
@@ -46,6 +64,8 @@ enum Command {
     Controller {
         #[command(flatten)]
         temporal: TemporalOpts,
+        #[command(flatten)]
+        opts: ControllerOpts,
     },
     /// Serve the HTTP API.
     Api {
@@ -63,12 +83,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd => {
             print!("{}", crdgen::payment_crd_yaml()?);
         }
-        Command::Controller { temporal } => {
+        Command::Controller { temporal, opts } => {
             init_logging(cli.log_format);
-            tracing::warn!(
-                temporal_address = %temporal.temporal_address,
-                "the controller is not implemented yet (issue 4); exiting"
-            );
+            let kube = kube::Client::try_default().await?;
+            let identity = format!("paysaga-controller@{}", hostname());
+            let temporal = temporal::connect(&temporal, &identity).await?;
+            let settings = Settings {
+                payments_task_queue: opts.payments_task_queue,
+                fraud_task_queue: opts.fraud_task_queue,
+                confirmation_timeout_secs: opts.confirmation_timeout_secs,
+            };
+            tracing::info!(concurrency = opts.concurrency, "controller started");
+            controller::run(kube, temporal, settings, opts.concurrency).await;
+            tracing::info!("controller stopped");
         }
         Command::Api { temporal, opts } => {
             init_logging(cli.log_format);

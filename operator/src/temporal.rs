@@ -1,10 +1,21 @@
-//! The operator's view of the payment workflows in Temporal: signals (and,
-//! later, starts and queries) by name, without depending on the worker crate.
+//! The operator's view of the payment workflows in Temporal: start, observe,
+//! signal — by name, without depending on the worker crate.
+
+use std::time::SystemTime;
 
 use paysaga_api::external::GatewayCallback;
-use paysaga_api::saga::{CancelRequest, SIGNAL_CANCEL, SIGNAL_GATEWAY_CALLBACK};
-use temporalio_client::errors::WorkflowInteractionError;
-use temporalio_client::{Client, UntypedSignal, UntypedWorkflow, WorkflowSignalOptions};
+use paysaga_api::saga::{
+    CancelRequest, PAYMENT_WORKFLOW, PaymentInput, PaymentOutcome, PaymentProgress, QUERY_STATUS,
+    SIGNAL_CANCEL, SIGNAL_GATEWAY_CALLBACK,
+};
+use temporalio_client::errors::{
+    WorkflowGetResultError, WorkflowInteractionError, WorkflowQueryError, WorkflowStartError,
+};
+use temporalio_client::{
+    Client, UntypedQuery, UntypedSignal, UntypedWorkflow, WorkflowDescribeOptions,
+    WorkflowExecutionStatus, WorkflowGetResultOptions, WorkflowIdReusePolicy, WorkflowQueryOptions,
+    WorkflowSignalOptions, WorkflowStartOptions,
+};
 use temporalio_common::data_converters::{PayloadConverter, RawValue, TemporalSerializable};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +31,72 @@ pub enum SignalError {
     },
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum TemporalError {
+    #[error("failed to start workflow {id}: {source}")]
+    Start {
+        id: String,
+        #[source]
+        source: WorkflowStartError,
+    },
+    #[error("failed to describe workflow {id}: {source}")]
+    Describe {
+        id: String,
+        #[source]
+        source: WorkflowInteractionError,
+    },
+    #[error("failed to query workflow {id}: {source}")]
+    Query {
+        id: String,
+        #[source]
+        source: WorkflowQueryError,
+    },
+    #[error("failed to read the result of workflow {id}: {source}")]
+    Result {
+        id: String,
+        #[source]
+        source: WorkflowGetResultError,
+    },
+    #[error("workflow {id} answered something unreadable: {source}")]
+    Decode {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What starting a payment's workflow did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A new run.
+    New { run_id: String },
+    /// The workflow ID was taken already (a restart, a second replica, a
+    /// requeue): nothing was started, no money moves twice.
+    Existing,
+}
+
+/// A payment's workflow as Temporal sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// Never started.
+    Absent,
+    Running {
+        run_id: String,
+        started_at: Option<SystemTime>,
+        /// The `status` query's answer; `None` while no worker has run it yet.
+        progress: Option<PaymentProgress>,
+    },
+    /// Finished. `outcome` is `None` when the workflow did not return one
+    /// (terminated, failed, timed out); `status` says which.
+    Closed {
+        run_id: String,
+        started_at: Option<SystemTime>,
+        closed_at: Option<SystemTime>,
+        status: WorkflowExecutionStatus,
+        outcome: Option<PaymentOutcome>,
+    },
+}
+
 /// Payment workflows, addressed by workflow ID.
 #[derive(Clone)]
 pub struct PaymentWorkflows {
@@ -27,11 +104,115 @@ pub struct PaymentWorkflows {
     converter: PayloadConverter,
 }
 
+fn decode<T: serde::de::DeserializeOwned>(id: &str, raw: &RawValue) -> Result<T, TemporalError> {
+    let data = raw
+        .payloads
+        .first()
+        .map(|p| p.data.as_slice())
+        .unwrap_or(b"null");
+    serde_json::from_slice(data).map_err(|source| TemporalError::Decode {
+        id: id.to_string(),
+        source,
+    })
+}
+
 impl PaymentWorkflows {
     pub fn new(client: Client) -> Self {
         PaymentWorkflows {
             client,
             converter: PayloadConverter::default(),
+        }
+    }
+
+    /// Starts the payment's workflow on `task_queue`. The workflow ID is the
+    /// payment ID and may never be reused, even after the run has finished:
+    /// a second start is refused by Temporal and reported as `Existing`.
+    pub async fn start(
+        &self,
+        input: &PaymentInput,
+        task_queue: &str,
+    ) -> Result<Started, TemporalError> {
+        let id = &input.payment_id;
+        let options = WorkflowStartOptions::new(task_queue.to_string(), id.clone())
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .build();
+        let raw = RawValue::from_value(input, &self.converter);
+        match self
+            .client
+            .start_workflow(UntypedWorkflow::new(PAYMENT_WORKFLOW), raw, options)
+            .await
+        {
+            Ok(handle) => Ok(Started::New {
+                run_id: handle.run_id().unwrap_or_default().to_string(),
+            }),
+            Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(Started::Existing),
+            Err(source) => Err(TemporalError::Start {
+                id: id.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Where the payment's workflow is.
+    pub async fn observe(&self, id: &str) -> Result<Observation, TemporalError> {
+        let handle = self.client.get_workflow_handle::<UntypedWorkflow>(id);
+        let described = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(d) => d,
+            Err(WorkflowInteractionError::NotFound(_)) => return Ok(Observation::Absent),
+            Err(source) => {
+                return Err(TemporalError::Describe {
+                    id: id.to_string(),
+                    source,
+                });
+            }
+        };
+        let run_id = described.run_id().to_string();
+        let started_at = described.start_time();
+        match described.status() {
+            WorkflowExecutionStatus::Running => {
+                let progress = match handle
+                    .query(
+                        UntypedQuery::new(QUERY_STATUS),
+                        RawValue::from_value(&(), &self.converter),
+                        WorkflowQueryOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(raw) => Some(decode::<PaymentProgress>(id, &raw)?),
+                    Err(source) => {
+                        // No worker has picked it up yet, or none is up:
+                        // running, progress unknown.
+                        tracing::debug!(workflow_id = id, error = %source, "status query not answered");
+                        None
+                    }
+                };
+                Ok(Observation::Running {
+                    run_id,
+                    started_at,
+                    progress,
+                })
+            }
+            status => {
+                let outcome = if status == WorkflowExecutionStatus::Completed {
+                    let raw = handle
+                        .get_result(WorkflowGetResultOptions::default())
+                        .await
+                        .map_err(|source| TemporalError::Result {
+                            id: id.to_string(),
+                            source,
+                        })?;
+                    Some(decode::<PaymentOutcome>(id, &raw)?)
+                } else {
+                    None
+                };
+                Ok(Observation::Closed {
+                    run_id,
+                    started_at,
+                    closed_at: described.close_time(),
+                    status,
+                    outcome,
+                })
+            }
         }
     }
 

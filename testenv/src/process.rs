@@ -52,6 +52,18 @@ impl Proc {
         program: impl AsRef<Path>,
         args: &[String],
     ) -> Result<Proc> {
+        Proc::spawn_with_env(name, log_dir, stop_signal, program, args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        log_dir: &Path,
+        stop_signal: &str,
+        program: impl AsRef<Path>,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Proc> {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
@@ -63,6 +75,7 @@ impl Proc {
             .arg(stop_signal)
             .arg(program.as_ref())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -74,6 +74,40 @@ impl Service {
         Service::start("paysaga-api", dir, binary("paysaga-operator")?, args, port)
     }
 
+    /// `paysaga-operator controller` with `kubeconfig`'s credentials against
+    /// Temporal at `temporal_address`; ready once it logs that it started.
+    pub fn controller(
+        dir: &Path,
+        kubeconfig: &Path,
+        temporal_address: &str,
+        extra: &[String],
+    ) -> Result<Service> {
+        std::fs::create_dir_all(dir)?;
+        let mut args = vec![
+            "controller".to_string(),
+            "--log-format=json".into(),
+            format!("--temporal-address={temporal_address}"),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut proc = Proc::spawn_with_env(
+            "paysaga-controller",
+            dir,
+            "TERM",
+            binary("paysaga-operator")?,
+            &args,
+            &[("KUBECONFIG", kubeconfig.as_os_str())],
+        )?;
+        let log = proc.log_path().to_path_buf();
+        proc.wait_ready(Duration::from_secs(60), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("controller started"))
+        })?;
+        Ok(Service {
+            url: String::new(),
+            port: 0,
+            proc,
+        })
+    }
+
     /// `paysaga-worker run` with `args` (Temporal address, database, endpoints…);
     /// ready once it logs that it started. It has no port: `url` is empty.
     pub fn worker(dir: &Path, args: &[String]) -> Result<Service> {

@@ -314,6 +314,7 @@ impl<W: SagaHost> Saga<'_, W> {
                     reason: reasons::CONFIRMED.to_string(),
                     message: "the gateway confirmed the charge".to_string(),
                     charge_id: Some(charge_id),
+                    history: Vec::new(),
                 }
             }
             Err(stop) => {
@@ -348,11 +349,13 @@ impl<W: SagaHost> Saga<'_, W> {
                     reason,
                     message,
                     charge_id: None,
+                    history: Vec::new(),
                 }
             }
         };
         self.finish(&outcome).await;
-        Ok(outcome)
+        let history = self.ctx.state(|w| w.saga().history.clone());
+        Ok(PaymentOutcome { history, ..outcome })
     }
 
     /// Validate → fraud check (child, in parallel) → debit → charge → wait for

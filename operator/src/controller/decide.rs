@@ -1,0 +1,578 @@
+//! The reconciler's pure middle (no client required): from what was
+//! observed — the Payment object and its workflow in Temporal — decide what
+//! to start, what to signal, and the status the object should have.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use paysaga_api::names::{CANCEL_ANNOTATION, workflow_id};
+use paysaga_api::saga::{PaymentInput, PaymentProgress, StepEvent, StepRecord};
+use paysaga_api::{Payment, PaymentStatus, Phase, Step};
+
+use crate::temporal::Observation;
+
+/// Condition types, one per saga step, plus the controller's own.
+pub mod conditions {
+    pub const VALIDATED: &str = "Validated";
+    pub const FRAUD_CHECKED: &str = "FraudChecked";
+    pub const DEBITED: &str = "Debited";
+    pub const CHARGED: &str = "Charged";
+    pub const CONFIRMED: &str = "Confirmed";
+    pub const NOTIFIED: &str = "Notified";
+    pub const COMPENSATED: &str = "Compensated";
+    /// The cancel annotation was seen and the workflow signalled once.
+    pub const CANCEL_REQUESTED: &str = "CancelRequested";
+}
+
+/// Reasons of Events and conditions set by the controller.
+pub mod reasons {
+    pub const WORKFLOW_STARTED: &str = "WorkflowStarted";
+    pub const CANCEL_REQUESTED: &str = "CancelRequested";
+    pub const TOO_LATE_TO_CANCEL: &str = "TooLateToCancel";
+    pub const WORKFLOW_ENDED_ABNORMALLY: &str = "WorkflowEndedAbnormally";
+}
+
+/// Settings the decisions depend on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub payments_task_queue: String,
+    pub fraud_task_queue: String,
+    pub confirmation_timeout_secs: u64,
+}
+
+/// What was observed.
+pub struct Facts<'a> {
+    pub payment: &'a Payment,
+    pub workflow: &'a Observation,
+    pub now: Timestamp,
+}
+
+/// What to do, in order: start, signal, then write `status` if it changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Start the workflow with this input.
+    pub start: Option<PaymentInput>,
+    /// Signal `cancel` with this reason.
+    pub cancel: Option<String>,
+    /// The status the object should have.
+    pub status: PaymentStatus,
+    /// The workflow is finished: no more wake-ups are needed.
+    pub finished: bool,
+}
+
+fn ms_to_time(ms: i64) -> Time {
+    Time(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+fn system_to_time(t: std::time::SystemTime) -> Option<Time> {
+    Timestamp::try_from(t).ok().map(Time)
+}
+
+/// The workflow input for a Payment object.
+pub fn workflow_input(p: &Payment, settings: &Settings) -> PaymentInput {
+    PaymentInput {
+        payment_id: payment_workflow_id(p),
+        user_id: p.spec.user_id.clone(),
+        amount: p.spec.amount,
+        currency: p.spec.currency.clone(),
+        method: p.spec.method,
+        description: p.spec.description.clone(),
+        notify: p.spec.notify.clone(),
+        confirmation_timeout_secs: settings.confirmation_timeout_secs,
+        fraud_task_queue: settings.fraud_task_queue.clone(),
+        compensation_max_attempts: paysaga_api::saga::DEFAULT_COMPENSATION_ATTEMPTS,
+    }
+}
+
+/// The workflow ID of a Payment object (deterministic: namespace, name, UID).
+pub fn payment_workflow_id(p: &Payment) -> String {
+    workflow_id(
+        &p.namespace().unwrap_or_default(),
+        &p.name_any(),
+        p.metadata.uid.as_deref().unwrap_or_default(),
+    )
+}
+
+/// Conditions from the step history. A condition keeps its previous
+/// transition time while its status does not change.
+pub fn conditions_from(
+    history: &[StepRecord],
+    previous: &[Condition],
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    use conditions::*;
+    let mut out: Vec<Condition> = Vec::new();
+    for r in history {
+        let type_ = match r.step {
+            Step::ValidateAccount => VALIDATED,
+            Step::FraudCheck => FRAUD_CHECKED,
+            Step::Debit => DEBITED,
+            Step::Charge => CHARGED,
+            Step::AwaitConfirmation => CONFIRMED,
+            Step::Notify => NOTIFIED,
+            Step::Compensate => COMPENSATED,
+            Step::Done => continue,
+        };
+        let (status, reason) = match r.event {
+            StepEvent::Started => continue,
+            StepEvent::Completed => ("True", "Succeeded"),
+            StepEvent::Failed => ("False", "Failed"),
+            StepEvent::Skipped => ("False", "Skipped"),
+        };
+        // A later record of the same step decides (e.g. a failed compensation
+        // after a completed one).
+        if r.step == Step::Compensate
+            && out
+                .iter()
+                .any(|c| c.type_ == COMPENSATED && c.status == "False")
+        {
+            continue;
+        }
+        out.retain(|c| c.type_ != type_);
+        out.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: r.detail.clone().unwrap_or_default(),
+            last_transition_time: ms_to_time(r.at_ms),
+            observed_generation: generation,
+        });
+    }
+    // Conditions the history does not speak of (the controller's own) stay.
+    for p in previous {
+        if !out.iter().any(|c| c.type_ == p.type_) && p.type_ == conditions::CANCEL_REQUESTED {
+            out.push(p.clone());
+        }
+    }
+    for c in out.iter_mut() {
+        if let Some(p) = previous.iter().find(|p| p.type_ == c.type_)
+            && p.status == c.status
+        {
+            c.last_transition_time = p.last_transition_time.clone();
+        }
+    }
+    out
+}
+
+fn set_condition(conds: &mut Vec<Condition>, c: Condition) {
+    if let Some(existing) = conds.iter_mut().find(|e| e.type_ == c.type_) {
+        if existing.status == c.status && existing.reason == c.reason {
+            return;
+        }
+        *existing = c;
+    } else {
+        conds.push(c);
+    }
+}
+
+/// Decides. Pure: the same facts give the same plan.
+pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
+    let p = facts.payment;
+    let current = p.status.clone().unwrap_or_default();
+    let generation = p.metadata.generation;
+    let id = payment_workflow_id(p);
+    let mut status = PaymentStatus {
+        workflow_id: Some(id.clone()),
+        observed_generation: generation,
+        ..current.clone()
+    };
+    let mut plan = Plan {
+        start: None,
+        cancel: None,
+        status: PaymentStatus::default(),
+        finished: false,
+    };
+
+    let progress_into = |status: &mut PaymentStatus, progress: &PaymentProgress| {
+        status.step = Some(progress.step);
+        status.conditions = conditions_from(&progress.history, &current.conditions, generation);
+    };
+
+    match facts.workflow {
+        Observation::Absent => {
+            plan.start = Some(workflow_input(p, settings));
+            status.phase = Some(Phase::Pending);
+        }
+        Observation::Running {
+            run_id,
+            started_at,
+            progress,
+        } => {
+            status.run_id = Some(run_id.clone());
+            status.started_at = started_at.and_then(system_to_time).or(status.started_at);
+            status.phase = Some(match progress {
+                Some(pr) if pr.phase != Phase::Pending => pr.phase,
+                _ => Phase::Processing,
+            });
+            if let Some(pr) = progress {
+                progress_into(&mut status, pr);
+            }
+        }
+        Observation::Closed {
+            run_id,
+            started_at,
+            closed_at,
+            status: wf_status,
+            outcome,
+        } => {
+            plan.finished = true;
+            status.run_id = Some(run_id.clone());
+            status.started_at = started_at.and_then(system_to_time).or(status.started_at);
+            status.completed_at = closed_at.and_then(system_to_time).or(status.completed_at);
+            match outcome {
+                Some(o) => {
+                    status.phase = Some(o.phase);
+                    status.step = Some(Step::Done);
+                    status.reason = Some(o.reason.clone());
+                    status.message = Some(o.message.clone());
+                    status.conditions =
+                        conditions_from(&o.history, &current.conditions, generation);
+                }
+                None => {
+                    status.phase = Some(Phase::Failed);
+                    status.reason = Some(reasons::WORKFLOW_ENDED_ABNORMALLY.to_string());
+                    status.message = Some(format!(
+                        "the workflow ended {wf_status:?} without an outcome; check the ledger audit"
+                    ));
+                }
+            }
+        }
+    }
+
+    // Cancel: one signal per request; after the end, say it is too late.
+    if let Some(reason) = p.annotations().get(CANCEL_ANNOTATION) {
+        let already = current
+            .conditions
+            .iter()
+            .any(|c| c.type_ == conditions::CANCEL_REQUESTED);
+        let terminal = status.phase.is_some_and(Phase::is_terminal);
+        let reason_text = if reason.trim().is_empty() {
+            "no reason given".to_string()
+        } else {
+            reason.clone()
+        };
+        if !already {
+            let (cond_status, cond_reason, message) =
+                if terminal && !matches!(facts.workflow, Observation::Absent) {
+                    (
+                        "False",
+                        reasons::TOO_LATE_TO_CANCEL,
+                        format!(
+                            "the payment had already finished ({:?}); nothing was changed",
+                            status.phase.unwrap_or(Phase::Failed)
+                        ),
+                    )
+                } else {
+                    if matches!(facts.workflow, Observation::Running { .. }) {
+                        plan.cancel = Some(reason_text.clone());
+                    }
+                    ("True", reasons::CANCEL_REQUESTED, reason_text)
+                };
+            // A cancel asked for before the start is signalled once it runs.
+            if matches!(facts.workflow, Observation::Absent) {
+                // nothing to record yet: the next reconcile (workflow running) signals
+            } else {
+                set_condition(
+                    &mut status.conditions,
+                    Condition {
+                        type_: conditions::CANCEL_REQUESTED.to_string(),
+                        status: cond_status.to_string(),
+                        reason: cond_reason.to_string(),
+                        message,
+                        last_transition_time: Time(facts.now),
+                        observed_generation: generation,
+                    },
+                );
+            }
+        }
+    }
+
+    plan.status = status;
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+    use paysaga_api::saga::PaymentOutcome;
+    use paysaga_api::{PaymentMethod, PaymentSpec};
+    use std::collections::BTreeMap;
+    use temporalio_client::WorkflowExecutionStatus;
+
+    fn settings() -> Settings {
+        Settings {
+            payments_task_queue: "payments".into(),
+            fraud_task_queue: "fraud".into(),
+            confirmation_timeout_secs: 300,
+        }
+    }
+
+    fn payment(annotation: Option<&str>, status: Option<PaymentStatus>) -> Payment {
+        let mut p = Payment::new(
+            "order-1",
+            PaymentSpec {
+                user_id: "alice".into(),
+                amount: 1250,
+                currency: "EUR".into(),
+                method: PaymentMethod::Card,
+                description: None,
+                notify: None,
+            },
+        );
+        p.metadata = ObjectMeta {
+            name: Some("order-1".into()),
+            namespace: Some("shop".into()),
+            uid: Some("u1".into()),
+            generation: Some(1),
+            annotations: annotation
+                .map(|r| BTreeMap::from([(CANCEL_ANNOTATION.to_string(), r.to_string())])),
+            ..ObjectMeta::default()
+        };
+        p.status = status;
+        p
+    }
+
+    fn rec(step: Step, event: StepEvent, at_ms: i64) -> StepRecord {
+        StepRecord {
+            step,
+            event,
+            at_ms,
+            detail: None,
+        }
+    }
+
+    fn running(history: Vec<StepRecord>, step: Step) -> Observation {
+        Observation::Running {
+            run_id: "r1".into(),
+            started_at: None,
+            progress: Some(PaymentProgress {
+                phase: Phase::Processing,
+                step,
+                reason: None,
+                message: None,
+                history,
+            }),
+        }
+    }
+
+    fn closed(phase: Phase, reason: &str, history: Vec<StepRecord>) -> Observation {
+        Observation::Closed {
+            run_id: "r1".into(),
+            started_at: None,
+            closed_at: None,
+            status: WorkflowExecutionStatus::Completed,
+            outcome: Some(PaymentOutcome {
+                phase,
+                reason: reason.into(),
+                message: "m".into(),
+                charge_id: None,
+                history,
+            }),
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn plan(p: &Payment, wf: &Observation) -> Plan {
+        decide(
+            &Facts {
+                payment: p,
+                workflow: wf,
+                now: now(),
+            },
+            &settings(),
+        )
+    }
+
+    #[test]
+    fn a_new_payment_starts_its_workflow_and_is_pending() {
+        let p = payment(None, None);
+        let plan = plan(&p, &Observation::Absent);
+        let input = plan.start.expect("a start");
+        assert_eq!(input.payment_id, "payment-shop-order-1-u1");
+        assert_eq!((input.amount, input.currency.as_str()), (1250, "EUR"));
+        assert_eq!(plan.status.phase, Some(Phase::Pending));
+        assert_eq!(
+            plan.status.workflow_id.as_deref(),
+            Some("payment-shop-order-1-u1")
+        );
+        assert_eq!(plan.status.observed_generation, Some(1));
+        assert!(plan.cancel.is_none() && !plan.finished);
+    }
+
+    #[test]
+    fn phase_step_and_conditions_follow_the_workflow() {
+        type Case = (
+            Observation,
+            Phase,
+            Option<Step>,
+            &'static [(&'static str, &'static str)],
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                running(vec![], Step::ValidateAccount),
+                Phase::Processing,
+                Some(Step::ValidateAccount),
+                &[],
+                false,
+            ),
+            (
+                running(
+                    vec![
+                        rec(Step::ValidateAccount, StepEvent::Started, 1),
+                        rec(Step::ValidateAccount, StepEvent::Completed, 2),
+                        rec(Step::Debit, StepEvent::Started, 3),
+                        rec(Step::Debit, StepEvent::Completed, 4),
+                        rec(Step::Charge, StepEvent::Started, 5),
+                    ],
+                    Step::Charge,
+                ),
+                Phase::Processing,
+                Some(Step::Charge),
+                &[("Validated", "True"), ("Debited", "True")],
+                false,
+            ),
+            (
+                closed(
+                    Phase::Failed,
+                    "Declined",
+                    vec![
+                        rec(Step::ValidateAccount, StepEvent::Completed, 2),
+                        rec(Step::Charge, StepEvent::Failed, 6),
+                        rec(Step::Compensate, StepEvent::Completed, 7),
+                        rec(Step::Notify, StepEvent::Skipped, 8),
+                    ],
+                ),
+                Phase::Failed,
+                Some(Step::Done),
+                &[
+                    ("Validated", "True"),
+                    ("Charged", "False"),
+                    ("Compensated", "True"),
+                    ("Notified", "False"),
+                ],
+                true,
+            ),
+        ];
+        for (wf, phase, step, conds, finished) in cases {
+            let p = payment(None, None);
+            let plan = plan(&p, &wf);
+            assert!(plan.start.is_none());
+            assert_eq!(plan.status.phase, Some(phase), "{wf:?}");
+            assert_eq!(plan.status.step, step, "{wf:?}");
+            let got: Vec<(&str, &str)> = plan
+                .status
+                .conditions
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str()))
+                .collect();
+            assert_eq!(got, conds, "{wf:?}");
+            assert_eq!(plan.finished, finished);
+        }
+    }
+
+    #[test]
+    fn condition_times_come_from_the_workflow_and_are_kept_while_unchanged() {
+        let history = vec![rec(Step::ValidateAccount, StepEvent::Completed, 5_000)];
+        let first = conditions_from(&history, &[], Some(1));
+        assert_eq!(first[0].last_transition_time, ms_to_time(5_000));
+        // Seen again later: the transition time does not move.
+        let mut previous = first.clone();
+        previous[0].last_transition_time = ms_to_time(4_000);
+        let again = conditions_from(&history, &previous, Some(1));
+        assert_eq!(again[0].last_transition_time, ms_to_time(4_000));
+    }
+
+    #[test]
+    fn a_failed_compensation_is_not_hidden_by_an_earlier_success() {
+        let history = vec![
+            rec(Step::Compensate, StepEvent::Failed, 1),
+            rec(Step::Compensate, StepEvent::Completed, 2),
+        ];
+        let c = conditions_from(&history, &[], None);
+        assert_eq!(
+            (c[0].type_.as_str(), c[0].status.as_str()),
+            ("Compensated", "False")
+        );
+    }
+
+    #[test]
+    fn cancel_is_signalled_once_then_remembered() {
+        let p = payment(Some("changed my mind"), None);
+        let wf = running(vec![], Step::Charge);
+        let first = plan(&p, &wf);
+        assert_eq!(first.cancel.as_deref(), Some("changed my mind"));
+        let cond = first
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "CancelRequested")
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("True", reasons::CANCEL_REQUESTED)
+        );
+
+        let p = payment(Some("changed my mind"), Some(first.status.clone()));
+        let second = plan(&p, &wf);
+        assert!(second.cancel.is_none(), "signalled twice");
+        assert!(
+            second
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "CancelRequested")
+        );
+    }
+
+    #[test]
+    fn cancelling_a_finished_payment_is_too_late_and_changes_nothing_else() {
+        let p = payment(Some("too late"), None);
+        let wf = closed(Phase::Succeeded, "Confirmed", vec![]);
+        let plan = plan(&p, &wf);
+        assert!(plan.cancel.is_none());
+        assert_eq!(plan.status.phase, Some(Phase::Succeeded));
+        let cond = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "CancelRequested")
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", reasons::TOO_LATE_TO_CANCEL)
+        );
+    }
+
+    #[test]
+    fn a_cancel_before_the_start_waits_for_the_workflow() {
+        let p = payment(Some("early"), None);
+        let plan = plan(&p, &Observation::Absent);
+        assert!(plan.start.is_some());
+        assert!(plan.cancel.is_none(), "nothing to signal yet");
+        assert!(plan.status.conditions.is_empty());
+    }
+
+    #[test]
+    fn an_abnormal_end_is_a_failure_with_a_reason() {
+        let p = payment(None, None);
+        let wf = Observation::Closed {
+            run_id: "r".into(),
+            started_at: None,
+            closed_at: None,
+            status: WorkflowExecutionStatus::Terminated,
+            outcome: None,
+        };
+        let plan = plan(&p, &wf);
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+        assert_eq!(
+            plan.status.reason.as_deref(),
+            Some(reasons::WORKFLOW_ENDED_ABNORMALLY)
+        );
+        assert!(plan.finished);
+    }
+}

@@ -1,0 +1,337 @@
+//! `paysaga-operator controller`: Payment objects drive workflows, and
+//! status flows back as the workflows move.
+//!
+//! Reconcile is a pipeline: observe (the object, its workflow) → decide
+//! ([`decide::decide`], pure) → act (start, signal) → at most one status
+//! write, by server-side apply, only when something changed. Wake-ups come
+//! from the objects (create, annotate, delete) and from the workflows'
+//! histories ([`wakeups`]), not from a fixed short poll.
+
+pub mod decide;
+pub mod wakeups;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use paysaga_api::names::{CONTROLLER_FIELD_MANAGER, FINALIZER};
+use paysaga_api::{Payment, PaymentStatus, Phase};
+
+use crate::temporal::{Observation, PaymentWorkflows, Started, TemporalError};
+use decide::{Facts, Settings, decide, payment_workflow_id, reasons};
+use wakeups::Wakeups;
+
+/// What can go wrong in a reconcile, by the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to observe the workflow: {0}")]
+    Observe(#[source] TemporalError),
+    #[error("failed to start the workflow: {0}")]
+    Start(#[source] TemporalError),
+    #[error("failed to signal cancel: {0}")]
+    Cancel(#[source] crate::temporal::SignalError),
+    #[error("failed to write status: {0}")]
+    WriteStatus(#[source] kube::Error),
+    /// Deleted while in flight: the object stays until compensation is done.
+    #[error("waiting for workflow {0} to finish compensating before the object can go")]
+    StillCompensating(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// For metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Observe(_) | Error::Start(_) | Error::Cancel(_) => "temporal",
+            Error::WriteStatus(_) => "kubernetes",
+            Error::Finalizer(_) => "finalizer",
+            Error::StillCompensating(_) => "waiting",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub workflows: PaymentWorkflows,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub wakeups: Wakeups,
+}
+
+/// Runs the controller until a shutdown signal.
+pub async fn run(
+    client: Client,
+    temporal: temporalio_client::Client,
+    settings: Settings,
+    concurrency: u16,
+) {
+    let payments: Api<Payment> = Api::all(client.clone());
+    let (wakeups, rx) = Wakeups::new(temporal.clone());
+    let reporter = Reporter {
+        controller: "paysaga-controller".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        workflows: PaymentWorkflows::new(temporal),
+        settings,
+        wakeups,
+    });
+    let triggers =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    // Only changes a user or the API server makes wake a Payment: not the
+    // controller's own status writes (no reconcile storms). Progress of the
+    // workflow arrives through the wake-ups.
+    let (reader, writer) = reflector::store();
+    let objects = reflector(
+        writer,
+        watcher(payments, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(relevant_change, PredicateConfig::default());
+    Controller::for_stream(objects, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .reconcile_on(triggers)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::trace!(payment = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+#[tracing::instrument(skip_all, fields(payment = %p.name_any(), namespace = p.namespace().unwrap_or_default()))]
+async fn reconcile(p: Arc<Payment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = p.namespace().unwrap_or_default();
+    let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, p, |event| async {
+        match event {
+            Finalizer::Apply(p) => apply(&p, &ctx).await,
+            Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// What, in a Payment, calls for a reconcile: its identity, spec, cancel
+/// annotation, finalizers and deletion — everything but its status.
+fn relevant_change(p: &Payment) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.metadata.uid.hash(&mut h);
+    p.metadata.generation.hash(&mut h);
+    p.annotations()
+        .get(paysaga_api::names::CANCEL_ANNOTATION)
+        .hash(&mut h);
+    p.metadata.finalizers.hash(&mut h);
+    p.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// observe → decide → act → one status write.
+async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
+    let id = payment_workflow_id(p);
+    let observed = ctx.workflows.observe(&id).await.map_err(Error::Observe)?;
+    let plan = decide(
+        &Facts {
+            payment: p,
+            workflow: &observed,
+            now: Timestamp::now(),
+        },
+        &ctx.settings,
+    );
+    let mut status = plan.status.clone();
+
+    if let Some(input) = &plan.start {
+        match ctx
+            .workflows
+            .start(input, &ctx.settings.payments_task_queue)
+            .await
+            .map_err(Error::Start)?
+        {
+            Started::New { run_id } => {
+                tracing::info!(workflow_id = %id, %run_id, "workflow started");
+                status.run_id = Some(run_id);
+                publish(
+                    ctx,
+                    p,
+                    EventType::Normal,
+                    reasons::WORKFLOW_STARTED,
+                    format!("started workflow {id}"),
+                )
+                .await;
+            }
+            Started::Existing => tracing::debug!(workflow_id = %id, "workflow already started"),
+        }
+    }
+    if let Some(reason) = &plan.cancel {
+        match ctx.workflows.cancel(&id, reason).await {
+            Ok(()) => {
+                publish(
+                    ctx,
+                    p,
+                    EventType::Normal,
+                    reasons::CANCEL_REQUESTED,
+                    format!("cancel requested: {reason}"),
+                )
+                .await
+            }
+            // Finished between observing and signalling: the next wake-up says so.
+            Err(crate::temporal::SignalError::NotFound(_)) => {}
+            Err(e) => return Err(Error::Cancel(e)),
+        }
+    }
+    if plan
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.reason == reasons::TOO_LATE_TO_CANCEL)
+        && !p.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == reasons::TOO_LATE_TO_CANCEL)
+        })
+    {
+        publish(
+            ctx,
+            p,
+            EventType::Warning,
+            reasons::TOO_LATE_TO_CANCEL,
+            "the payment had already finished; nothing changed".into(),
+        )
+        .await;
+    }
+
+    write_status(p, ctx, status).await?;
+
+    if plan.finished {
+        ctx.wakeups.forget(&id);
+        Ok(Action::await_change())
+    } else {
+        ctx.wakeups.ensure(&id, ObjectRef::from_obj(p));
+        // A safety net only; progress arrives through the wake-ups.
+        Ok(Action::requeue(Duration::from_secs(300)))
+    }
+}
+
+/// Deleting a payment: an in-flight one is cancelled and the object stays
+/// until its compensations are done; a finished one goes at once.
+async fn cleanup(p: &Payment, ctx: &Context) -> Result<Action, Error> {
+    let id = payment_workflow_id(p);
+    match ctx.workflows.observe(&id).await.map_err(Error::Observe)? {
+        Observation::Absent | Observation::Closed { .. } => {
+            ctx.wakeups.forget(&id);
+            Ok(Action::await_change())
+        }
+        Observation::Running { .. } => {
+            let already = p.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == decide::conditions::CANCEL_REQUESTED)
+            });
+            if !already {
+                match ctx
+                    .workflows
+                    .cancel(&id, "the Payment object was deleted")
+                    .await
+                {
+                    Ok(()) | Err(crate::temporal::SignalError::NotFound(_)) => {}
+                    Err(e) => return Err(Error::Cancel(e)),
+                }
+                publish(
+                    ctx,
+                    p,
+                    EventType::Normal,
+                    reasons::CANCEL_REQUESTED,
+                    "deleted while in flight: cancelling".into(),
+                )
+                .await;
+            }
+            ctx.wakeups.ensure(&id, ObjectRef::from_obj(p));
+            // Not done until the workflow closes; its wake-up brings us back.
+            Err(Error::StillCompensating(id))
+        }
+    }
+}
+
+/// Writes the whole status by server-side apply, only when it changed.
+async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Result<(), Error> {
+    let current = p.status.clone().unwrap_or_default();
+    if status == current {
+        return Ok(());
+    }
+    if status.phase != current.phase
+        && let Some(phase) = status.phase
+    {
+        let kind = if phase == Phase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let note = match (&status.reason, &status.message) {
+            (Some(r), Some(m)) => format!("{phase:?}: {r}: {m}"),
+            _ => format!("{phase:?}"),
+        };
+        publish(ctx, p, kind, &format!("{phase:?}"), note).await;
+    }
+    let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": "paysaga.dev/v1alpha1",
+        "kind": "Payment",
+        "status": status,
+    });
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::apply(CONTROLLER_FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(Error::WriteStatus)?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, p: &Payment, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}
+
+fn error_policy(p: Arc<Payment>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if let Error::Finalizer(inner) = error
+        && let kube::runtime::finalizer::Error::CleanupFailed(Error::StillCompensating(_)) =
+            inner.as_ref()
+    {
+        // The workflow's wake-up brings the object back; this is a safety net.
+        return Action::requeue(Duration::from_secs(10));
+    }
+    tracing::warn!(payment = %p.name_any(), category = error.category(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
