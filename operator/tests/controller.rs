@@ -1,7 +1,8 @@
 //! The controller against the real parts: kube-apiserver + etcd (RBAC on),
 //! the Temporal dev server, the worker (PostgreSQL ledger), the simulators
 //! and the callback receiver — every one a real process. The controller runs
-//! as a process too.
+//! as a process too, with a token of the chart's controller ServiceAccount:
+//! the RBAC in `charts/paysaga` is all it has.
 //!
 //! The tests share one set of simulators and change their global knobs, so
 //! they run one at a time.
@@ -39,15 +40,77 @@ fn stack() -> &'static (Service, Service) {
             ],
         )
         .unwrap();
+        let kubeconfig = chart_service_account();
         let controller = Service::controller(
             &dir.join("controller"),
-            &kube.admin_kubeconfig,
+            &kubeconfig,
             &temporal.address,
             &["--confirmation-timeout-secs=120".to_string()],
         )
         .unwrap();
         (worker, controller)
     })
+}
+
+const SYSTEM_NAMESPACE: &str = "paysaga-system";
+
+/// Installs the chart's controller ServiceAccount and RBAC (rendered by
+/// helm) and returns a kubeconfig with a token of that ServiceAccount.
+fn chart_service_account() -> std::path::PathBuf {
+    let kube = paysaga_testenv::kube();
+    let _ = kube.kubectl_ok(&["create", "namespace", SYSTEM_NAMESPACE]);
+    let chart = paysaga_testenv::workspace_root().join("charts/paysaga");
+    let rendered = paysaga_testenv::process::run(
+        std::process::Command::new(paysaga_testenv::tool("helm"))
+            .args(["template", "paysaga"])
+            .arg(&chart)
+            .args([
+                "--namespace",
+                SYSTEM_NAMESPACE,
+                "--show-only",
+                "templates/controller-rbac.yaml",
+            ]),
+    )
+    .unwrap();
+    kubectl_apply(SYSTEM_NAMESPACE, &rendered);
+    kube.service_account_kubeconfig(SYSTEM_NAMESPACE, "paysaga-controller")
+        .unwrap()
+}
+
+#[test]
+fn the_controller_account_can_do_no_more_than_it_uses() {
+    stack();
+    let kubeconfig = paysaga_testenv::kube()
+        .service_account_kubeconfig(SYSTEM_NAMESPACE, "paysaga-controller")
+        .unwrap();
+    let can = |verb: &str, resource: &str| {
+        let out = std::process::Command::new(paysaga_testenv::tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["auth", "can-i", verb, resource, "--all-namespaces"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for (verb, resource) in [
+        ("watch", "payments.paysaga.dev"),
+        ("patch", "payments.paysaga.dev"),
+        ("patch", "payments.paysaga.dev/status"),
+        ("create", "events.events.k8s.io"),
+    ] {
+        assert_eq!(can(verb, resource), "yes", "{verb} {resource}");
+    }
+    for (verb, resource) in [
+        ("create", "payments.paysaga.dev"),
+        ("update", "payments.paysaga.dev"),
+        ("delete", "payments.paysaga.dev"),
+        ("update", "payments.paysaga.dev/status"),
+        ("get", "secrets"),
+        ("list", "pods"),
+        ("create", "events"),
+    ] {
+        assert_eq!(can(verb, resource), "no", "{verb} {resource}");
+    }
 }
 
 async fn sim_config(patch: serde_json::Value) {

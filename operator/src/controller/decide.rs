@@ -200,10 +200,9 @@ pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
         } => {
             status.run_id = Some(run_id.clone());
             status.started_at = started_at.and_then(system_to_time).or(status.started_at);
-            status.phase = Some(match progress {
-                Some(pr) if pr.phase != Phase::Pending => pr.phase,
-                _ => Phase::Processing,
-            });
+            // A terminal phase comes only with the closed run's outcome (and
+            // its completion time), never from a query of a run still closing.
+            status.phase = Some(Phase::Processing);
             if let Some(pr) = progress {
                 progress_into(&mut status, pr);
             }
@@ -473,6 +472,25 @@ mod tests {
             assert_eq!(got, conds, "{wf:?}");
             assert_eq!(plan.finished, finished);
         }
+    }
+
+    #[test]
+    fn a_run_still_closing_is_processing_until_its_outcome_is_read() {
+        let p = payment(None, None);
+        let wf = Observation::Running {
+            run_id: "r1".into(),
+            started_at: None,
+            progress: Some(PaymentProgress {
+                phase: Phase::Succeeded,
+                step: Step::Done,
+                reason: None,
+                message: None,
+                history: vec![],
+            }),
+        };
+        let plan = plan(&p, &wf);
+        assert_eq!(plan.status.phase, Some(Phase::Processing));
+        assert!(plan.status.completed_at.is_none() && !plan.finished);
     }
 
     #[test]
