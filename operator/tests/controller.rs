@@ -272,7 +272,15 @@ async fn apply_watch_phases_in_order_with_conditions_and_events() {
             "jsonpath={.items[*].reason}",
         ])
         .unwrap();
-    for reason in ["WorkflowStarted", "Succeeded"] {
+    for reason in [
+        "WorkflowStarted",
+        "Validated",
+        "Debited",
+        "Charged",
+        "Confirmed",
+        "Notified",
+        "Succeeded",
+    ] {
         assert!(events.contains(reason), "no {reason} event in {events}");
     }
     let table = kube

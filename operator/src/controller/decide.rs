@@ -154,6 +154,55 @@ pub fn conditions_from(
     out
 }
 
+/// An Event to publish: `warning` for failures, with a reason constant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepEventNote {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// One Event per step condition that appeared or flipped between two
+/// statuses: Normal when a step succeeded, Warning (with a reason constant
+/// per failure) when it failed.
+pub fn step_events(before: &[Condition], after: &[Condition]) -> Vec<StepEventNote> {
+    use conditions::*;
+    let mut out = Vec::new();
+    for c in after {
+        if before
+            .iter()
+            .any(|b| b.type_ == c.type_ && b.status == c.status)
+        {
+            continue;
+        }
+        let (ok_reason, failed_reason) = match c.type_.as_str() {
+            VALIDATED => ("Validated", "ValidationFailed"),
+            FRAUD_CHECKED => ("FraudChecked", "FraudRejected"),
+            DEBITED => ("Debited", "DebitFailed"),
+            CHARGED => ("Charged", "ChargeFailed"),
+            CONFIRMED => ("Confirmed", "ConfirmationFailed"),
+            NOTIFIED => ("Notified", "NotificationFailed"),
+            COMPENSATED => ("Compensated", "CompensationFailed"),
+            _ => continue,
+        };
+        let failed = c.status != "True";
+        // A skipped notification (no contact given) is not a failure.
+        if failed && c.reason == "Skipped" {
+            continue;
+        }
+        out.push(StepEventNote {
+            warning: failed,
+            reason: if failed { failed_reason } else { ok_reason },
+            note: if c.message.is_empty() {
+                c.type_.clone()
+            } else {
+                c.message.clone()
+            },
+        });
+    }
+    out
+}
+
 fn set_condition(conds: &mut Vec<Condition>, c: Condition) {
     if let Some(existing) = conds.iter_mut().find(|e| e.type_ == c.type_) {
         if existing.status == c.status && existing.reason == c.reason {
@@ -503,6 +552,50 @@ mod tests {
         previous[0].last_transition_time = ms_to_time(4_000);
         let again = conditions_from(&history, &previous, Some(1));
         assert_eq!(again[0].last_transition_time, ms_to_time(4_000));
+    }
+
+    #[test]
+    fn an_event_per_step_that_changed_warnings_for_failures() {
+        let before = conditions_from(
+            &[rec(Step::ValidateAccount, StepEvent::Completed, 1)],
+            &[],
+            None,
+        );
+        let after = conditions_from(
+            &[
+                rec(Step::ValidateAccount, StepEvent::Completed, 1),
+                rec(Step::Debit, StepEvent::Completed, 2),
+                StepRecord {
+                    step: Step::Charge,
+                    event: StepEvent::Failed,
+                    at_ms: 3,
+                    detail: Some("declined".into()),
+                },
+                rec(Step::Notify, StepEvent::Skipped, 4),
+            ],
+            &before,
+            None,
+        );
+        let events = step_events(&before, &after);
+        assert_eq!(
+            events,
+            [
+                StepEventNote {
+                    warning: false,
+                    reason: "Debited",
+                    note: "Debited".into()
+                },
+                StepEventNote {
+                    warning: true,
+                    reason: "ChargeFailed",
+                    note: "declined".into()
+                },
+            ]
+        );
+        assert!(
+            step_events(&after, &after).is_empty(),
+            "nothing changed, nothing said"
+        );
     }
 
     #[test]

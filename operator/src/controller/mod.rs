@@ -295,6 +295,14 @@ async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Resu
         };
         publish(ctx, p, kind, &format!("{phase:?}"), note).await;
     }
+    for e in decide::step_events(&current.conditions, &status.conditions) {
+        let kind = if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, p, kind, e.reason, e.note).await;
+    }
     let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let body = serde_json::json!({
         "apiVersion": "paysaga.dev/v1alpha1",

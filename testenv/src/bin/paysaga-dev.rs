@@ -1,7 +1,8 @@
 //! `make dev`: the whole of paysaga on this machine, no Docker.
 //!
 //! Starts a real control plane (etcd + kube-apiserver), Temporal with its web
-//! UI, the simulators, the HTTP API and the worker (ledger on SQLite),
+//! UI, the simulators, the HTTP API, the worker (ledger on SQLite) and the
+//! controller,
 //! applies the CRDs, writes `.dev/kubeconfig`, prints what to do next, and
 //! stops everything cleanly on Ctrl-C. State is fresh on every start.
 
@@ -68,6 +69,13 @@ fn main() -> Result<()> {
         ],
     )?;
 
+    let controller = Service::controller(
+        &state.join("controller"),
+        &kubeconfig,
+        &temporal.address,
+        &[],
+    )?;
+
     let example = root.join("examples/payment.yaml");
     println!(
         r#"
@@ -86,12 +94,9 @@ In another terminal:
   kubectl apply -f {example}
   kubectl get payments -w
 
-Run a payment saga straight through Temporal (the controller that does this
-for Payment objects is not there yet):
-  temporal workflow execute --address {temporal} --type PaymentWorkflow --task-queue payments \
-    --workflow-id demo-1 --input '{{"paymentId":"demo-1","userId":"alice","amount":1250,"currency":"EUR","method":"card","notify":{{"email":"alice@example.com"}}}}'
-  temporal workflow query --address {temporal} --workflow-id demo-1 --name status
-  curl -s '{sim}/notify/v1/messages?paymentId=demo-1'
+  kubectl describe payment coffee-beans                 # conditions and events
+  kubectl annotate payment coffee-beans paysaga.dev/cancel="changed my mind"
+  curl -s '{sim}/notify/v1/messages'                    # what the payer was told
   paysaga-worker audit --database-url '{database_url}'
 
 Press Ctrl-C to stop everything.
@@ -112,7 +117,8 @@ Press Ctrl-C to stop everything.
 
     wait_for_stop_signal()?;
     eprintln!("paysaga dev: stopping…");
-    // The worker first, so in-flight activities finish; Temporal last but one.
+    // The controller and the worker first, so in-flight activities finish.
+    drop(controller);
     drop(worker);
     drop(sim);
     drop(api);
