@@ -51,6 +51,9 @@ struct ControllerOpts {
     /// How long a payment waits for the gateway's confirmation, in seconds.
     #[arg(long, env = "PAYSAGA_CONFIRMATION_TIMEOUT_SECS", default_value_t = paysaga_api::saga::DEFAULT_CONFIRMATION_TIMEOUT_SECS)]
     confirmation_timeout_secs: u64,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "PAYSAGA_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    admin_listen: String,
     /// Payments reconciled at once.
     #[arg(long, env = "PAYSAGA_CONTROLLER_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
@@ -93,8 +96,17 @@ async fn main() -> anyhow::Result<()> {
                 fraud_task_queue: opts.fraud_task_queue,
                 confirmation_timeout_secs: opts.confirmation_timeout_secs,
             };
+            let metrics = std::sync::Arc::new(controller::metrics::Metrics::default());
+            let admin = tokio::net::TcpListener::bind(&opts.admin_listen).await?;
+            tracing::info!(admin = %admin.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz) listening");
+            let admin_router = controller::metrics::router(metrics.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(admin, admin_router).await {
+                    tracing::error!(error = %e, "admin endpoints stopped");
+                }
+            });
             tracing::info!(concurrency = opts.concurrency, "controller started");
-            controller::run(kube, temporal, settings, opts.concurrency).await;
+            controller::run(kube, temporal, settings, opts.concurrency, metrics).await;
             tracing::info!("controller stopped");
         }
         Command::Api { temporal, opts } => {

@@ -22,7 +22,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn stack() -> &'static (Service, Service) {
     static STACK: OnceLock<(Service, Service)> = OnceLock::new();
     STACK.get_or_init(|| {
-        let kube = paysaga_testenv::kube();
         let temporal = paysaga_testenv::temporal();
         let sim = paysaga_testenv::sim();
         let _api = paysaga_testenv::api();
@@ -45,6 +44,7 @@ fn stack() -> &'static (Service, Service) {
             &dir.join("controller"),
             &kubeconfig,
             &temporal.address,
+            None,
             &["--confirmation-timeout-secs=120".to_string()],
         )
         .unwrap();
@@ -290,6 +290,26 @@ async fn apply_watch_phases_in_order_with_conditions_and_events() {
         table.contains("Succeeded") && table.contains("Done"),
         "{table}"
     );
+
+    // The controller says what it did.
+    let admin = &stack().1.url;
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "paysaga_controller_workflows_started_total",
+        "paysaga_controller_status_patches_total{outcome=\"applied\"}",
+        "paysaga_controller_status_latency_seconds_count",
+        "paysaga_controller_start_latency_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    let ready = reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    let code = ready.status();
+    assert_eq!(code, 200, "{}", ready.text().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,17 +76,21 @@ impl Service {
 
     /// `paysaga-operator controller` with `kubeconfig`'s credentials against
     /// Temporal at `temporal_address`; ready once it logs that it started.
+    /// `url` is its admin endpoint (`/metrics`, `/healthz`, `/readyz`).
     pub fn controller(
         dir: &Path,
         kubeconfig: &Path,
         temporal_address: &str,
+        admin_port: Option<u16>,
         extra: &[String],
     ) -> Result<Service> {
         std::fs::create_dir_all(dir)?;
+        let port = admin_port.map_or_else(free_port, Ok)?;
         let mut args = vec![
             "controller".to_string(),
             "--log-format=json".into(),
             format!("--temporal-address={temporal_address}"),
+            format!("--admin-listen=127.0.0.1:{port}"),
         ];
         args.extend(extra.iter().cloned());
         let mut proc = Proc::spawn_with_env(
@@ -102,8 +106,8 @@ impl Service {
             std::fs::read_to_string(&log).is_ok_and(|l| l.contains("controller started"))
         })?;
         Ok(Service {
-            url: String::new(),
-            port: 0,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
             proc,
         })
     }

@@ -8,6 +8,7 @@
 //! histories ([`wakeups`]), not from a fixed short poll.
 
 pub mod decide;
+pub mod metrics;
 pub mod wakeups;
 
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub wakeups: Wakeups,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Runs the controller until a shutdown signal.
@@ -75,6 +77,7 @@ pub async fn run(
     temporal: temporalio_client::Client,
     settings: Settings,
     concurrency: u16,
+    metrics: Arc<metrics::Metrics>,
 ) {
     let payments: Api<Payment> = Api::all(client.clone());
     let (wakeups, rx) = Wakeups::new(temporal.clone());
@@ -88,6 +91,7 @@ pub async fn run(
         workflows: PaymentWorkflows::new(temporal),
         settings,
         wakeups,
+        metrics: metrics.clone(),
     });
     let triggers =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
@@ -95,6 +99,20 @@ pub async fn run(
     // controller's own status writes (no reconcile storms). Progress of the
     // workflow arrives through the wake-ups.
     let (reader, writer) = reflector::store();
+    // Readiness: the API server answers (checked now and then, one cheap list).
+    let probe: Api<Payment> = Api::all(ctx.client.clone());
+    tokio::spawn(async move {
+        loop {
+            let ok = probe
+                .list(&kube::api::ListParams::default().limit(1))
+                .await
+                .is_ok();
+            metrics
+                .kube_ok
+                .store(ok, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(if ok { 15 } else { 2 })).await;
+        }
+    });
     let objects = reflector(
         writer,
         watcher(payments, watcher::Config::default().any_semantic()),
@@ -118,6 +136,7 @@ pub async fn run(
 
 #[tracing::instrument(skip_all, fields(payment = %p.name_any(), namespace = p.namespace().unwrap_or_default()))]
 async fn reconcile(p: Arc<Payment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
     let ns = p.namespace().unwrap_or_default();
     let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, p, |event| async {
@@ -151,8 +170,13 @@ fn relevant_change(p: &Payment) -> Option<u64> {
 
 /// observe → decide → act → one status write.
 async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
+    let began = std::time::Instant::now();
     let id = payment_workflow_id(p);
-    let observed = ctx.workflows.observe(&id).await.map_err(Error::Observe)?;
+    let observed = ctx.workflows.observe(&id).await.map_err(Error::Observe);
+    ctx.metrics
+        .temporal_ok
+        .store(observed.is_ok(), std::sync::atomic::Ordering::Relaxed);
+    let observed = observed?;
     let plan = decide(
         &Facts {
             payment: p,
@@ -172,6 +196,10 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
         {
             Started::New { run_id } => {
                 tracing::info!(workflow_id = %id, %run_id, "workflow started");
+                ctx.metrics.workflows_started.inc();
+                ctx.metrics
+                    .start_latency
+                    .observe(began.elapsed().as_secs_f64());
                 status.run_id = Some(run_id);
                 publish(
                     ctx,
@@ -223,16 +251,26 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
 
-    write_status(p, ctx, status).await?;
+    let changed_at = ctx.wakeups.take_changed_at(&id);
+    if write_status(p, ctx, status).await?
+        && let Some(at) = changed_at
+        && let Ok(latency) = std::time::SystemTime::now().duration_since(at)
+    {
+        ctx.metrics.status_latency.observe(latency.as_secs_f64());
+    }
 
-    if plan.finished {
+    let result = if plan.finished {
         ctx.wakeups.forget(&id);
         Ok(Action::await_change())
     } else {
         ctx.wakeups.ensure(&id, ObjectRef::from_obj(p));
         // A safety net only; progress arrives through the wake-ups.
         Ok(Action::requeue(Duration::from_secs(300)))
-    }
+    };
+    ctx.metrics
+        .watched_workflows
+        .set(ctx.wakeups.count() as i64);
+    result
 }
 
 /// Deleting a payment: an in-flight one is cancelled and the object stays
@@ -276,10 +314,12 @@ async fn cleanup(p: &Payment, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Writes the whole status by server-side apply, only when it changed.
-async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Result<(), Error> {
+/// Returns whether it wrote.
+async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Result<bool, Error> {
     let current = p.status.clone().unwrap_or_default();
     if status == current {
-        return Ok(());
+        ctx.metrics.status_patch("unchanged");
+        return Ok(false);
     }
     if status.phase != current.phase
         && let Some(phase) = status.phase
@@ -309,14 +349,17 @@ async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Resu
         "kind": "Payment",
         "status": status,
     });
-    api.patch_status(
-        &p.name_any(),
-        &PatchParams::apply(CONTROLLER_FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(Error::WriteStatus)?;
-    Ok(())
+    let written = api
+        .patch_status(
+            &p.name_any(),
+            &PatchParams::apply(CONTROLLER_FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await;
+    ctx.metrics
+        .status_patch(if written.is_ok() { "applied" } else { "error" });
+    written.map_err(Error::WriteStatus)?;
+    Ok(true)
 }
 
 async fn publish(ctx: &Context, p: &Payment, type_: EventType, reason: &str, note: String) {
@@ -332,7 +375,8 @@ async fn publish(ctx: &Context, p: &Payment, type_: EventType, reason: &str, not
     }
 }
 
-fn error_policy(p: Arc<Payment>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(p: Arc<Payment>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(error.category());
     if let Error::Finalizer(inner) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::StillCompensating(_)) =
             inner.as_ref()

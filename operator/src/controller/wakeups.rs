@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use kube::runtime::reflector::ObjectRef;
 use paysaga_api::Payment;
@@ -23,6 +23,9 @@ pub struct Wakeups {
     client: Client,
     tx: mpsc::Sender<ObjectRef<Payment>>,
     watching: Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>,
+    /// The time of the newest change each workflow signalled, not yet
+    /// reflected in status: for the change→status latency.
+    changed_at: Arc<Mutex<HashMap<String, SystemTime>>>,
 }
 
 impl Wakeups {
@@ -32,6 +35,7 @@ impl Wakeups {
             client,
             tx,
             watching: Arc::default(),
+            changed_at: Arc::default(),
         };
         (w, rx)
     }
@@ -60,6 +64,14 @@ impl Wakeups {
                 .remove(&id);
         });
         watching.insert(workflow_id.to_string(), task.abort_handle());
+    }
+
+    /// When the workflow last changed, if a change is pending; clears it.
+    pub fn take_changed_at(&self, workflow_id: &str) -> Option<SystemTime> {
+        self.changed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(workflow_id)
     }
 
     /// Stops watching (the payment is gone or finished).
@@ -106,7 +118,7 @@ impl Wakeups {
             };
             backoff = Duration::from_millis(200);
             let events = response.history.map(|h| h.events).unwrap_or_default();
-            let changed = events.iter().any(|e| {
+            let changed = events.iter().rev().find(|e| {
                 matches!(
                     EventType::try_from(e.event_type),
                     Ok(EventType::WorkflowTaskCompleted
@@ -118,8 +130,19 @@ impl Wakeups {
                         | EventType::WorkflowExecutionContinuedAsNew)
                 )
             });
-            if changed && self.tx.send(obj.clone()).await.is_err() {
-                return;
+            if let Some(event) = changed {
+                let at = event
+                    .event_time
+                    .and_then(|t| SystemTime::try_from(t).ok())
+                    .unwrap_or_else(SystemTime::now);
+                self.changed_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(workflow_id.to_string())
+                    .or_insert(at);
+                if self.tx.send(obj.clone()).await.is_err() {
+                    return;
+                }
             }
             if response.next_page_token.is_empty() {
                 // The history is complete: the workflow has closed.

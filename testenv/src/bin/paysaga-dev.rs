@@ -73,6 +73,7 @@ fn main() -> Result<()> {
         &state.join("controller"),
         &kubeconfig,
         &temporal.address,
+        Some(port_or_free(8081)?),
         &[],
     )?;
 
@@ -84,7 +85,8 @@ paysaga dev is up.
   Temporal       : {temporal} (namespace {ns})
   Temporal UI    : {ui}
   HTTP API       : {api}   (gateway callbacks: {callback_url})
-  Simulators     : {sim}   (knobs: {sim}/admin/config)
+    Simulators     : {sim}   (knobs: {sim}/admin/config)
+  Controller     : {controller}/metrics, /healthz, /readyz
   Ledger         : {ledger} (accounts {DEV_ACCOUNTS})
   Logs           : {logs}
 
@@ -107,6 +109,7 @@ Press Ctrl-C to stop everything.
         ui = temporal.ui_url.as_deref().unwrap_or("-"),
         api = api.url,
         sim = sim.url,
+        controller = controller.url,
         ledger = ledger.display(),
         logs = state.display(),
         kubeconfig = kubeconfig.display(),

@@ -1,0 +1,156 @@
+//! The controller's Prometheus metrics and its admin endpoints
+//! (`/metrics`, `/healthz`, `/readyz`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabel {
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    pub reconciles: Counter,
+    pub failures: Family<CategoryLabel, Counter>,
+    pub status_patches: Family<OutcomeLabel, Counter>,
+    pub workflows_started: Counter,
+    /// From the controller first seeing a new Payment to its workflow started.
+    pub start_latency: Histogram,
+    /// From a workflow change (its history event's time) to the status written.
+    pub status_latency: Histogram,
+    pub watched_workflows: Gauge,
+    /// Temporal answered the last call.
+    pub temporal_ok: AtomicBool,
+    /// The API server answered the last readiness probe.
+    pub kube_ok: AtomicBool,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let mut m = Metrics {
+            reconciles: Counter::default(),
+            failures: Family::default(),
+            status_patches: Family::default(),
+            workflows_started: Counter::default(),
+            start_latency: latency(),
+            status_latency: latency(),
+            watched_workflows: Gauge::default(),
+            temporal_ok: AtomicBool::new(true),
+            kube_ok: AtomicBool::new(false),
+            registry: Registry::with_prefix("paysaga_controller"),
+        };
+        let r = &mut m.registry;
+        r.register("reconciles", "Reconciles run", m.reconciles.clone());
+        r.register(
+            "reconcile_failures",
+            "Reconciles failed, by category",
+            m.failures.clone(),
+        );
+        r.register(
+            "status_patches",
+            "Status writes by outcome (applied, unchanged, error)",
+            m.status_patches.clone(),
+        );
+        r.register(
+            "workflows_started",
+            "Payment workflows started",
+            m.workflows_started.clone(),
+        );
+        r.register(
+            "start_latency_seconds",
+            "From a new Payment seen to its workflow started",
+            m.start_latency.clone(),
+        );
+        r.register(
+            "status_latency_seconds",
+            "From a workflow change to the Payment status written",
+            m.status_latency.clone(),
+        );
+        r.register(
+            "watched_workflows",
+            "Running workflows whose history is long-polled",
+            m.watched_workflows.clone(),
+        );
+        m
+    }
+}
+
+impl Metrics {
+    pub fn failure(&self, category: &str) {
+        self.failures
+            .get_or_create(&CategoryLabel {
+                category: category.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn status_patch(&self, outcome: &str) {
+        self.status_patches
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// `/metrics`, `/healthz` (the process answers), `/readyz` (the API server
+/// and Temporal answered their last calls).
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                let kube = m.kube_ok.load(Ordering::Relaxed);
+                let temporal = m.temporal_ok.load(Ordering::Relaxed);
+                if kube && temporal {
+                    (StatusCode::OK, "ready".to_string())
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "not ready: kubernetes reachable={kube}, temporal reachable={temporal}"
+                        ),
+                    )
+                }
+            }),
+        )
+        .with_state(metrics)
+}
