@@ -54,6 +54,18 @@ struct ControllerOpts {
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "PAYSAGA_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     admin_listen: String,
+    /// Run only while holding a Lease, so that several replicas are safe.
+    #[arg(long, env = "PAYSAGA_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, env = "PAYSAGA_LEASE_NAME", default_value = "paysaga-controller")]
+    lease_name: String,
+    /// How long a leader's Lease lasts without renewal, in seconds.
+    #[arg(long, env = "PAYSAGA_LEASE_DURATION_SECS", default_value_t = 15)]
+    lease_duration_secs: u64,
     /// Payments reconciled at once.
     #[arg(long, env = "PAYSAGA_CONTROLLER_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
@@ -106,7 +118,70 @@ async fn main() -> anyhow::Result<()> {
                 }
             });
             tracing::info!(concurrency = opts.concurrency, "controller started");
-            controller::run(kube, temporal, settings, opts.concurrency, metrics).await;
+            if !opts.leader_election {
+                controller::run(
+                    kube,
+                    temporal,
+                    settings,
+                    opts.concurrency,
+                    metrics,
+                    shutdown_signal(),
+                )
+                .await;
+                tracing::info!("controller stopped");
+                return Ok(());
+            }
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+            let lease =
+                kube_lease_manager::LeaseManagerBuilder::new(kube.clone(), &opts.lease_name)
+                    .with_namespace(&opts.lease_namespace)
+                    .with_identity(&identity)
+                    .with_duration(opts.lease_duration_secs)
+                    .with_grace((opts.lease_duration_secs / 3).max(1))
+                    .build()
+                    .await?;
+            let (mut leader, lease_task) = lease.watch().await;
+            tracing::info!(lease = %opts.lease_name, %identity, "waiting to lead");
+            let mut signal = Box::pin(shutdown_signal());
+            loop {
+                if *leader.borrow_and_update() {
+                    break;
+                }
+                tokio::select! {
+                    changed = leader.changed() => changed?,
+                    _ = &mut signal => {
+                        tracing::info!("stopped before leading");
+                        return Ok(());
+                    }
+                }
+            }
+            tracing::info!(%identity, "leading: reconciling payments");
+            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
+            let mut watch_leader = leader.clone();
+            tokio::spawn(async move {
+                let lost = tokio::select! {
+                    _ = signal => false,
+                    _ = async { while watch_leader.changed().await.is_ok() && *watch_leader.borrow() {} } => true,
+                };
+                let _ = lost_tx.send(lost);
+            });
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let lost = tokio::spawn(async move {
+                let lost = lost_rx.await.unwrap_or(false);
+                let _ = stop_tx.send(());
+                lost
+            });
+            controller::run(kube, temporal, settings, opts.concurrency, metrics, async {
+                let _ = stop_rx.await;
+            })
+            .await;
+            // Release the Lease so another replica takes over at once.
+            drop(leader);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), lease_task).await;
+            if lost.await.unwrap_or(false) {
+                anyhow::bail!("lost the lease; exiting so that a fresh start waits to lead again");
+            }
             tracing::info!("controller stopped");
         }
         Command::Api { temporal, opts } => {

@@ -7,13 +7,17 @@
 //! The tests share one set of simulators and change their global knobs, so
 //! they run one at a time.
 
+mod common;
+
+use common::*;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, DeleteParams};
+use kube::api::DeleteParams;
 use kube::runtime::{WatchStreamExt, watcher};
-use paysaga_api::{Payment, Phase};
+use paysaga_api::Phase;
 use paysaga_testenv::Service;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -21,60 +25,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The worker and the controller shared by this test binary.
 fn stack() -> &'static (Service, Service) {
     static STACK: OnceLock<(Service, Service)> = OnceLock::new();
-    STACK.get_or_init(|| {
-        let temporal = paysaga_testenv::temporal();
-        let sim = paysaga_testenv::sim();
-        let _api = paysaga_testenv::api();
-        let db = paysaga_testenv::postgres().database("controller").unwrap();
-        let dir = paysaga_testenv::run_dir();
-        let worker = Service::worker(
-            &dir.join("worker"),
-            &[
-                format!("--temporal-address={}", temporal.address),
-                format!("--database-url={db}"),
-                "--seed-accounts=alice:EUR:100000000".into(),
-                format!("--gateway-url={}", sim.url),
-                format!("--fraud-url={}", sim.url),
-                format!("--notify-url={}", sim.url),
-            ],
-        )
-        .unwrap();
-        let kubeconfig = chart_service_account();
-        let controller = Service::controller(
-            &dir.join("controller"),
-            &kubeconfig,
-            &temporal.address,
-            None,
-            &["--confirmation-timeout-secs=120".to_string()],
-        )
-        .unwrap();
-        (worker, controller)
-    })
-}
-
-const SYSTEM_NAMESPACE: &str = "paysaga-system";
-
-/// Installs the chart's controller ServiceAccount and RBAC (rendered by
-/// helm) and returns a kubeconfig with a token of that ServiceAccount.
-fn chart_service_account() -> std::path::PathBuf {
-    let kube = paysaga_testenv::kube();
-    let _ = kube.kubectl_ok(&["create", "namespace", SYSTEM_NAMESPACE]);
-    let chart = paysaga_testenv::workspace_root().join("charts/paysaga");
-    let rendered = paysaga_testenv::process::run(
-        std::process::Command::new(paysaga_testenv::tool("helm"))
-            .args(["template", "paysaga"])
-            .arg(&chart)
-            .args([
-                "--namespace",
-                SYSTEM_NAMESPACE,
-                "--show-only",
-                "templates/controller-rbac.yaml",
-            ]),
-    )
-    .unwrap();
-    kubectl_apply(SYSTEM_NAMESPACE, &rendered);
-    kube.service_account_kubeconfig(SYSTEM_NAMESPACE, "paysaga-controller")
-        .unwrap()
+    STACK.get_or_init(|| (start_worker(), start_controller("controller", &[])))
 }
 
 #[test]
@@ -106,94 +57,12 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("delete", "payments.paysaga.dev"),
         ("update", "payments.paysaga.dev/status"),
         ("get", "secrets"),
+        ("delete", "leases.coordination.k8s.io"),
         ("list", "pods"),
         ("create", "events"),
     ] {
         assert_eq!(can(verb, resource), "no", "{verb} {resource}");
     }
-}
-
-async fn sim_config(patch: serde_json::Value) {
-    let resp = reqwest::Client::new()
-        .put(format!("{}/admin/config", paysaga_testenv::sim().url))
-        .json(&patch)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-}
-
-fn manifest(name: &str, amount: i64) -> String {
-    serde_json::json!({
-        "apiVersion": "paysaga.dev/v1alpha1", "kind": "Payment",
-        "metadata": {"name": name},
-        "spec": {"userId": "alice", "amount": amount, "currency": "EUR", "method": "card",
-                 "notify": {"email": "alice@example.com"}},
-    })
-    .to_string()
-}
-
-fn kubectl_apply(ns: &str, doc: &str) {
-    use std::io::Write;
-    let mut child = paysaga_testenv::kube()
-        .kubectl()
-        .args(["apply", "-n", ns, "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn payments(ns: &str) -> Api<Payment> {
-    Api::namespaced(paysaga_testenv::kube().client().await.unwrap(), ns)
-}
-
-/// Waits until the Payment satisfies `pred` (a condition, not a sleep).
-async fn wait_for(
-    api: &Api<Payment>,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&Payment) -> bool,
-) -> Payment {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(p) = api.get(name).await
-            && pred(&p)
-        {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {name}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn phase(p: &Payment) -> Option<Phase> {
-    p.status.as_ref().and_then(|s| s.phase)
-}
-
-fn condition(p: &Payment, type_: &str) -> Option<(String, String)> {
-    p.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,7 @@ pub async fn run(
     settings: Settings,
     concurrency: u16,
     metrics: Arc<metrics::Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let payments: Api<Payment> = Api::all(client.clone());
     let (wakeups, rx) = Wakeups::new(temporal.clone());
@@ -123,7 +124,7 @@ pub async fn run(
     Controller::for_stream(objects, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .reconcile_on(triggers)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {

@@ -1,0 +1,157 @@
+//! What the controller's integration tests share: the chart's ServiceAccount,
+//! the worker and controller processes, and small helpers.
+
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::time::{Duration, Instant};
+
+use kube::api::Api;
+use paysaga_api::{Payment, Phase};
+use paysaga_testenv::Service;
+
+pub const SYSTEM_NAMESPACE: &str = "paysaga-system";
+
+/// Installs the chart's controller ServiceAccount and RBAC (rendered by
+/// helm) and returns a kubeconfig with a token of that ServiceAccount.
+pub fn chart_service_account() -> std::path::PathBuf {
+    let kube = paysaga_testenv::kube();
+    let _ = kube.kubectl_ok(&["create", "namespace", SYSTEM_NAMESPACE]);
+    let chart = paysaga_testenv::workspace_root().join("charts/paysaga");
+    let rendered = paysaga_testenv::process::run(
+        std::process::Command::new(paysaga_testenv::tool("helm"))
+            .args(["template", "paysaga"])
+            .arg(&chart)
+            .args([
+                "--namespace",
+                SYSTEM_NAMESPACE,
+                "--show-only",
+                "templates/controller-rbac.yaml",
+            ]),
+    )
+    .unwrap();
+    kubectl_apply(SYSTEM_NAMESPACE, &rendered);
+    kube.service_account_kubeconfig(SYSTEM_NAMESPACE, "paysaga-controller")
+        .unwrap()
+}
+
+/// The worker, as a process, with a PostgreSQL ledger of its own.
+pub fn start_worker() -> Service {
+    let temporal = paysaga_testenv::temporal();
+    let sim = paysaga_testenv::sim();
+    let _api = paysaga_testenv::api();
+    let db = paysaga_testenv::postgres().database("controller").unwrap();
+    Service::worker(
+        &paysaga_testenv::run_dir().join("worker"),
+        &[
+            format!("--temporal-address={}", temporal.address),
+            format!("--database-url={db}"),
+            "--seed-accounts=alice:EUR:100000000".into(),
+            format!("--gateway-url={}", sim.url),
+            format!("--fraud-url={}", sim.url),
+            format!("--notify-url={}", sim.url),
+        ],
+    )
+    .unwrap()
+}
+
+/// A controller process with the chart's ServiceAccount; `name` tells
+/// replicas apart (their logs).
+pub fn start_controller(name: &str, extra: &[String]) -> Service {
+    let kubeconfig = chart_service_account();
+    let mut args = vec![
+        "--confirmation-timeout-secs=120".to_string(),
+        format!("--lease-namespace={SYSTEM_NAMESPACE}"),
+    ];
+    args.extend(extra.iter().cloned());
+    Service::controller(
+        &paysaga_testenv::run_dir().join(name),
+        &kubeconfig,
+        &paysaga_testenv::temporal().address,
+        None,
+        &args,
+    )
+    .unwrap()
+}
+
+pub async fn sim_config(patch: serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/admin/config", paysaga_testenv::sim().url))
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+}
+
+pub fn manifest(name: &str, amount: i64) -> String {
+    serde_json::json!({
+        "apiVersion": "paysaga.dev/v1alpha1", "kind": "Payment",
+        "metadata": {"name": name},
+        "spec": {"userId": "alice", "amount": amount, "currency": "EUR", "method": "card",
+                 "notify": {"email": "alice@example.com"}},
+    })
+    .to_string()
+}
+
+pub fn kubectl_apply(ns: &str, doc: &str) {
+    use std::io::Write;
+    let mut child = paysaga_testenv::kube()
+        .kubectl()
+        .args(["apply", "-n", ns, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub async fn payments(ns: &str) -> Api<Payment> {
+    Api::namespaced(paysaga_testenv::kube().client().await.unwrap(), ns)
+}
+
+/// Waits until the Payment satisfies `pred` (a condition, not a sleep).
+pub async fn wait_for(
+    api: &Api<Payment>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Payment) -> bool,
+) -> Payment {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(p) = api.get(name).await
+            && pred(&p)
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {name}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn phase(p: &Payment) -> Option<Phase> {
+    p.status.as_ref().and_then(|s| s.phase)
+}
+
+pub fn condition(p: &Payment, type_: &str) -> Option<(String, String)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
