@@ -66,6 +66,10 @@ struct ControllerOpts {
     /// How long a leader's Lease lasts without renewal, in seconds.
     #[arg(long, env = "PAYSAGA_LEASE_DURATION_SECS", default_value_t = 15)]
     lease_duration_secs: u64,
+    /// Delete finished Payments this many seconds after they completed (their
+    /// history stays in Temporal); 0 keeps them.
+    #[arg(long, env = "PAYSAGA_FINISHED_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    finished_ttl_secs: u64,
     /// Payments reconciled at once.
     #[arg(long, env = "PAYSAGA_CONTROLLER_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
@@ -107,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
                 payments_task_queue: opts.payments_task_queue,
                 fraud_task_queue: opts.fraud_task_queue,
                 confirmation_timeout_secs: opts.confirmation_timeout_secs,
+                finished_ttl: (opts.finished_ttl_secs > 0)
+                    .then(|| std::time::Duration::from_secs(opts.finished_ttl_secs)),
             };
             let metrics = std::sync::Arc::new(controller::metrics::Metrics::default());
             let admin = tokio::net::TcpListener::bind(&opts.admin_listen).await?;

@@ -48,13 +48,13 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("patch", "payments.paysaga.dev"),
         ("patch", "payments.paysaga.dev/status"),
         ("create", "events.events.k8s.io"),
+        ("delete", "payments.paysaga.dev"),
     ] {
         assert_eq!(can(verb, resource), "yes", "{verb} {resource}");
     }
     for (verb, resource) in [
         ("create", "payments.paysaga.dev"),
         ("update", "payments.paysaga.dev"),
-        ("delete", "payments.paysaga.dev"),
         ("update", "payments.paysaga.dev/status"),
         ("get", "secrets"),
         ("delete", "leases.coordination.k8s.io"),

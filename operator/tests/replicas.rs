@@ -40,7 +40,10 @@ async fn reconciles(controller: &paysaga_testenv::Service) -> String {
 async fn one_leader_at_a_time_and_a_takeover_mid_saga_starts_no_second_workflow() {
     let _logs = paysaga_testenv::logs_on_failure();
     let _worker = start_worker();
-    let lease = ["--lease-duration-secs=3".to_string()];
+    let lease = [
+        "--lease-duration-secs=3".to_string(),
+        "--finished-ttl-secs=2".to_string(),
+    ];
     let first = start_controller("controller-a", &lease);
     wait_log(&first, "leading: reconciling payments");
     let second = start_controller("controller-b", &lease);
@@ -103,4 +106,14 @@ async fn one_leader_at_a_time_and_a_takeover_mid_saga_starts_no_second_workflow(
         phase(p) == Some(Phase::Succeeded)
     })
     .await;
+
+    // Finished payments go after their TTL (2 s here).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt("pay-after").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the finished payment was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -38,6 +38,9 @@ pub struct Settings {
     pub payments_task_queue: String,
     pub fraud_task_queue: String,
     pub confirmation_timeout_secs: u64,
+    /// Finished Payments are deleted this long after they completed (their
+    /// history stays in Temporal); `None` keeps them.
+    pub finished_ttl: Option<std::time::Duration>,
 }
 
 /// What was observed.
@@ -58,6 +61,9 @@ pub struct Plan {
     pub status: PaymentStatus,
     /// The workflow is finished: no more wake-ups are needed.
     pub finished: bool,
+    /// A finished Payment's TTL: `Some(ZERO)` = delete it now; `Some(d)` =
+    /// look again in `d`.
+    pub expires_in: Option<std::time::Duration>,
 }
 
 fn ms_to_time(ms: i64) -> Time {
@@ -230,6 +236,7 @@ pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
         cancel: None,
         status: PaymentStatus::default(),
         finished: false,
+        expires_in: None,
     };
 
     let progress_into = |status: &mut PaymentStatus, progress: &PaymentProgress| {
@@ -335,6 +342,13 @@ pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
         }
     }
 
+    if plan.finished
+        && let (Some(ttl), Some(done)) = (settings.finished_ttl, status.completed_at.as_ref())
+    {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let left_ms = done.0.as_millisecond().saturating_add(ttl_ms) - facts.now.as_millisecond();
+        plan.expires_in = Some(std::time::Duration::from_millis(left_ms.max(0) as u64));
+    }
     plan.status = status;
     plan
 }
@@ -353,6 +367,7 @@ mod tests {
             payments_task_queue: "payments".into(),
             fraud_task_queue: "fraud".into(),
             confirmation_timeout_secs: 300,
+            finished_ttl: None,
         }
     }
 
@@ -540,6 +555,49 @@ mod tests {
         let plan = plan(&p, &wf);
         assert_eq!(plan.status.phase, Some(Phase::Processing));
         assert!(plan.status.completed_at.is_none() && !plan.finished);
+    }
+
+    #[test]
+    fn finished_payments_expire_after_the_ttl() {
+        let p = payment(None, None);
+        let closed_at = |secs_ago: u64| Observation::Closed {
+            run_id: "r".into(),
+            started_at: None,
+            closed_at: Some(
+                std::time::SystemTime::from(now()) - std::time::Duration::from_secs(secs_ago),
+            ),
+            status: WorkflowExecutionStatus::Completed,
+            outcome: None,
+        };
+        let with_ttl = Settings {
+            finished_ttl: Some(std::time::Duration::from_secs(60)),
+            ..settings()
+        };
+        let at = |wf: &Observation, s: &Settings| {
+            decide(
+                &Facts {
+                    payment: &p,
+                    workflow: wf,
+                    now: now(),
+                },
+                s,
+            )
+            .expires_in
+        };
+        assert_eq!(
+            at(&closed_at(10), &with_ttl),
+            Some(std::time::Duration::from_secs(50))
+        );
+        assert_eq!(
+            at(&closed_at(61), &with_ttl),
+            Some(std::time::Duration::ZERO)
+        );
+        assert_eq!(at(&closed_at(61), &settings()), None, "no TTL: kept");
+        assert_eq!(
+            at(&running(vec![], Step::Charge), &with_ttl),
+            None,
+            "in flight: kept"
+        );
     }
 
     #[test]

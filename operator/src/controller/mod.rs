@@ -42,6 +42,8 @@ pub enum Error {
     Cancel(#[source] crate::temporal::SignalError),
     #[error("failed to write status: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("failed to delete an expired payment: {0}")]
+    Expire(#[source] kube::Error),
     /// Deleted while in flight: the object stays until compensation is done.
     #[error("waiting for workflow {0} to finish compensating before the object can go")]
     StillCompensating(String),
@@ -54,7 +56,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Observe(_) | Error::Start(_) | Error::Cancel(_) => "temporal",
-            Error::WriteStatus(_) => "kubernetes",
+            Error::WriteStatus(_) | Error::Expire(_) => "kubernetes",
             Error::Finalizer(_) => "finalizer",
             Error::StillCompensating(_) => "waiting",
         }
@@ -262,7 +264,21 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
 
     let result = if plan.finished {
         ctx.wakeups.forget(&id);
-        Ok(Action::await_change())
+        match plan.expires_in {
+            Some(left) if left.is_zero() => {
+                let api: Api<Payment> =
+                    Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+                match api.delete(&p.name_any(), &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                    Err(e) => return Err(Error::Expire(e)),
+                }
+                tracing::info!(workflow_id = %id, "finished payment deleted after its TTL; its history stays in Temporal");
+                Ok(Action::await_change())
+            }
+            Some(left) => Ok(Action::requeue(left)),
+            None => Ok(Action::await_change()),
+        }
     } else {
         ctx.wakeups.ensure(&id, ObjectRef::from_obj(p));
         // A safety net only; progress arrives through the wake-ups.
