@@ -106,14 +106,6 @@ async fn main() -> anyhow::Result<()> {
             init_logging(cli.log_format);
             let kube = kube::Client::try_default().await?;
             let identity = format!("paysaga-controller@{}", hostname());
-            let temporal = temporal::connect(&temporal, &identity).await?;
-            let settings = Settings {
-                payments_task_queue: opts.payments_task_queue,
-                fraud_task_queue: opts.fraud_task_queue,
-                confirmation_timeout_secs: opts.confirmation_timeout_secs,
-                finished_ttl: (opts.finished_ttl_secs > 0)
-                    .then(|| std::time::Duration::from_secs(opts.finished_ttl_secs)),
-            };
             let metrics = std::sync::Arc::new(controller::metrics::Metrics::default());
             let admin = tokio::net::TcpListener::bind(&opts.admin_listen).await?;
             tracing::info!(admin = %admin.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz) listening");
@@ -123,6 +115,29 @@ async fn main() -> anyhow::Result<()> {
                     tracing::error!(error = %e, "admin endpoints stopped");
                 }
             });
+            // Temporal may not be up yet: keep trying (not ready meanwhile).
+            let mut backoff = std::time::Duration::from_millis(500);
+            let temporal = loop {
+                match temporal::connect(&temporal, &identity).await {
+                    Ok(client) => break client,
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "Temporal is not reachable yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    }
+                }
+            };
+            metrics
+                .temporal_ok
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let settings = Settings {
+                payments_task_queue: opts.payments_task_queue,
+                fraud_task_queue: opts.fraud_task_queue,
+                confirmation_timeout_secs: opts.confirmation_timeout_secs,
+                finished_ttl: (opts.finished_ttl_secs > 0)
+                    .then(|| std::time::Duration::from_secs(opts.finished_ttl_secs)),
+            };
+
             tracing::info!(concurrency = opts.concurrency, "controller started");
             if !opts.leader_election {
                 controller::run(

@@ -22,6 +22,8 @@ pub mod conditions {
     pub const COMPENSATED: &str = "Compensated";
     /// The cancel annotation was seen and the workflow signalled once.
     pub const CANCEL_REQUESTED: &str = "CancelRequested";
+    /// Present (False) only while Temporal cannot be reached for this payment.
+    pub const TEMPORAL_REACHABLE: &str = "TemporalReachable";
 }
 
 /// Reasons of Events and conditions set by the controller.
@@ -30,6 +32,7 @@ pub mod reasons {
     pub const CANCEL_REQUESTED: &str = "CancelRequested";
     pub const TOO_LATE_TO_CANCEL: &str = "TooLateToCancel";
     pub const WORKFLOW_ENDED_ABNORMALLY: &str = "WorkflowEndedAbnormally";
+    pub const TEMPORAL_UNAVAILABLE: &str = "TemporalUnavailable";
 }
 
 /// Settings the decisions depend on.
@@ -218,6 +221,25 @@ fn set_condition(conds: &mut Vec<Condition>, c: Condition) {
     } else {
         conds.push(c);
     }
+}
+
+/// The status to show while Temporal cannot be reached: what was known, plus
+/// a `TemporalReachable=False` condition saying why. It goes away with the
+/// next successful observation.
+pub fn unreachable_status(p: &Payment, error: &str, now: Timestamp) -> PaymentStatus {
+    let mut status = p.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: conditions::TEMPORAL_REACHABLE.to_string(),
+            status: "False".to_string(),
+            reason: reasons::TEMPORAL_UNAVAILABLE.to_string(),
+            message: error.chars().take(512).collect(),
+            last_transition_time: Time(now),
+            observed_generation: p.metadata.generation,
+        },
+    );
+    status
 }
 
 /// Decides. Pure: the same facts give the same plan.
@@ -555,6 +577,38 @@ mod tests {
         let plan = plan(&p, &wf);
         assert_eq!(plan.status.phase, Some(Phase::Processing));
         assert!(plan.status.completed_at.is_none() && !plan.finished);
+    }
+
+    #[test]
+    fn temporal_unreachable_is_said_once_and_forgotten_on_recovery() {
+        let p = payment(None, None);
+        let down = unreachable_status(&p, "connection refused", now());
+        let c = down
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "TemporalReachable")
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "TemporalUnavailable")
+        );
+        // Still down later: the same condition, the same transition time.
+        let p = payment(None, Some(down.clone()));
+        let later = unreachable_status(
+            &p,
+            "connection refused",
+            Timestamp::from_second(1_900_000_000).unwrap(),
+        );
+        assert_eq!(later, down);
+        // Back: the next plan no longer carries it.
+        let plan = plan(&p, &running(vec![], Step::Charge));
+        assert!(
+            !plan
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "TemporalReachable")
+        );
     }
 
     #[test]

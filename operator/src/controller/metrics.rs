@@ -53,7 +53,7 @@ impl Default for Metrics {
             start_latency: latency(),
             status_latency: latency(),
             watched_workflows: Gauge::default(),
-            temporal_ok: AtomicBool::new(true),
+            temporal_ok: AtomicBool::new(false),
             kube_ok: AtomicBool::new(false),
             registry: Registry::with_prefix("paysaga_controller"),
         };

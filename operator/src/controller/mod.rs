@@ -179,7 +179,16 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics
         .temporal_ok
         .store(observed.is_ok(), std::sync::atomic::Ordering::Relaxed);
-    let observed = observed?;
+    let observed = match observed {
+        Ok(o) => o,
+        Err(e) => {
+            // Say so on the Payment, and come back with backoff; the
+            // wake-ups resume by themselves when Temporal returns.
+            let status = decide::unreachable_status(p, &e.to_string(), Timestamp::now());
+            write_status(p, ctx, status).await?;
+            return Err(e);
+        }
+    };
     let plan = decide(
         &Facts {
             payment: p,

@@ -36,14 +36,18 @@ pub fn chart_service_account() -> std::path::PathBuf {
 
 /// The worker, as a process, with a PostgreSQL ledger of its own.
 pub fn start_worker() -> Service {
-    let temporal = paysaga_testenv::temporal();
+    start_worker_on(&paysaga_testenv::temporal().address)
+}
+
+/// The worker against the Temporal at `temporal_address`.
+pub fn start_worker_on(temporal_address: &str) -> Service {
     let sim = paysaga_testenv::sim();
     let _api = paysaga_testenv::api();
     let db = paysaga_testenv::postgres().database("controller").unwrap();
     Service::worker(
         &paysaga_testenv::run_dir().join("worker"),
         &[
-            format!("--temporal-address={}", temporal.address),
+            format!("--temporal-address={temporal_address}"),
             format!("--database-url={db}"),
             "--seed-accounts=alice:EUR:100000000".into(),
             format!("--gateway-url={}", sim.url),
@@ -57,6 +61,11 @@ pub fn start_worker() -> Service {
 /// A controller process with the chart's ServiceAccount; `name` tells
 /// replicas apart (their logs).
 pub fn start_controller(name: &str, extra: &[String]) -> Service {
+    start_controller_on(name, &paysaga_testenv::temporal().address, extra)
+}
+
+/// A controller against the Temporal at `temporal_address`.
+pub fn start_controller_on(name: &str, temporal_address: &str, extra: &[String]) -> Service {
     let kubeconfig = chart_service_account();
     let mut args = vec![
         "--confirmation-timeout-secs=120".to_string(),
@@ -66,7 +75,7 @@ pub fn start_controller(name: &str, extra: &[String]) -> Service {
     Service::controller(
         &paysaga_testenv::run_dir().join(name),
         &kubeconfig,
-        &paysaga_testenv::temporal().address,
+        temporal_address,
         None,
         &args,
     )

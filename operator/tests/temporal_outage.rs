@@ -1,0 +1,87 @@
+//! Temporal goes away mid-saga and comes back: the controller keeps running,
+//! says so on the Payment, and catches up. This binary runs a Temporal server
+//! of its own (state in a file, so a restart keeps the workflows).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use paysaga_api::{Phase, Step};
+use paysaga_testenv::{TemporalEnv, TemporalOptions, free_port};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_says_temporal_is_gone_and_catches_up_when_it_returns() {
+    let _logs = paysaga_testenv::logs_on_failure();
+    let dir = paysaga_testenv::run_dir().join("outage-temporal");
+    let opts = TemporalOptions {
+        port: Some(free_port().unwrap()),
+        ui_port: None,
+        db_file: Some(dir.join("temporal.db")),
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let temporal = TemporalEnv::start(&dir, opts.clone()).unwrap();
+    let address = temporal.address.clone();
+    let _worker = start_worker_on(&address);
+    let controller = start_controller_on("controller", &address, &[]);
+
+    let kube = paysaga_testenv::kube();
+    let ns = kube.namespace("outage").unwrap();
+    let api = payments(&ns.name).await;
+    // No confirmation will come: the payment waits, in flight.
+    sim_config(serde_json::json!({"callbackDropRate": 1.0})).await;
+    kubectl_apply(&ns.name, &manifest("pay-outage", 400));
+    wait_for(&api, "pay-outage", "waiting for the confirmation", |p| {
+        p.status.as_ref().and_then(|s| s.step) == Some(Step::AwaitConfirmation)
+    })
+    .await;
+
+    drop(temporal);
+    kube.kubectl_ok(&[
+        "annotate",
+        "payment",
+        "pay-outage",
+        "-n",
+        &ns.name,
+        "paysaga.dev/cancel=during outage",
+    ])
+    .unwrap();
+    let p = wait_for(
+        &api,
+        "pay-outage",
+        "a TemporalReachable=False condition",
+        |p| {
+            condition(p, "TemporalReachable")
+                == Some(("False".into(), "TemporalUnavailable".into()))
+        },
+    )
+    .await;
+    assert_eq!(phase(&p), Some(Phase::Processing), "nothing else changed");
+    let ready = reqwest::get(format!("{}/readyz", controller.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+
+    // Temporal returns (same port, same state): the cancel goes through.
+    let _temporal = TemporalEnv::start(&dir, opts).unwrap();
+    let p = wait_for(&api, "pay-outage", "Cancelled", |p| {
+        phase(p) == Some(Phase::Cancelled)
+    })
+    .await;
+    assert!(
+        condition(&p, "TemporalReachable").is_none(),
+        "the outage condition stayed"
+    );
+    assert!(p.status.unwrap().message.unwrap().contains("during outage"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", controller.url))
+            .await
+            .unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
