@@ -71,6 +71,17 @@ pub struct Context {
     pub recorder: Recorder,
     pub wakeups: Wakeups,
     pub metrics: Arc<metrics::Metrics>,
+    /// Consecutive failures per payment, for its backoff (kube has none per object).
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// 1 s, 2 s, 4 s … capped at 60 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
+}
+
+fn object_key(p: &Payment) -> String {
+    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
 
 /// Runs the controller until a shutdown signal.
@@ -95,6 +106,7 @@ pub async fn run(
         settings,
         wakeups,
         metrics: metrics.clone(),
+        failures: Default::default(),
     });
     let triggers =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
@@ -137,19 +149,31 @@ pub async fn run(
         .await;
 }
 
-#[tracing::instrument(skip_all, fields(payment = %p.name_any(), namespace = p.namespace().unwrap_or_default()))]
+#[tracing::instrument(skip_all, fields(
+    payment = %p.name_any(),
+    namespace = p.namespace().unwrap_or_default(),
+    workflow_id = payment_workflow_id(&p),
+))]
 async fn reconcile(p: Arc<Payment>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
+    let p_key = p.clone();
     let ns = p.namespace().unwrap_or_default();
     let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, p, |event| async {
+    let result = finalizer(&api, FINALIZER, p, |event| async {
         match event {
             Finalizer::Apply(p) => apply(&p, &ctx).await,
             Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&object_key(&p_key));
+    }
+    result
 }
 
 /// What, in a Payment, calls for a reconcile: its identity, spec, cancel
@@ -410,6 +434,29 @@ fn error_policy(p: Arc<Payment>, error: &Error, ctx: Arc<Context>) -> Action {
         // The workflow's wake-up brings the object back; this is a safety net.
         return Action::requeue(Duration::from_secs(10));
     }
-    tracing::warn!(payment = %p.name_any(), category = error.category(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
+    let failures = {
+        let mut map = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(object_key(&p)).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let retry_in = backoff(failures - 1);
+    tracing::warn!(
+        payment = %p.name_any(),
+        category = error.category(),
+        error = %error,
+        failures,
+        ?retry_in,
+        "reconcile failed"
+    );
+    Action::requeue(retry_in)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let secs: Vec<u64> = (0..9).map(|n| super::backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
 }
