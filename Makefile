@@ -6,7 +6,7 @@ CARGO ?= cargo
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help tools dev test generate lint record-histories bench-saga
+.PHONY: help tools dev test generate lint record-histories bench-saga bench-controller
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,3 +42,7 @@ record-histories: ## record the workflow histories replayed by the tests: make r
 bench-saga: $(TOOLS)/.stamp ## benchmark: end-to-end time of a payment with an instant gateway (prints numbers)
 	$(CARGO) build --workspace --bins
 	$(CARGO) run -q -p paysaga-worker --example saga_latency -- 300 1 20
+
+bench-controller: $(TOOLS)/.stamp ## benchmark: the controller's latencies and API writes per payment (prints numbers)
+	$(CARGO) build --workspace --bins
+	$(CARGO) run -q -p paysaga-operator --example controller_latency -- 300 10
