@@ -32,12 +32,19 @@ fn quantile(text: &str, histogram: &str, q: f64) -> Option<f64> {
         .into_iter()
         .filter_map(|(series, count)| {
             let le = series.split("le=\"").nth(1)?.split('"').next()?;
-            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((bound, count))
         })
         .collect();
     let total = buckets.last()?.1;
-    buckets.iter().find(|(_, c)| *c >= q * total).map(|(b, _)| *b)
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(b, _)| *b)
 }
 
 fn label<'a>(series: &'a str, key: &str) -> &'a str {
@@ -50,16 +57,24 @@ fn label<'a>(series: &'a str, key: &str) -> &'a str {
 
 /// Mutating requests the API server served, by resource[/subresource] and verb.
 fn mutating(kube: &paysaga_testenv::KubeEnv) -> BTreeMap<String, f64> {
-    let text = kube.kubectl_ok(&["get", "--raw", "/metrics"]).expect("API server metrics");
+    let text = kube
+        .kubectl_ok(&["get", "--raw", "/metrics"])
+        .expect("API server metrics");
     let mut out = BTreeMap::new();
     for (series, value) in samples(&text, "apiserver_request_total{") {
         let verb = label(&series, "verb");
         let resource = label(&series, "resource");
-        if !matches!(verb, "POST" | "PATCH" | "PUT" | "DELETE" | "APPLY") || !matches!(resource, "payments" | "events") {
+        if !matches!(verb, "POST" | "PATCH" | "PUT" | "DELETE" | "APPLY")
+            || !matches!(resource, "payments" | "events")
+        {
             continue;
         }
         let sub = label(&series, "subresource");
-        let key = if sub.is_empty() { format!("{resource} {verb}") } else { format!("{resource}/{sub} {verb}") };
+        let key = if sub.is_empty() {
+            format!("{resource} {verb}")
+        } else {
+            format!("{resource}/{sub} {verb}")
+        };
         *out.entry(key).or_insert(0.0) += value;
     }
     out
@@ -83,7 +98,12 @@ fn main() -> anyhow::Result<()> {
     let dir = paysaga_testenv::run_dir().join("bench");
     let api = Service::api(&dir.join("api"), &temporal.address, None)?;
     let callback = format!("{}/v1/gateway/callbacks", api.url);
-    let sim = Service::sim(&dir.join("sim"), &callback, None, &["--callback-delay-ms=0"])?;
+    let sim = Service::sim(
+        &dir.join("sim"),
+        &callback,
+        None,
+        &["--callback-delay-ms=0"],
+    )?;
     let db = paysaga_testenv::postgres().database("bench")?;
     let _worker = Service::worker(
         &dir.join("worker"),
@@ -101,11 +121,17 @@ fn main() -> anyhow::Result<()> {
         &kube.admin_kubeconfig,
         &temporal.address,
         None,
-        &["--finished-ttl-secs=0".into(), "--leader-election=false".into()],
+        &[
+            "--finished-ttl-secs=0".into(),
+            "--leader-election=false".into(),
+        ],
     )?;
     let ns = kube.namespace("bench")?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let payments: Api<Payment> = Api::namespaced(kube.client().await?, &ns.name);
         let before = mutating(kube);

@@ -328,3 +328,82 @@ async fn deleting_waits_for_compensation_in_flight_and_is_immediate_when_finishe
     .unwrap();
     assert!(api.get_opt("pay-finished").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_cannot_be_read_does_not_wedge_the_controller() {
+    let _serial = SERIAL.lock().await;
+    stack();
+    let kube = paysaga_testenv::kube();
+    let ns = kube.namespace("ctl-malformed").unwrap();
+    let api = payments(&ns.name).await;
+
+    // Store a Payment the controller's types refuse: loosen the CRD (as an
+    // older schema would have been), create it, and restore the CRD.
+    let bad = manifest("pay-bad", 100).replace("\"card\"", "\"cash\"");
+    kube.kubectl_ok(&[
+        "patch", "crd", "payments.paysaga.dev", "--type=json", "-p",
+        r#"[{"op":"remove","path":"/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/method/enum"}]"#,
+    ])
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kube
+            .kubectl()
+            .args(["create", "-n", &ns.name, "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(bad.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loosened CRD never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let crds = paysaga_testenv::workspace_root().join("crds");
+    kube.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &crds.display().to_string(),
+    ])
+    .unwrap();
+
+    // The controller says it cannot read it, and goes on with the others.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reasons = kube
+            .kubectl_ok(&[
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                &ns.name,
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ])
+            .unwrap();
+        if reasons.contains("InvalidObject") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no InvalidObject event: {reasons}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    kubectl_apply(&ns.name, &manifest("pay-good", 100));
+    wait_for(&api, "pay-good", "Succeeded", |p| {
+        phase(p) == Some(Phase::Succeeded)
+    })
+    .await;
+}

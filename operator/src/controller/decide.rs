@@ -33,6 +33,8 @@ pub mod reasons {
     pub const TOO_LATE_TO_CANCEL: &str = "TooLateToCancel";
     pub const WORKFLOW_ENDED_ABNORMALLY: &str = "WorkflowEndedAbnormally";
     pub const TEMPORAL_UNAVAILABLE: &str = "TemporalUnavailable";
+    /// The object does not deserialize (e.g. stored under an older schema).
+    pub const INVALID_OBJECT: &str = "InvalidObject";
 }
 
 /// Settings the decisions depend on.

@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -24,7 +26,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use paysaga_api::names::{CONTROLLER_FIELD_MANAGER, FINALIZER};
+use paysaga_api::names::{CONTROLLER_FIELD_MANAGER, FINALIZER, workflow_id};
 use paysaga_api::{Payment, PaymentStatus, Phase};
 
 use crate::temporal::{Observation, PaymentWorkflows, Started, TemporalError};
@@ -80,7 +82,7 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
 }
 
-fn object_key(p: &Payment) -> String {
+fn object_key(p: &impl ResourceExt) -> String {
     format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
 
@@ -93,7 +95,7 @@ pub async fn run(
     metrics: Arc<metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let payments: Api<Payment> = Api::all(client.clone());
+    let payments: Api<Guarded> = Api::all(client.clone());
     let (wakeups, rx) = Wakeups::new(temporal.clone());
     let reporter = Reporter {
         controller: "paysaga-controller".into(),
@@ -149,14 +151,45 @@ pub async fn run(
         .await;
 }
 
+/// Payments as the controller reads them: one that does not deserialize is
+/// kept (with its metadata) instead of failing the whole watch.
+pub type Guarded = DeserializeGuard<Payment>;
+
+fn guarded_ref(p: &Payment) -> ObjectRef<Guarded> {
+    ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default())
+}
+
 #[tracing::instrument(skip_all, fields(
-    payment = %p.name_any(),
-    namespace = p.namespace().unwrap_or_default(),
-    workflow_id = payment_workflow_id(&p),
+    payment = %g.name_any(),
+    namespace = g.namespace().unwrap_or_default(),
+    workflow_id = workflow_id(
+        &g.namespace().unwrap_or_default(),
+        &g.name_any(),
+        g.meta().uid.as_deref().unwrap_or_default(),
+    ),
 ))]
-async fn reconcile(p: Arc<Payment>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(g: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
-    let p_key = p.clone();
+    let p = match &g.0 {
+        Ok(p) => Arc::new(p.clone()),
+        Err(invalid) => {
+            // Permanently invalid until someone changes it: say so, and wait
+            // for a change rather than retrying. The other payments go on.
+            ctx.metrics.failure("invalid");
+            tracing::warn!(error = %invalid, "a Payment could not be read");
+            let note = format!("this Payment cannot be read by the controller: {invalid}");
+            publish(
+                &ctx,
+                &g.object_ref(&()),
+                EventType::Warning,
+                reasons::INVALID_OBJECT,
+                note,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    let key = object_key(g.as_ref());
     let ns = p.namespace().unwrap_or_default();
     let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, p, |event| async {
@@ -171,24 +204,24 @@ async fn reconcile(p: Arc<Payment>, ctx: Arc<Context>) -> Result<Action, Error> 
         ctx.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&object_key(&p_key));
+            .remove(&key);
     }
     result
 }
 
 /// What, in a Payment, calls for a reconcile: its identity, spec, cancel
 /// annotation, finalizers and deletion — everything but its status.
-fn relevant_change(p: &Payment) -> Option<u64> {
+fn relevant_change(p: &Guarded) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    p.metadata.uid.hash(&mut h);
-    p.metadata.generation.hash(&mut h);
+    let meta = p.meta();
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
     p.annotations()
         .get(paysaga_api::names::CANCEL_ANNOTATION)
         .hash(&mut h);
-    p.metadata.finalizers.hash(&mut h);
-    p.metadata
-        .deletion_timestamp
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp
         .as_ref()
         .map(|t| t.0.as_millisecond())
         .hash(&mut h);
@@ -239,7 +272,7 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
                 status.run_id = Some(run_id);
                 publish(
                     ctx,
-                    p,
+                    &p.object_ref(&()),
                     EventType::Normal,
                     reasons::WORKFLOW_STARTED,
                     format!("started workflow {id}"),
@@ -254,7 +287,7 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
             Ok(()) => {
                 publish(
                     ctx,
-                    p,
+                    &p.object_ref(&()),
                     EventType::Normal,
                     reasons::CANCEL_REQUESTED,
                     format!("cancel requested: {reason}"),
@@ -279,7 +312,7 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
     {
         publish(
             ctx,
-            p,
+            &p.object_ref(&()),
             EventType::Warning,
             reasons::TOO_LATE_TO_CANCEL,
             "the payment had already finished; nothing changed".into(),
@@ -313,7 +346,7 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
             None => Ok(Action::await_change()),
         }
     } else {
-        ctx.wakeups.ensure(&id, ObjectRef::from_obj(p));
+        ctx.wakeups.ensure(&id, guarded_ref(p));
         // A safety net only; progress arrives through the wake-ups.
         Ok(Action::requeue(Duration::from_secs(300)))
     };
@@ -349,14 +382,14 @@ async fn cleanup(p: &Payment, ctx: &Context) -> Result<Action, Error> {
                 }
                 publish(
                     ctx,
-                    p,
+                    &p.object_ref(&()),
                     EventType::Normal,
                     reasons::CANCEL_REQUESTED,
                     "deleted while in flight: cancelling".into(),
                 )
                 .await;
             }
-            ctx.wakeups.ensure(&id, ObjectRef::from_obj(p));
+            ctx.wakeups.ensure(&id, guarded_ref(p));
             // Not done until the workflow closes; its wake-up brings us back.
             Err(Error::StillCompensating(id))
         }
@@ -383,7 +416,7 @@ async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Resu
             (Some(r), Some(m)) => format!("{phase:?}: {r}: {m}"),
             _ => format!("{phase:?}"),
         };
-        publish(ctx, p, kind, &format!("{phase:?}"), note).await;
+        publish(ctx, &p.object_ref(&()), kind, &format!("{phase:?}"), note).await;
     }
     for e in decide::step_events(&current.conditions, &status.conditions) {
         let kind = if e.warning {
@@ -391,7 +424,7 @@ async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Resu
         } else {
             EventType::Normal
         };
-        publish(ctx, p, kind, e.reason, e.note).await;
+        publish(ctx, &p.object_ref(&()), kind, e.reason, e.note).await;
     }
     let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let body = serde_json::json!({
@@ -412,7 +445,13 @@ async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Resu
     Ok(true)
 }
 
-async fn publish(ctx: &Context, p: &Payment, type_: EventType, reason: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    obj: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_string(),
@@ -420,12 +459,12 @@ async fn publish(ctx: &Context, p: &Payment, type_: EventType, reason: &str, not
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&event, obj).await {
         tracing::warn!(error = %e, "could not publish an event");
     }
 }
 
-fn error_policy(p: Arc<Payment>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(p: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failure(error.category());
     if let Error::Finalizer(inner) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::StillCompensating(_)) =
@@ -436,7 +475,7 @@ fn error_policy(p: Arc<Payment>, error: &Error, ctx: Arc<Context>) -> Action {
     }
     let failures = {
         let mut map = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(object_key(&p)).or_insert(0);
+        let n = map.entry(object_key(p.as_ref())).or_insert(0);
         *n += 1;
         *n
     };

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use kube::runtime::reflector::ObjectRef;
-use paysaga_api::Payment;
 use temporalio_client::grpc::WorkflowService;
 use temporalio_client::tonic::Code;
 use temporalio_client::{Client, NamespacedClient};
@@ -21,7 +20,7 @@ use tokio::sync::mpsc;
 #[derive(Clone)]
 pub struct Wakeups {
     client: Client,
-    tx: mpsc::Sender<ObjectRef<Payment>>,
+    tx: mpsc::Sender<ObjectRef<super::Guarded>>,
     watching: Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>,
     /// The time of the newest change each workflow signalled, not yet
     /// reflected in status: for the change→status latency.
@@ -29,7 +28,7 @@ pub struct Wakeups {
 }
 
 impl Wakeups {
-    pub fn new(client: Client) -> (Wakeups, mpsc::Receiver<ObjectRef<Payment>>) {
+    pub fn new(client: Client) -> (Wakeups, mpsc::Receiver<ObjectRef<super::Guarded>>) {
         let (tx, rx) = mpsc::channel(4096);
         let w = Wakeups {
             client,
@@ -49,7 +48,7 @@ impl Wakeups {
     }
 
     /// Watches `workflow_id` (once) and wakes `obj` on each change.
-    pub fn ensure(&self, workflow_id: &str, obj: ObjectRef<Payment>) {
+    pub fn ensure(&self, workflow_id: &str, obj: ObjectRef<super::Guarded>) {
         let mut watching = self.watching.lock().unwrap_or_else(|e| e.into_inner());
         if watching.contains_key(workflow_id) {
             return;
@@ -86,7 +85,7 @@ impl Wakeups {
         }
     }
 
-    async fn watch(&self, workflow_id: &str, obj: ObjectRef<Payment>) {
+    async fn watch(&self, workflow_id: &str, obj: ObjectRef<super::Guarded>) {
         let mut client = self.client.clone();
         let mut token = Vec::new();
         let mut backoff = Duration::from_millis(200);
