@@ -105,16 +105,12 @@ fn main() -> anyhow::Result<()> {
         &["--callback-delay-ms=0"],
     )?;
     let db = paysaga_testenv::postgres().database("bench")?;
-    let _worker = Service::worker(
+    let _worker = Service::payment_worker(
         &dir.join("worker"),
-        &[
-            format!("--temporal-address={}", temporal.address),
-            format!("--database-url={db}"),
-            "--seed-accounts=bench:EUR:1000000000".into(),
-            format!("--gateway-url={}", sim.url),
-            format!("--fraud-url={}", sim.url),
-            format!("--notify-url={}", sim.url),
-        ],
+        &temporal.address,
+        &db,
+        "bench:EUR:1000000000",
+        &sim.url,
     )?;
     let controller = Service::controller(
         &dir.join("controller"),

@@ -189,14 +189,7 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
     let ns = kube.namespace("ctl-cancel").unwrap();
     let api = payments(&ns.name).await;
 
-    // In flight: no confirmation will come until the cancel.
-    sim_config(serde_json::json!({"callbackDropRate": 1.0})).await;
-    kubectl_apply(&ns.name, &manifest("pay-wait", 500));
-    wait_for(&api, "pay-wait", "waiting for the confirmation", |p| {
-        p.status.as_ref().and_then(|s| s.step) == Some(paysaga_api::Step::AwaitConfirmation)
-    })
-    .await;
-    sim_config(serde_json::json!({"callbackDropRate": 0.0})).await;
+    in_flight_payment(&api, &ns.name, "pay-wait", 500).await;
     kube.kubectl_ok(&[
         "annotate",
         "payment",
@@ -264,13 +257,7 @@ async fn deleting_waits_for_compensation_in_flight_and_is_immediate_when_finishe
     let ns = kube.namespace("ctl-delete").unwrap();
     let api = payments(&ns.name).await;
 
-    sim_config(serde_json::json!({"callbackDropRate": 1.0})).await;
-    kubectl_apply(&ns.name, &manifest("pay-inflight", 700));
-    let p = wait_for(&api, "pay-inflight", "waiting for the confirmation", |p| {
-        p.status.as_ref().and_then(|s| s.step) == Some(paysaga_api::Step::AwaitConfirmation)
-    })
-    .await;
-    sim_config(serde_json::json!({"callbackDropRate": 0.0})).await;
+    let p = in_flight_payment(&api, &ns.name, "pay-inflight", 700).await;
     assert_eq!(
         p.metadata.finalizers.as_deref(),
         Some(&["paysaga.dev/workflow".to_string()][..])

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use paysaga_api::{Phase, Step};
+use paysaga_api::Phase;
 
 fn log_of(controller: &paysaga_testenv::Service) -> String {
     std::fs::read_to_string(controller.log()).unwrap_or_default()
@@ -52,13 +52,7 @@ async fn one_leader_at_a_time_and_a_takeover_mid_saga_starts_no_second_workflow(
     let kube = paysaga_testenv::kube();
     let ns = kube.namespace("replicas").unwrap();
     let api = payments(&ns.name).await;
-    sim_config(serde_json::json!({"callbackDropRate": 1.0})).await;
-    kubectl_apply(&ns.name, &manifest("pay-takeover", 900));
-    let p = wait_for(&api, "pay-takeover", "waiting for the confirmation", |p| {
-        p.status.as_ref().and_then(|s| s.step) == Some(Step::AwaitConfirmation)
-    })
-    .await;
-    sim_config(serde_json::json!({"callbackDropRate": 0.0})).await;
+    let p = in_flight_payment(&api, &ns.name, "pay-takeover", 900).await;
     let workflow_id = p.status.unwrap().workflow_id.unwrap();
     assert!(!log_of(&second).contains("leading: reconciling payments"));
     assert_eq!(

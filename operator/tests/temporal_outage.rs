@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use paysaga_api::{Phase, Step};
+use paysaga_api::Phase;
 use paysaga_testenv::{TemporalEnv, TemporalOptions, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,14 +28,7 @@ async fn the_controller_says_temporal_is_gone_and_catches_up_when_it_returns() {
     let kube = paysaga_testenv::kube();
     let ns = kube.namespace("outage").unwrap();
     let api = payments(&ns.name).await;
-    // No confirmation will come: the payment waits, in flight.
-    sim_config(serde_json::json!({"callbackDropRate": 1.0})).await;
-    kubectl_apply(&ns.name, &manifest("pay-outage", 400));
-    wait_for(&api, "pay-outage", "waiting for the confirmation", |p| {
-        p.status.as_ref().and_then(|s| s.step) == Some(Step::AwaitConfirmation)
-    })
-    .await;
-
+    in_flight_payment(&api, &ns.name, "pay-outage", 400).await;
     drop(temporal);
     kube.kubectl_ok(&[
         "annotate",

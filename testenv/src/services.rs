@@ -136,6 +136,29 @@ impl Service {
         })
     }
 
+    /// The worker against Temporal at `temporal_address`, its ledger at
+    /// `database_url` with `seed_accounts`, and the simulators at `sim_url`
+    /// as gateway, fraud scoring and email/SMS provider.
+    pub fn payment_worker(
+        dir: &Path,
+        temporal_address: &str,
+        database_url: &str,
+        seed_accounts: &str,
+        sim_url: &str,
+    ) -> Result<Service> {
+        Service::worker(
+            dir,
+            &[
+                format!("--temporal-address={temporal_address}"),
+                format!("--database-url={database_url}"),
+                format!("--seed-accounts={seed_accounts}"),
+                format!("--gateway-url={sim_url}"),
+                format!("--fraud-url={sim_url}"),
+                format!("--notify-url={sim_url}"),
+            ],
+        )
+    }
+
     /// `paysaga-sim`, delivering confirmations to `callback_url`.
     pub fn sim(
         dir: &Path,

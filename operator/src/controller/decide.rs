@@ -319,50 +319,46 @@ pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
     }
 
     // Cancel: one signal per request; after the end, say it is too late.
-    if let Some(reason) = p.annotations().get(CANCEL_ANNOTATION) {
-        let already = current
-            .conditions
-            .iter()
-            .any(|c| c.type_ == conditions::CANCEL_REQUESTED);
-        let terminal = status.phase.is_some_and(Phase::is_terminal);
-        let reason_text = if reason.trim().is_empty() {
+    let already = current
+        .conditions
+        .iter()
+        .any(|c| c.type_ == conditions::CANCEL_REQUESTED);
+    if let Some(asked) = p.annotations().get(CANCEL_ANNOTATION)
+        && !already
+    {
+        let reason = if asked.trim().is_empty() {
             "no reason given".to_string()
         } else {
-            reason.clone()
+            asked.clone()
         };
-        if !already {
-            let (cond_status, cond_reason, message) =
-                if terminal && !matches!(facts.workflow, Observation::Absent) {
-                    (
-                        "False",
-                        reasons::TOO_LATE_TO_CANCEL,
-                        format!(
-                            "the payment had already finished ({:?}); nothing was changed",
-                            status.phase.unwrap_or(Phase::Failed)
-                        ),
-                    )
-                } else {
-                    if matches!(facts.workflow, Observation::Running { .. }) {
-                        plan.cancel = Some(reason_text.clone());
-                    }
-                    ("True", reasons::CANCEL_REQUESTED, reason_text)
-                };
-            // A cancel asked for before the start is signalled once it runs.
-            if matches!(facts.workflow, Observation::Absent) {
-                // nothing to record yet: the next reconcile (workflow running) signals
-            } else {
-                set_condition(
-                    &mut status.conditions,
-                    Condition {
-                        type_: conditions::CANCEL_REQUESTED.to_string(),
-                        status: cond_status.to_string(),
-                        reason: cond_reason.to_string(),
-                        message,
-                        last_transition_time: Time(facts.now),
-                        observed_generation: generation,
-                    },
-                );
+        let condition = match facts.workflow {
+            // Not started yet: signalled by the reconcile that sees it run.
+            Observation::Absent => None,
+            Observation::Running { .. } => {
+                plan.cancel = Some(reason.clone());
+                Some(("True", reasons::CANCEL_REQUESTED, reason))
             }
+            Observation::Closed { .. } => Some((
+                "False",
+                reasons::TOO_LATE_TO_CANCEL,
+                format!(
+                    "the payment had already finished ({:?}); nothing was changed",
+                    status.phase.unwrap_or(Phase::Failed)
+                ),
+            )),
+        };
+        if let Some((cond_status, cond_reason, message)) = condition {
+            set_condition(
+                &mut status.conditions,
+                Condition {
+                    type_: conditions::CANCEL_REQUESTED.to_string(),
+                    status: cond_status.to_string(),
+                    reason: cond_reason.to_string(),
+                    message,
+                    last_transition_time: Time(facts.now),
+                    observed_generation: generation,
+                },
+            );
         }
     }
 

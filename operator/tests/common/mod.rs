@@ -44,16 +44,12 @@ pub fn start_worker_on(temporal_address: &str) -> Service {
     let sim = paysaga_testenv::sim();
     let _api = paysaga_testenv::api();
     let db = paysaga_testenv::postgres().database("controller").unwrap();
-    Service::worker(
+    Service::payment_worker(
         &paysaga_testenv::run_dir().join("worker"),
-        &[
-            format!("--temporal-address={temporal_address}"),
-            format!("--database-url={db}"),
-            "--seed-accounts=alice:EUR:100000000".into(),
-            format!("--gateway-url={}", sim.url),
-            format!("--fraud-url={}", sim.url),
-            format!("--notify-url={}", sim.url),
-        ],
+        temporal_address,
+        &db,
+        "alice:EUR:100000000",
+        &sim.url,
     )
     .unwrap()
 }
@@ -163,4 +159,17 @@ pub fn condition(p: &Payment, type_: &str) -> Option<(String, String)> {
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Creates a Payment that stays in flight (no confirmation is sent for it)
+/// and returns it once it waits for the gateway.
+pub async fn in_flight_payment(api: &Api<Payment>, ns: &str, name: &str, amount: i64) -> Payment {
+    sim_config(serde_json::json!({"callbackDropRate": 1.0})).await;
+    kubectl_apply(ns, &manifest(name, amount));
+    let p = wait_for(api, name, "waiting for the confirmation", |p| {
+        p.status.as_ref().and_then(|s| s.step) == Some(paysaga_api::Step::AwaitConfirmation)
+    })
+    .await;
+    sim_config(serde_json::json!({"callbackDropRate": 0.0})).await;
+    p
 }

@@ -57,16 +57,12 @@ fn main() -> Result<()> {
     )?;
     let ledger = state.join("ledger.db");
     let database_url = format!("sqlite://{}?mode=rwc", ledger.display());
-    let worker = Service::worker(
+    let worker = Service::payment_worker(
         &state.join("worker"),
-        &[
-            format!("--temporal-address={}", temporal.address),
-            format!("--database-url={database_url}"),
-            format!("--seed-accounts={DEV_ACCOUNTS}"),
-            format!("--gateway-url={}", sim.url),
-            format!("--fraud-url={}", sim.url),
-            format!("--notify-url={}", sim.url),
-        ],
+        &temporal.address,
+        &database_url,
+        DEV_ACCOUNTS,
+        &sim.url,
     )?;
 
     let controller = Service::controller(
