@@ -165,6 +165,8 @@ pub mod reasons {
     pub const ACCOUNT_INVALID: &str = "AccountInvalid";
     pub const INSUFFICIENT_FUNDS: &str = "InsufficientFunds";
     pub const FRAUD_REJECTED: &str = "FraudRejected";
+    /// The fraud check could not give a verdict (it is not a rejection).
+    pub const FRAUD_CHECK_FAILED: &str = "FraudCheckFailed";
     pub const DECLINED: &str = "Declined";
     pub const GATEWAY_FAILED: &str = "GatewayFailed";
     pub const CHARGE_FAILED: &str = "ChargeFailed";

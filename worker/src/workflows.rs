@@ -336,10 +336,16 @@ impl<W: SagaHost> Saga<'_, W> {
                 } else {
                     "failed"
                 };
+                // Never tell the payer nothing was taken when a compensation failed.
+                let settled = if reason == reasons::COMPENSATION_FAILED {
+                    "We are checking your account and will be in touch."
+                } else {
+                    "Nothing was taken."
+                };
                 self.notify(
                     format!("Payment {verb}"),
                     format!(
-                        "Your payment {} {verb}: {message}. Nothing was taken.",
+                        "Your payment {} {verb}: {message}. {settled}",
                         self.input.payment_id
                     ),
                 )
@@ -404,7 +410,7 @@ impl<W: SagaHost> Saga<'_, W> {
                 let message = format!("could not start the fraud check: {e}");
                 self.record(Step::FraudCheck, StepEvent::Failed, Some(message.clone()));
                 Stop::Failed {
-                    reason: reasons::FRAUD_REJECTED,
+                    reason: reasons::FRAUD_CHECK_FAILED,
                     message,
                 }
             })?;
@@ -479,7 +485,7 @@ impl<W: SagaHost> Saga<'_, W> {
                     Err(e) => {
                         let message = format!("the fraud check failed: {e}");
                         self.record(Step::FraudCheck, StepEvent::Failed, Some(message.clone()));
-                        break Some(Stop::Failed { reason: reasons::FRAUD_REJECTED, message });
+                        break Some(Stop::Failed { reason: reasons::FRAUD_CHECK_FAILED, message });
                     }
                 },
                 _ = ctx.wait_condition(move |w| !confirmed && w.saga().callback.is_some()) => {

@@ -54,6 +54,20 @@ async fn a_failing_compensation_is_retried_surfaced_and_does_not_stop_the_others
     assert_eq!(failed.len(), 1, "{:?}", progress.history);
     // The credit still ran after the refund gave up: the payer has the money back.
     assert_eq!(h.balance().await, OPENING);
+    // And the payer is not told that nothing was taken.
+    let told: Vec<String> = messages(&id)
+        .await
+        .into_iter()
+        .map(|m| m.request.body)
+        .collect();
+    assert!(
+        told.iter().any(|b| b.contains("checking your account")),
+        "{told:?}"
+    );
+    assert!(
+        !told.iter().any(|b| b.contains("Nothing was taken")),
+        "{told:?}"
+    );
     h.audit_is_clean().await;
 }
 
