@@ -5,6 +5,8 @@
 //! This crate does no I/O; everything else depends on it, never the reverse.
 
 pub mod external;
+pub mod http;
+
 pub mod names;
 pub mod payment;
 pub mod saga;

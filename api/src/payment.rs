@@ -45,7 +45,8 @@ pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
-    selectable = ".spec.userId"
+    selectable = ".spec.userId",
+    selectable = ".status.phase"
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable once the payment is created; create a new Payment instead").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]

@@ -34,6 +34,15 @@ struct ApiOpts {
     /// Shared secret of the gateway's callback signatures (HMAC-SHA256).
     #[arg(long, env = "PAYSAGA_CALLBACK_SECRET", hide_env_values = true)]
     callback_secret: String,
+    /// The namespace Payments are created in and read from.
+    #[arg(long, env = "PAYSAGA_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Requests worked on at once; past this, 503 with Retry-After.
+    #[arg(long, env = "PAYSAGA_API_MAX_IN_FLIGHT", default_value_t = 256)]
+    max_in_flight: usize,
+    /// Prefix of the `statusUrl`s the API answers with (empty: relative).
+    #[arg(long, env = "PAYSAGA_PUBLIC_URL", default_value = "")]
+    public_url: String,
     /// How far a callback's timestamp may be from now, in seconds.
     #[arg(long, env = "PAYSAGA_CALLBACK_TOLERANCE_SECS", default_value_t = paysaga_api::signature::DEFAULT_TOLERANCE_SECS)]
     callback_tolerance_secs: i64,
@@ -215,10 +224,20 @@ async fn main() -> anyhow::Result<()> {
                     opts.callback_secret.into_bytes(),
                     opts.callback_tolerance_secs,
                 ),
+                kube: match kube::Client::try_default().await {
+                    Ok(client) => Some(client),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no Kubernetes credentials: serving gateway callbacks only");
+                        None
+                    }
+                },
+                namespace: opts.namespace.clone(),
+                base_url: opts.public_url.trim_end_matches('/').to_string(),
+                metrics: Default::default(),
             });
             let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
             tracing::info!(listen = %listener.local_addr()?, "HTTP API listening");
-            axum::serve(listener, api::router(state))
+            axum::serve(listener, api::router(state, opts.max_in_flight))
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
         }

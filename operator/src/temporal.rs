@@ -244,6 +244,17 @@ impl PaymentWorkflows {
             })
     }
 
+    /// Whether Temporal answers (describing a workflow that does not exist).
+    pub async fn ping(&self) -> Result<(), WorkflowInteractionError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<UntypedWorkflow>("paysaga-readiness-probe");
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(_) | Err(WorkflowInteractionError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Delivers a verified gateway confirmation to its payment's workflow.
     pub async fn gateway_callback(&self, cb: &GatewayCallback) -> Result<(), SignalError> {
         self.signal(&cb.payment_id, SIGNAL_GATEWAY_CALLBACK, cb)

@@ -46,12 +46,23 @@ impl Service {
         name: &str,
         dir: &Path,
         program: PathBuf,
+        args: Vec<String>,
+        port: u16,
+    ) -> Result<Service> {
+        Service::start_with_env(name, dir, program, args, port, &[])
+    }
+
+    fn start_with_env(
+        name: &str,
+        dir: &Path,
+        program: PathBuf,
         mut args: Vec<String>,
         port: u16,
+        env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Service> {
         std::fs::create_dir_all(dir)?;
         args.push("--log-format=json".into());
-        let mut proc = Proc::spawn(name, dir, "TERM", program, &args)?;
+        let mut proc = Proc::spawn_with_env(name, dir, "TERM", program, &args, env)?;
         proc.wait_ready(Duration::from_secs(30), || {
             http_get_ok("127.0.0.1", port, "/healthz")
         })?;
@@ -72,6 +83,36 @@ impl Service {
             format!("--callback-secret={CALLBACK_SECRET}"),
         ];
         Service::start("paysaga-api", dir, binary("paysaga-operator")?, args, port)
+    }
+
+    /// The full HTTP API: `paysaga-operator api` with `kubeconfig`'s
+    /// credentials, serving Payments in `namespace`.
+    pub fn full_api(
+        dir: &Path,
+        temporal_address: &str,
+        port: Option<u16>,
+        kubeconfig: &Path,
+        namespace: &str,
+        extra: &[String],
+    ) -> Result<Service> {
+        let port = port.map_or_else(free_port, Ok)?;
+        let mut args = vec![
+            "api".into(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--temporal-address={temporal_address}"),
+            format!("--callback-secret={CALLBACK_SECRET}"),
+            format!("--namespace={namespace}"),
+        ];
+        args.extend(extra.iter().cloned());
+        let name = format!("paysaga-api-{namespace}");
+        Service::start_with_env(
+            &name,
+            dir,
+            binary("paysaga-operator")?,
+            args,
+            port,
+            &[("KUBECONFIG", kubeconfig.as_os_str())],
+        )
     }
 
     /// `paysaga-operator controller` with `kubeconfig`'s credentials against

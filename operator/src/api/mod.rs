@@ -1,26 +1,117 @@
-//! `paysaga-operator api`: the HTTP API. Stateless; scales horizontally.
-//! Errors are RFC 9457 `application/problem+json`.
+//! `paysaga-operator api`: the HTTP API. Stateless; scales horizontally: the
+//! Payment objects are the only state. Errors are RFC 9457
+//! `application/problem+json`. One instance serves one namespace.
 
 pub mod callbacks;
+pub mod metrics;
+pub mod payments;
 pub mod problem;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use kube::api::{Api, ListParams};
+use paysaga_api::Payment;
 use paysaga_api::external::paths;
+use tower::ServiceBuilder;
 
 use crate::temporal::PaymentWorkflows;
+use problem::Problem;
 
 /// What the handlers share.
 pub struct AppState {
     pub workflows: PaymentWorkflows,
     pub callbacks: callbacks::CallbackVerifier,
+    /// `None` when no Kubernetes credentials were found: the API then only
+    /// receives gateway callbacks, and `/v1/payments` answers 503.
+    pub kube: Option<kube::Client>,
+    /// The namespace Payments are made in and read from.
+    pub namespace: String,
+    /// Prefix of `statusUrl`s (empty: relative URLs).
+    pub base_url: String,
+    pub metrics: Arc<metrics::HttpMetrics>,
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+impl AppState {
+    pub fn payments(&self) -> Result<Api<Payment>, Problem> {
+        match &self.kube {
+            Some(client) => Ok(Api::namespaced(client.clone(), &self.namespace)),
+            None => Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this API instance has no Kubernetes credentials; it only receives gateway callbacks",
+            )),
+        }
+    }
+}
+
+/// The API's routes. At most `max_in_flight` requests are worked on at once;
+/// past that, requests are refused at once with 503 and `Retry-After`, never
+/// queued into a timeout.
+pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
+    let api = Router::new()
+        .route("/v1/payments", post(payments::create).get(payments::list))
+        .route("/v1/payments/{id}", get(payments::get))
+        .route("/v1/payments/{id}/cancel", post(payments::cancel))
         .route(paths::GATEWAY_CALLBACKS, post(callbacks::receive))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    overloaded()
+                }))
+                .load_shed()
+                .concurrency_limit(max_in_flight),
+        );
+    Router::new()
+        .merge(api)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::serve))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route").into_response() })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
         .with_state(state)
+}
+
+fn overloaded() -> Response {
+    let mut resp = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many requests in flight; retry shortly",
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Ready only when the Kubernetes API and Temporal both answer.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let kube = match state.payments() {
+        Ok(api) => tokio::time::timeout(
+            Duration::from_secs(2),
+            api.list(&ListParams::default().limit(1)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok()),
+        Err(_) => false,
+    };
+    let temporal = tokio::time::timeout(Duration::from_secs(2), state.workflows.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if kube && temporal {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: kubernetes reachable={kube}, temporal reachable={temporal}"),
+        )
+            .into_response()
+    }
 }

@@ -43,10 +43,13 @@ fn main() -> Result<()> {
     )?;
 
     eprintln!("paysaga dev: starting the API, the simulators and the worker…");
-    let api = Service::api(
+    let api = Service::full_api(
         &state.join("api"),
         &temporal.address,
         Some(port_or_free(8080)?),
+        &kubeconfig,
+        "default",
+        &[],
     )?;
     let callback_url = format!("{}/v1/gateway/callbacks", api.url);
     let sim = Service::sim(
@@ -80,7 +83,7 @@ paysaga dev is up.
   Kubernetes API : {server}
   Temporal       : {temporal} (namespace {ns})
   Temporal UI    : {ui}
-  HTTP API       : {api}   (gateway callbacks: {callback_url})
+  HTTP API       : {api}/v1/payments   (namespace default; gateway callbacks: {callback_url})
     Simulators     : {sim}   (knobs: {sim}/admin/config)
   Controller     : {controller}/metrics, /healthz, /readyz
   Ledger         : {ledger} (accounts {DEV_ACCOUNTS})
@@ -93,6 +96,9 @@ In another terminal:
   kubectl get payments -w
 
   kubectl describe payment coffee-beans                 # conditions and events
+  curl -si {api}/v1/payments -H 'Idempotency-Key: order-1' \
+    -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
+  curl -s '{api}/v1/payments?userId=alice'
   kubectl annotate payment coffee-beans paysaga.dev/cancel="changed my mind"
   curl -s '{sim}/notify/v1/messages'                    # what the payer was told
   paysaga-worker audit --database-url '{database_url}'

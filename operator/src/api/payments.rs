@@ -1,0 +1,266 @@
+//! `/v1/payments`: create (idempotent by key), read, list, cancel. Every
+//! answer comes from, or goes to, the Payment object.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use paysaga_api::http::{
+    CancelBody, CreatePayment, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, PaymentPage, PaymentView,
+};
+use paysaga_api::names::CANCEL_ANNOTATION;
+use paysaga_api::{Payment, Phase};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::problem::Problem;
+
+/// Annotation holding the SHA-256 of the idempotency key a Payment was made with.
+const IDEMPOTENCY_ANNOTATION: &str = "paysaga.dev/idempotency-key-sha256";
+
+/// The object name for an idempotency key: deterministic, so two replicas
+/// given the same key race on one name and the API server picks the winner.
+pub fn name_for_key(key: &str) -> String {
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    format!("pay-{}", &digest[..24])
+}
+
+/// A kube error as a problem a client can act on.
+fn kube_problem(e: kube::Error, what: &str) -> Problem {
+    match e {
+        kube::Error::Api(status) if status.code == 422 => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, status.message.clone())
+        }
+        kube::Error::Api(status) if status.code == 404 => {
+            Problem::new(StatusCode::NOT_FOUND, format!("{what}: not found"))
+        }
+        kube::Error::Api(status) if status.code == 400 => {
+            Problem::new(StatusCode::BAD_REQUEST, status.message.clone())
+        }
+        e => {
+            tracing::error!(error = %e, "{what}");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{what}: the Kubernetes API is not answering"),
+            )
+        }
+    }
+}
+
+fn accepted(view: PaymentView, replayed: bool) -> Response {
+    let mut resp = (StatusCode::ACCEPTED, Json(view)).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let spec: CreatePayment = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid payment: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => Some(k.to_string()),
+        Some(_) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key must be 1 to 255 visible characters",
+            )
+            .into_response();
+        }
+    };
+    let api = match state.payments() {
+        Ok(api) => api,
+        Err(p) => return p.into_response(),
+    };
+    let mut payment = Payment::new("", spec.clone());
+    payment.metadata = match &key {
+        Some(k) => ObjectMeta {
+            name: Some(name_for_key(k)),
+            annotations: Some(BTreeMap::from([(
+                IDEMPOTENCY_ANNOTATION.to_string(),
+                hex::encode(Sha256::digest(k.as_bytes())),
+            )])),
+            ..ObjectMeta::default()
+        },
+        None => ObjectMeta {
+            generate_name: Some("pay-".into()),
+            ..ObjectMeta::default()
+        },
+    };
+    match api.create(&PostParams::default(), &payment).await {
+        Ok(created) => accepted(PaymentView::of(&created, &state.base_url), false),
+        Err(kube::Error::Api(status)) if status.code == 409 && key.is_some() => {
+            // The key was used before: the same body is the same payment.
+            let name = payment.metadata.name.clone().unwrap_or_default();
+            match api.get(&name).await {
+                Ok(existing) if existing.spec == spec => accepted(PaymentView::of(&existing, &state.base_url), true),
+                Ok(_) => Problem::new(
+                    StatusCode::CONFLICT,
+                    "this Idempotency-Key was already used for a different payment; use a new key for a new payment",
+                )
+                .into_response(),
+                Err(e) => kube_problem(e, "reading the earlier payment").into_response(),
+            }
+        }
+        Err(e) => kube_problem(e, "creating the payment").into_response(),
+    }
+}
+
+pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let api = match state.payments() {
+        Ok(api) => api,
+        Err(p) => return p.into_response(),
+    };
+    match api.get(&id).await {
+        Ok(p) => Json(PaymentView::of(&p, &state.base_url)).into_response(),
+        Err(e) => kube_problem(e, &format!("payment {id}")).into_response(),
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    pub user_id: Option<String>,
+    pub phase: Option<Phase>,
+    pub limit: Option<u32>,
+    #[serde(rename = "continue")]
+    pub continue_token: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query: {}", e.body_text()),
+            )
+            .into_response();
+        }
+    };
+    let mut selectors = Vec::new();
+    if let Some(user) = &q.user_id {
+        if user.is_empty() || user.len() > 128 || user.contains([',', '=', '!']) {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "userId must be 1 to 128 characters, without , = !",
+            )
+            .into_response();
+        }
+        selectors.push(format!("spec.userId={user}"));
+    }
+    if let Some(phase) = q.phase {
+        selectors.push(format!("status.phase={phase:?}"));
+    }
+    let mut params = ListParams::default().limit(q.limit.unwrap_or(50).clamp(1, 500));
+    if !selectors.is_empty() {
+        params = params.fields(&selectors.join(","));
+    }
+    if let Some(c) = &q.continue_token {
+        params = params.continue_token(c);
+    }
+    let api = match state.payments() {
+        Ok(api) => api,
+        Err(p) => return p.into_response(),
+    };
+    match api.list(&params).await {
+        Ok(list) => Json(PaymentPage {
+            items: list
+                .items
+                .iter()
+                .map(|p| PaymentView::of(p, &state.base_url))
+                .collect(),
+            continue_token: list.metadata.continue_.filter(|c| !c.is_empty()),
+        })
+        .into_response(),
+        Err(e) => kube_problem(e, "listing payments").into_response(),
+    }
+}
+
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let reason = if body.is_empty() {
+        String::new()
+    } else {
+        match serde_json::from_slice::<CancelBody>(&body) {
+            Ok(b) => b.reason,
+            Err(e) => {
+                return Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("invalid cancel body: {e}"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let reason = if reason.trim().is_empty() {
+        "cancelled through the API".to_string()
+    } else {
+        reason
+    };
+    let api = match state.payments() {
+        Ok(api) => api,
+        Err(p) => return p.into_response(),
+    };
+    let p = match api.get(&id).await {
+        Ok(p) => p,
+        Err(e) => return kube_problem(e, &format!("payment {id}")).into_response(),
+    };
+    if let Some(phase) = p.status.as_ref().and_then(|s| s.phase)
+        && phase.is_terminal()
+    {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            format!("payment {id} already finished ({phase:?}); it can no longer be cancelled"),
+        )
+        .into_response();
+    }
+    let patch = serde_json::json!({"metadata": {"annotations": {CANCEL_ANNOTATION: reason}}});
+    match api
+        .patch(&id, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(p) => accepted(PaymentView::of(&p, &state.base_url), false),
+        Err(e) => kube_problem(e, &format!("cancelling payment {id}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_objects_deterministically() {
+        let a = name_for_key("order-42");
+        assert_eq!(a, name_for_key("order-42"));
+        assert_ne!(a, name_for_key("order-43"));
+        assert!(a.starts_with("pay-") && a.len() == 28, "{a}");
+    }
+}

@@ -1,0 +1,422 @@
+//! The HTTP API (`paysaga-operator api`) as a process, against the real API
+//! server with the controller, the worker and the simulators running.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use paysaga_api::Phase;
+use paysaga_api::http::{PaymentPage, PaymentView};
+use paysaga_testenv::Service;
+use serde_json::json;
+
+/// The namespace, the worker, the controller and two APIs: one as deployed,
+/// and one that takes a single request at a time (for overload).
+struct Stack {
+    namespace: String,
+    api: Service,
+    tiny: Service,
+    _worker: Service,
+    _controller: Service,
+}
+
+fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let kube = paysaga_testenv::kube();
+        let namespace = kube.namespace("http").unwrap().name.clone();
+        let temporal = &paysaga_testenv::temporal().address;
+        let dir = paysaga_testenv::run_dir();
+        let api = |name: &str, extra: &[String]| {
+            Service::full_api(
+                &dir.join(name),
+                temporal,
+                None,
+                &kube.admin_kubeconfig,
+                &namespace,
+                extra,
+            )
+            .unwrap()
+        };
+        Stack {
+            api: api("api", &[]),
+            tiny: api("tiny-api", &["--max-in-flight=1".into()]),
+            _worker: start_worker(),
+            _controller: start_controller("controller", &[]),
+            namespace,
+        }
+    })
+}
+
+/// Taken by tests that need confirmations sent, or none sent: one of them
+/// turns the simulators' confirmations off for a while.
+static CONFIRMATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn url(path: &str) -> String {
+    format!("{}{path}", stack().api.url)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn body(user: &str, amount: i64) -> serde_json::Value {
+    json!({"userId": user, "amount": amount, "currency": "EUR", "method": "card",
+           "notify": {"email": "alice@example.com"}})
+}
+
+async fn create(body: &serde_json::Value, key: Option<&str>) -> reqwest::Response {
+    let mut req = http().post(url("/v1/payments")).json(body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    req.send().await.unwrap()
+}
+
+async fn view(resp: reqwest::Response) -> PaymentView {
+    resp.json().await.unwrap()
+}
+
+/// Follows a payment through the API until `pred` holds.
+async fn follow(status_url: &str, what: &str, pred: impl Fn(&PaymentView) -> bool) -> PaymentView {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = http().get(url(status_url)).send().await.unwrap();
+        if resp.status() == 200 {
+            let v: PaymentView = resp.json().await.unwrap();
+            if pred(&v) {
+                return v;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{status_url}: timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts an RFC 9457 problem with `status` whose detail contains `words`.
+async fn problem(resp: reqwest::Response, status: u16, words: &str) {
+    assert_eq!(resp.status().as_u16(), status);
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert_eq!(ctype, "application/problem+json");
+    let p: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(p["status"], status);
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains(words), "expected {words:?} in {detail:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_then_follow_the_status_url_to_succeeded() {
+    let _confirmations = CONFIRMATIONS.lock().await;
+    let resp = create(&body("alice", 1250), None).await;
+    assert_eq!(resp.status(), 202);
+    let created = view(resp).await;
+    assert!(created.id.starts_with("pay-"));
+    assert_eq!(created.status_url, format!("/v1/payments/{}", created.id));
+    assert_eq!(created.spec.amount, 1250);
+    let done = follow(&created.status_url, "Succeeded", |v| {
+        v.phase == Phase::Succeeded
+    })
+    .await;
+    assert_eq!(done.reason.as_deref(), Some("Confirmed"));
+    assert!(done.started_at.is_some() && done.completed_at.is_some() && done.created_at.is_some());
+    assert!(
+        done.conditions
+            .iter()
+            .any(|c| c.type_ == "Charged" && c.status == "True")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_the_same_payment_and_refuse_a_different_one() {
+    let key = paysaga_testenv::unique_name("order");
+    let first = create(&body("alice", 300), Some(&key)).await;
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("Idempotent-Replayed").is_none());
+    let first = view(first).await;
+
+    let again = create(&body("alice", 300), Some(&key)).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["Idempotent-Replayed"], "true");
+    assert_eq!(view(again).await.id, first.id);
+
+    let other = create(&body("alice", 301), Some(&key)).await;
+    problem(other, 409, "already used for a different payment").await;
+
+    // Without a key, the same body is a new payment each time.
+    let a = view(create(&body("alice", 5), None).await).await;
+    let b = view(create(&body("alice", 5), None).await).await;
+    assert_ne!(a.id, b.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_are_422_with_a_reason() {
+    let mut cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            json!({"userId": "alice", "amount": 0, "currency": "EUR", "method": "card"}),
+            "spec.amount in body should be greater than or equal to 1",
+        ),
+        (
+            json!({"userId": "alice", "amount": 1_000_000_001i64, "currency": "EUR", "method": "card"}),
+            "spec.amount in body should be less than or equal to",
+        ),
+        (
+            json!({"userId": "alice", "amount": 1, "currency": "eur", "method": "card"}),
+            "spec.currency in body should match",
+        ),
+        (
+            json!({"userId": "alice", "amount": 1, "currency": "EUR", "method": "cash"}),
+            "unknown variant `cash`",
+        ),
+        (
+            json!({"amount": 1, "currency": "EUR", "method": "card"}),
+            "missing field `userId`",
+        ),
+        (
+            json!({"userId": "alice", "amount": 1.5, "currency": "EUR", "method": "card"}),
+            "invalid type: floating point",
+        ),
+        (
+            json!({"userId": "alice", "amount": 1, "currency": "EUR", "method": "card", "notify": {"email": "nope"}}),
+            "spec.notify.email in body should match",
+        ),
+    ];
+    cases.push((json!("not an object"), "invalid payment"));
+    for (b, words) in cases {
+        problem(create(&b, None).await, 422, words).await;
+    }
+    let raw = http()
+        .post(url("/v1/payments"))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    problem(raw, 422, "invalid payment").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_are_404() {
+    problem(
+        http()
+            .get(url("/v1/payments/no-such-payment"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not found",
+    )
+    .await;
+    let cancel = http()
+        .post(url("/v1/payments/no-such-payment/cancel"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    problem(cancel, 404, "not found").await;
+    problem(
+        http().get(url("/v2/whatever")).send().await.unwrap(),
+        404,
+        "no such route",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_in_flight_and_after_completion() {
+    let _confirmations = CONFIRMATIONS.lock().await;
+    let stack = stack();
+    let api = payments(&stack.namespace).await;
+    let name = paysaga_testenv::unique_name("pay-cancel");
+    // In flight through the object's own path (no confirmation will come).
+    let p = in_flight_payment(&api, &stack.namespace, &name, 200).await;
+    let id = p.metadata.name.unwrap();
+    let resp = http()
+        .post(url(&format!("/v1/payments/{id}/cancel")))
+        .json(&json!({"reason": "changed my mind"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert!(view(resp).await.cancel_requested);
+    let done = follow(&format!("/v1/payments/{id}"), "Cancelled", |v| {
+        v.phase == Phase::Cancelled
+    })
+    .await;
+    assert!(done.message.unwrap().contains("changed my mind"));
+
+    let finished = view(create(&body("alice", 10), None).await).await;
+    follow(&finished.status_url, "Succeeded", |v| {
+        v.phase == Phase::Succeeded
+    })
+    .await;
+    let late = http()
+        .post(url(&format!("{}/cancel", finished.status_url)))
+        .send()
+        .await
+        .unwrap();
+    problem(late, 409, "already finished (Succeeded)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_by_user_and_phase_and_pages() {
+    // An unknown user's payments fail at validation, quickly.
+    let user = paysaga_testenv::unique_name("lister");
+    for _ in 0..3 {
+        assert_eq!(create(&body(&user, 7), None).await.status(), 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let page: PaymentPage = http()
+            .get(url(&format!("/v1/payments?userId={user}&phase=Failed")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page.items.len() == 3 {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the three payments never failed: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        failed
+            .items
+            .iter()
+            .all(|v| v.spec.user_id == user && v.phase == Phase::Failed)
+    );
+
+    let first: PaymentPage = http()
+        .get(url(&format!("/v1/payments?userId={user}&limit=2")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 2);
+    let token = first.continue_token.expect("a continue token");
+    let second: PaymentPage = http()
+        .get(url("/v1/payments"))
+        .query(&[
+            ("userId", user.as_str()),
+            ("limit", "2"),
+            ("continue", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 1);
+    assert!(second.continue_token.is_none());
+
+    let none: PaymentPage = http()
+        .get(url(&format!("/v1/payments?userId={user}&phase=Succeeded")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+    problem(
+        http()
+            .get(url("/v1/payments?phase=Sideways"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "unknown variant `Sideways`",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_bound_the_api_sheds_load_with_retry_after() {
+    let tiny = &stack().tiny;
+    let client = http();
+    let requests = (0..40).map(|_| {
+        client
+            .get(format!("{}/v1/payments?limit=100", tiny.url))
+            .send()
+    });
+    let answers = futures::future::join_all(requests).await;
+    let mut ok = 0;
+    let mut shed = 0;
+    for a in answers {
+        let a = a.expect("no request hangs or times out");
+        match a.status().as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(a.headers()["retry-after"], "1");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ok >= 1 && shed >= 1, "ok={ok} shed={shed}");
+    // Health and metrics are never shed.
+    assert_eq!(
+        client
+            .get(format!("{}/healthz", tiny.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let api = &stack().api;
+    assert_eq!(
+        http()
+            .get(format!("{}/healthz", api.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http()
+            .get(format!("{}/readyz", api.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    http()
+        .get(url("/v1/payments/no-such"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = http()
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"paysaga_api_request_duration_seconds_count{method="GET",route="/v1/payments/{id}",status="404"}"#),
+        "{metrics}"
+    );
+}
