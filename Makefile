@@ -27,8 +27,9 @@ test: $(TOOLS)/.stamp ## all unit and integration tests, against the real parts
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
-generate: ## regenerate checked-in files (crds/)
+generate: ## regenerate checked-in files (crds/, docs/openapi.json)
 	$(CARGO) run -q -p paysaga-operator -- crd > crds/payment.yaml
+	$(CARGO) run -q -p paysaga-operator -- openapi > docs/openapi.json
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check

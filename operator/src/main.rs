@@ -88,6 +88,8 @@ struct ControllerOpts {
 enum Command {
     /// Print the Payment CustomResourceDefinition as YAML.
     Crd,
+    /// Print the HTTP API's OpenAPI document.
+    Openapi,
     /// Run the controller (reconciles Payment objects into workflows).
     Controller {
         #[command(flatten)]
@@ -110,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => {
             print!("{}", crdgen::payment_crd_yaml()?);
+        }
+        Command::Openapi => {
+            print!("{}", paysaga_operator::api::openapi::document_text());
         }
         Command::Controller { temporal, opts } => {
             init_logging(cli.log_format);

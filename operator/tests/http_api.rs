@@ -420,3 +420,49 @@ async fn health_readiness_and_metrics() {
         "{metrics}"
     );
 }
+
+/// A fuzz run generated from the OpenAPI document (schemathesis): no input
+/// makes the API answer 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
+    let api = &stack().api;
+    let served: serde_json::Value = http()
+        .get(format!("{}/openapi.json", api.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, paysaga_operator::api::openapi::document());
+    let out = tokio::process::Command::new(paysaga_testenv::tool("schemathesis"))
+        .args([
+            "run",
+            &format!("{}/openapi.json", api.url),
+            "--checks",
+            "not_a_server_error",
+        ])
+        .args([
+            "--max-examples",
+            "50",
+            "--generation-deterministic",
+            "--no-color",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let cases = report
+        .lines()
+        .find(|l| l.contains(" generated,"))
+        .unwrap_or("no case count")
+        .trim()
+        .to_string();
+    println!("schemathesis: {cases}");
+    assert!(
+        out.status.success(),
+        "schemathesis found server errors:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cases.contains("passed"), "{report}");
+}

@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod metrics;
+pub mod openapi;
 pub mod payments;
 pub mod problem;
 
@@ -72,6 +73,15 @@ pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::serve))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    openapi::document_text(),
+                )
+            }),
+        )
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route").into_response() })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

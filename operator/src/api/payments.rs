@@ -32,6 +32,22 @@ pub fn name_for_key(key: &str) -> String {
     format!("pay-{}", &digest[..24])
 }
 
+/// Whether `id` can name a Kubernetes object (a DNS subdomain). No Payment
+/// can have any other name, so anything else is simply not found.
+fn valid_name(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 253
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id.as_bytes()[id.len() - 1].is_ascii_alphanumeric()
+}
+
+fn not_found(id: &str) -> Response {
+    Problem::new(StatusCode::NOT_FOUND, format!("payment {id}: not found")).into_response()
+}
+
 /// A kube error as a problem a client can act on.
 fn kube_problem(e: kube::Error, what: &str) -> Problem {
     match e {
@@ -128,6 +144,9 @@ pub async fn create(
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if !valid_name(&id) {
+        return not_found(&id);
+    }
     let api = match state.payments() {
         Ok(api) => api,
         Err(p) => return p.into_response(),
@@ -176,7 +195,15 @@ pub async fn list(
     if let Some(phase) = q.phase {
         selectors.push(format!("status.phase={phase:?}"));
     }
-    let mut params = ListParams::default().limit(q.limit.unwrap_or(50).clamp(1, 500));
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit must be between 1 and 500",
+        )
+        .into_response();
+    }
+    let mut params = ListParams::default().limit(limit);
     if !selectors.is_empty() {
         params = params.fields(&selectors.join(","));
     }
@@ -206,6 +233,9 @@ pub async fn cancel(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
+    if !valid_name(&id) {
+        return not_found(&id);
+    }
     let reason = if body.is_empty() {
         String::new()
     } else {
@@ -255,6 +285,16 @@ pub async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_dns_subdomains_can_name_a_payment() {
+        for ok in ["pay-1", "a", "pay-x76pf", "a.b-c"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a/b", "ü", &"a".repeat(254)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn keys_name_objects_deterministically() {

@@ -1,0 +1,166 @@
+//! The OpenAPI 3 document of the HTTP API. Schemas are generated from the
+//! Rust types (schemars, JSON Schema 2020-12 as OpenAPI 3.1 uses); the paths are listed here,
+//! next to the routes they describe. Served at `/openapi.json` and checked in
+//! as `docs/openapi.json` (a test fails when it is stale).
+
+use paysaga_api::http::{CancelBody, CreatePayment, PaymentPage, PaymentView};
+use paysaga_api::{MAX_AMOUNT_MINOR, Phase};
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use super::problem::Problem;
+
+fn problem_responses(codes: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    codes
+        .iter()
+        .map(|(code, why)| {
+            (
+                code.to_string(),
+                json!({
+                    "description": why,
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                }),
+            )
+        })
+        .collect()
+}
+
+fn with(mut base: serde_json::Map<String, Value>, extra: Value) -> Value {
+    if let Value::Object(m) = extra {
+        base.extend(m);
+    }
+    Value::Object(base)
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    // OpenAPI 3.1 schemas are JSON Schema 2020-12: generate those, with the
+    // definitions where OpenAPI keeps them.
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    let mut generator = settings.into_generator();
+    let create = generator.subschema_for::<CreatePayment>();
+    let view = generator.subschema_for::<PaymentView>();
+    let page = generator.subschema_for::<PaymentPage>();
+    let cancel = generator.subschema_for::<CancelBody>();
+    let problem = generator.subschema_for::<Problem>();
+    let phase = generator.subschema_for::<Phase>();
+    let mut schemas = generator.take_definitions(true);
+    for (name, schema) in [
+        ("CreatePayment", create),
+        ("PaymentView", view),
+        ("PaymentPage", page),
+        ("CancelBody", cancel),
+        ("Problem", problem),
+        ("Phase", phase),
+    ] {
+        if schema.as_value().get("$ref").is_none() {
+            schemas.insert(name.to_string(), schema.to_value());
+        }
+    }
+    let payment = |code: &str, why: &str| json!({code: {"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentView"}}}}});
+    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 253}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "paysaga",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!("Payments run as durable Temporal sagas. Amounts are integer minor units (1 to {MAX_AMOUNT_MINOR}). Errors are RFC 9457 problem details."),
+        },
+        "paths": {
+            "/v1/payments": {
+                "post": {
+                    "operationId": "createPayment",
+                    "summary": "Create a payment (idempotent with Idempotency-Key)",
+                    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
+                                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreatePayment"}}}},
+                    "responses": with(problem_responses(&[
+                        ("400", "a malformed Idempotency-Key"),
+                        ("409", "the key was used for a different payment"),
+                        ("422", "invalid payment, with the reason"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), payment("202", "accepted; follow statusUrl")),
+                },
+                "get": {
+                    "operationId": "listPayments",
+                    "summary": "List payments, filtered and paginated",
+                    "parameters": [
+                        {"name": "userId", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
+                        {"name": "phase", "in": "query", "schema": {"$ref": "#/components/schemas/Phase"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                        {"name": "continue", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": with(problem_responses(&[
+                        ("400", "an invalid query or continue token"),
+                        ("422", "an invalid userId or limit"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), json!({"200": {"description": "a page", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentPage"}}}}})),
+                },
+            },
+            "/v1/payments/{id}": {
+                "get": {
+                    "operationId": "getPayment",
+                    "summary": "A payment's phase, step, conditions, reason and timestamps",
+                    "parameters": [id_param.clone()],
+                    "responses": with(problem_responses(&[
+                        ("404", "no such payment"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), payment("200", "the payment")),
+                },
+            },
+            "/v1/payments/{id}/cancel": {
+                "post": {
+                    "operationId": "cancelPayment",
+                    "summary": "Ask for a payment to be cancelled",
+                    "parameters": [id_param],
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CancelBody"}}}},
+                    "responses": with(problem_responses(&[
+                        ("404", "no such payment"),
+                        ("409", "the payment has already finished"),
+                        ("422", "an invalid body"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), payment("202", "cancel requested; follow statusUrl")),
+                },
+            },
+            "/healthz": {"get": {"operationId": "healthz", "responses": {"200": {"description": "the process answers"}}}},
+            "/readyz": {"get": {"operationId": "readyz", "responses": {
+                "200": {"description": "Kubernetes and Temporal answer"},
+                "503": {"description": "not ready, and why"}}}},
+        },
+        "components": {"schemas": schemas},
+    })
+}
+
+/// The document as checked in: pretty JSON with a final newline.
+pub fn document_text() -> String {
+    let mut text =
+        serde_json::to_string_pretty(&document()).expect("serializing the OpenAPI document");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checked_in_openapi_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == super::document_text(),
+            "docs/openapi.json is stale against the Rust types: run `make generate` and commit the result"
+        );
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = super::document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(schemas.contains_key(name), "unresolved $ref {name}");
+        }
+    }
+}
