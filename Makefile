@@ -6,7 +6,7 @@ CARGO ?= cargo
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help tools dev test generate lint record-histories bench-saga bench-controller
+.PHONY: help tools dev test generate lint record-histories bench-saga bench-controller kind
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -27,9 +27,11 @@ test: $(TOOLS)/.stamp ## all unit and integration tests, against the real parts
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
-generate: ## regenerate checked-in files (crds/, docs/openapi.json)
+generate: ## regenerate checked-in files (crds/, docs/openapi.json, the chart's CRDs and goldens)
 	$(CARGO) run -q -p paysaga-operator -- crd > crds/payment.yaml
 	$(CARGO) run -q -p paysaga-operator -- openapi > docs/openapi.json
+	cp crds/payment.yaml charts/paysaga/crds/payment.yaml
+	PAYSAGA_UPDATE_GOLDENS=1 $(CARGO) test -q -p paysaga-operator --test chart renders_match >/dev/null
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
@@ -47,3 +49,6 @@ bench-saga: $(TOOLS)/.stamp ## benchmark: end-to-end time of a payment with an i
 bench-controller: $(TOOLS)/.stamp ## benchmark: the controller's latencies and API writes per payment (prints numbers)
 	$(CARGO) build --workspace --bins
 	$(CARGO) run -q -p paysaga-operator --example controller_latency -- 300 10
+
+kind: $(TOOLS)/.stamp ## paysaga on a kind cluster (needs Docker): image, Traefik ingress, helm install, helm test
+	tools/kind.sh
