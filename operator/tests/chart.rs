@@ -54,11 +54,9 @@ fn render(values: &Path) -> String {
 #[test]
 fn the_chart_lints_strictly_with_every_values_file() {
     for (name, values) in values_files() {
-        let out = run(
-            &mut helm(&["lint", "--strict", &chart().display().to_string()])
-                .arg("-f")
-                .arg(&values),
-        );
+        let out = run(helm(&["lint", "--strict", &chart().display().to_string()])
+            .arg("-f")
+            .arg(&values));
         assert!(out.is_ok(), "{name}: {out:?}");
     }
 }
@@ -87,19 +85,34 @@ fn every_render_is_accepted_by_the_api_server() {
     let _ = env.kubectl_ok(&["create", "namespace", "paysaga-system"]);
     for (name, values) in values_files() {
         let rendered = render(&values);
-        let out = env
-            .kubectl()
-            .args(["apply", "--dry-run=server", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(rendered.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
+        let dry_run = || {
+            env.kubectl()
+                .args(["apply", "--dry-run=server", "-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(rendered.as_bytes())?;
+                    c.wait_with_output()
+                })
+                .unwrap()
+        };
+        // A namespace just created may not have reached the admission
+        // plugin's cache yet; that, and only that, is retried.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let out = loop {
+            let out = dry_run();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success()
+                || !err.contains("namespaces \"paysaga-system\" not found")
+                || std::time::Instant::now() > deadline
+            {
+                break out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
         assert!(
             out.status.success(),
             "{name}: the API server refused the render:\n{}",
