@@ -85,20 +85,8 @@ fn every_render_is_accepted_by_the_api_server() {
     let _ = env.kubectl_ok(&["create", "namespace", "paysaga-system"]);
     for (name, values) in values_files() {
         let rendered = render(&values);
-        let dry_run = || {
-            env.kubectl()
-                .args(["apply", "--dry-run=server", "-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .and_then(|mut c| {
-                    use std::io::Write;
-                    c.stdin.take().unwrap().write_all(rendered.as_bytes())?;
-                    c.wait_with_output()
-                })
-                .unwrap()
-        };
+        let dry_run =
+            || env.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &rendered);
         // A namespace just created may not have reached the admission
         // plugin's cache yet; that, and only that, is retried.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -131,16 +131,7 @@ async fn apply_watch_phases_in_order_with_conditions_and_events() {
             "{c}: {status:?}"
         );
     }
-    let events = kube
-        .kubectl_ok(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            &ns.name,
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ])
-        .unwrap();
+    let events = event_reasons(&ns.name);
     for reason in [
         "WorkflowStarted",
         "Validated",
@@ -334,19 +325,7 @@ async fn a_payment_that_cannot_be_read_does_not_wedge_the_controller() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = kube
-            .kubectl()
-            .args(["create", "-n", &ns.name, "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(bad.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
+        let out = kube.kubectl_with_input(&["create", "-n", &ns.name, "-f", "-"], &bad);
         if out.status.success() {
             break;
         }
@@ -369,16 +348,7 @@ async fn a_payment_that_cannot_be_read_does_not_wedge_the_controller() {
     // The controller says it cannot read it, and goes on with the others.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let reasons = kube
-            .kubectl_ok(&[
-                "get",
-                "events.events.k8s.io",
-                "-n",
-                &ns.name,
-                "-o",
-                "jsonpath={.items[*].reason}",
-            ])
-            .unwrap();
+        let reasons = event_reasons(&ns.name);
         if reasons.contains("InvalidObject") {
             break;
         }

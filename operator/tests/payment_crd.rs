@@ -60,23 +60,7 @@ fn refusal(namespace: &str, name: &str, field: &str, value: serde_json::Value) -
         "apiVersion": "paysaga.dev/v1alpha1", "kind": "Payment",
         "metadata": {"name": name, "namespace": namespace}, "spec": spec,
     });
-    let out = control_plane()
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(doc.to_string().as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
+    let out = control_plane().kubectl_with_input(&["apply", "-f", "-"], &doc.to_string());
     assert!(
         !out.status.success(),
         "the server accepted {field}={}: {}",

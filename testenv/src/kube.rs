@@ -134,6 +134,28 @@ impl KubeEnv {
         run(self.kubectl().args(args))
     }
 
+    /// Runs `kubectl args...` as the administrator with `input` on stdin
+    /// (for `-f -`); returns its output whatever the exit status.
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting kubectl");
+        child
+            .stdin
+            .take()
+            .expect("kubectl's stdin")
+            .write_all(input.as_bytes())
+            .expect("writing to kubectl");
+        child.wait_with_output().expect("waiting for kubectl")
+    }
+
     /// A kube-rs client for the administrator.
     pub async fn client(&self) -> Result<kube::Client> {
         client_for(&self.admin_kubeconfig).await

@@ -99,22 +99,7 @@ pub fn manifest(name: &str, amount: i64) -> String {
 }
 
 pub fn kubectl_apply(ns: &str, doc: &str) {
-    use std::io::Write;
-    let mut child = paysaga_testenv::kube()
-        .kubectl()
-        .args(["apply", "-n", ns, "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = paysaga_testenv::kube().kubectl_with_input(&["apply", "-n", ns, "-f", "-"], doc);
     assert!(
         out.status.success(),
         "{}",
@@ -172,4 +157,18 @@ pub async fn in_flight_payment(api: &Api<Payment>, ns: &str, name: &str, amount:
     .await;
     sim_config(serde_json::json!({"callbackDropRate": 0.0})).await;
     p
+}
+
+/// The reasons of the Events in `ns` (events.k8s.io), space separated.
+pub fn event_reasons(ns: &str) -> String {
+    paysaga_testenv::kube()
+        .kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .unwrap()
 }
