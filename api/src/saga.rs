@@ -16,6 +16,11 @@ pub const SIGNAL_GATEWAY_CALLBACK: &str = "gatewayCallback";
 pub const SIGNAL_CANCEL: &str = "cancel";
 /// Query answering a [`PaymentProgress`].
 pub const QUERY_STATUS: &str = "status";
+/// Memo field where `PaymentWorkflow` publishes its [`PaymentProgress`] as
+/// the step changes. The upsert is an event in the workflow's history, so
+/// whoever follows the history (the controller) sees progress without
+/// querying the worker.
+pub const PROGRESS_MEMO: &str = "paysagaProgress";
 
 /// The fraud child's workflow ID for a payment's workflow ID.
 pub fn fraud_workflow_id(payment_workflow_id: &str) -> String {

@@ -10,6 +10,7 @@ use paysaga_api::saga::{
     StepEvent, StepRecord, fraud_workflow_id, reasons,
 };
 use paysaga_api::{Phase, Step};
+use temporalio_common::MemoValue;
 use temporalio_common::RetryPolicy;
 use temporalio_common::error::IncomingError;
 use temporalio_macros::{workflow, workflow_methods};
@@ -156,6 +157,11 @@ pub const PATCH_RECORD_ACCEPTED: &str = "record-accepted";
 /// ones after it.
 pub const PATCH_COMPENSATE_ALL: &str = "compensate-all";
 
+/// Patch: publish progress in the memo ([`paysaga_api::saga::PROGRESS_MEMO`])
+/// when the step changes, so the controller follows the history instead of
+/// querying the worker.
+pub const PATCH_PROGRESS_MEMO: &str = "progress-memo";
+
 /// A workflow type that runs the saga: where its state lives, and whether
 /// versioned changes are guarded by `patched()` (always, except in the test
 /// that proves why they must be).
@@ -220,13 +226,21 @@ pub async fn run_saga<W: SagaHost>(
     input: &PaymentInput,
 ) -> WorkflowResult<PaymentOutcome> {
     ctx.state_mut(|w| w.set_payment_id(&input.payment_id));
-    Saga { ctx, input }.run().await
+    Saga {
+        ctx,
+        input,
+        publish_progress: false,
+    }
+    .run()
+    .await
 }
 
 /// The saga's body, over the workflow's context.
 struct Saga<'a, W: SagaHost> {
     ctx: &'a mut WorkflowContext<W>,
     input: &'a PaymentInput,
+    /// Whether step changes are published in the memo ([`PATCH_PROGRESS_MEMO`]).
+    publish_progress: bool,
 }
 
 impl<W: SagaHost> Saga<'_, W> {
@@ -251,6 +265,25 @@ impl<W: SagaHost> Saga<'_, W> {
                 detail,
             });
         });
+        // One upsert per step change is one per workflow task or so: a step
+        // completes in the same task as the next one starts. The fraud
+        // verdict arrives on its own, so it is published on its own.
+        if self.publish_progress && (event == StepEvent::Started || step == Step::FraudCheck) {
+            self.publish();
+        }
+    }
+
+    /// Upserts the progress memo. A payload that cannot be encoded is a bug
+    /// of ours, not the payment's: it is logged and the saga goes on (the
+    /// status query and the result still tell the truth).
+    fn publish(&self) {
+        let progress = self.ctx.state(|w| w.saga().progress());
+        if let Err(e) = self.ctx.upsert_memo([(
+            paysaga_api::saga::PROGRESS_MEMO,
+            Some(MemoValue::new(progress)),
+        )]) {
+            tracing::error!(payment_id = %self.input.payment_id, error = %e, "could not publish progress");
+        }
     }
 
     fn cancel_requested(&self) -> Option<String> {
@@ -285,11 +318,16 @@ impl<W: SagaHost> Saga<'_, W> {
         }
     }
 
-    async fn run(self) -> WorkflowResult<PaymentOutcome> {
+    async fn run(mut self) -> WorkflowResult<PaymentOutcome> {
         self.ctx
             .state_mut(|w| w.saga_mut().phase = Some(Phase::Processing));
         let record_accepted = if W::GUARD_PATCHES {
             self.ctx.patched(PATCH_RECORD_ACCEPTED)
+        } else {
+            true
+        };
+        self.publish_progress = if W::GUARD_PATCHES {
+            self.ctx.patched(PATCH_PROGRESS_MEMO)
         } else {
             true
         };
