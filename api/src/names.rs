@@ -4,6 +4,10 @@
 pub const GROUP: &str = "paysaga.dev";
 /// Setting this annotation (value = reason) asks for the payment to be cancelled.
 pub const CANCEL_ANNOTATION: &str = "paysaga.dev/cancel";
+/// When the HTTP API accepted the payment (RFC 3339, milliseconds): the
+/// start of the creation→workflow-start latency (`creationTimestamp` has
+/// whole seconds only).
+pub const ACCEPTED_AT_ANNOTATION: &str = "paysaga.dev/accepted-at";
 /// Held by the controller while a payment's workflow may still move money.
 pub const FINALIZER: &str = "paysaga.dev/workflow";
 /// Field manager of every status write by the controller.

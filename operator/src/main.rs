@@ -40,6 +40,15 @@ struct ApiOpts {
     /// Requests worked on at once; past this, 503 with Retry-After.
     #[arg(long, env = "PAYSAGA_API_MAX_IN_FLIGHT", default_value_t = 256)]
     max_in_flight: usize,
+    /// Refuse new payments (429) while this many accepted ones have not
+    /// finished, as a watch of the namespace's Payments tells; 0: no limit.
+    /// About the sustainable rate × the queueing delay one will accept.
+    #[arg(
+        long,
+        env = "PAYSAGA_API_MAX_PAYMENTS_IN_FLIGHT",
+        default_value_t = 500
+    )]
+    max_payments_in_flight: usize,
     /// Prefix of the `statusUrl`s the API answers with (empty: relative).
     #[arg(long, env = "PAYSAGA_PUBLIC_URL", default_value = "")]
     public_url: String,
@@ -82,6 +91,11 @@ struct ControllerOpts {
     /// Payments reconciled at once.
     #[arg(long, env = "PAYSAGA_CONTROLLER_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
+    /// Write a payment's status at most this often (milliseconds) when only
+    /// its step changed; phase, outcome and cancel are written at once. 0
+    /// writes every step.
+    #[arg(long, env = "PAYSAGA_STATUS_STEP_INTERVAL_MS", default_value_t = 1000)]
+    status_step_interval_ms: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -150,6 +164,9 @@ async fn main() -> anyhow::Result<()> {
                 confirmation_timeout_secs: opts.confirmation_timeout_secs,
                 finished_ttl: (opts.finished_ttl_secs > 0)
                     .then(|| std::time::Duration::from_secs(opts.finished_ttl_secs)),
+                status_step_interval: std::time::Duration::from_millis(
+                    opts.status_step_interval_ms,
+                ),
             };
 
             tracing::info!(concurrency = opts.concurrency, "controller started");
@@ -223,19 +240,28 @@ async fn main() -> anyhow::Result<()> {
             init_logging(cli.log_format);
             let identity = format!("paysaga-api@{}", hostname());
             let client = temporal::connect(&temporal, &identity).await?;
+            let kube = match kube::Client::try_default().await {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Kubernetes credentials: serving gateway callbacks only");
+                    None
+                }
+            };
+            let in_flight = Arc::new(api::admission::InFlight::default());
+            if let Some(client) = &kube
+                && opts.max_payments_in_flight > 0
+            {
+                in_flight.clone().watch(client.clone(), &opts.namespace);
+            }
             let state = Arc::new(AppState {
                 workflows: PaymentWorkflows::new(client),
                 callbacks: CallbackVerifier::new(
                     opts.callback_secret.into_bytes(),
                     opts.callback_tolerance_secs,
                 ),
-                kube: match kube::Client::try_default().await {
-                    Ok(client) => Some(client),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no Kubernetes credentials: serving gateway callbacks only");
-                        None
-                    }
-                },
+                kube,
+                in_flight,
+                max_payments_in_flight: opts.max_payments_in_flight,
                 namespace: opts.namespace.clone(),
                 base_url: opts.public_url.trim_end_matches('/').to_string(),
                 metrics: Default::default(),

@@ -80,6 +80,9 @@ pub enum Started {
 pub enum Observation {
     /// Never started.
     Absent,
+    /// Finished, as the Payment's status already records (a terminal phase
+    /// with its completion time): Temporal was not asked again.
+    Recorded,
     Running {
         run_id: String,
         started_at: Option<SystemTime>,

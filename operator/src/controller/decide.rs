@@ -28,7 +28,6 @@ pub mod conditions {
 
 /// Reasons of Events and conditions set by the controller.
 pub mod reasons {
-    pub const WORKFLOW_STARTED: &str = "WorkflowStarted";
     pub const CANCEL_REQUESTED: &str = "CancelRequested";
     pub const TOO_LATE_TO_CANCEL: &str = "TooLateToCancel";
     pub const WORKFLOW_ENDED_ABNORMALLY: &str = "WorkflowEndedAbnormally";
@@ -46,6 +45,9 @@ pub struct Settings {
     /// Finished Payments are deleted this long after they completed (their
     /// history stays in Temporal); `None` keeps them.
     pub finished_ttl: Option<std::time::Duration>,
+    /// A payment's status is written at most this often for step progress
+    /// alone; everything else (start, phase, outcome, cancel) at once.
+    pub status_step_interval: std::time::Duration,
 }
 
 /// What was observed.
@@ -173,9 +175,11 @@ pub struct StepEventNote {
     pub note: String,
 }
 
-/// One Event per step condition that appeared or flipped between two
-/// statuses: Normal when a step succeeded, Warning (with a reason constant
-/// per failure) when it failed.
+/// One Warning Event (with a reason constant per failure) for each step
+/// condition that turned failed between two statuses. Steps that succeed
+/// are told once, in the Event of the payment's end ([`outcome_note`]):
+/// an Event per step would cost the API server more writes than the
+/// payment itself.
 pub fn step_events(before: &[Condition], after: &[Condition]) -> Vec<StepEventNote> {
     use conditions::*;
     let mut out = Vec::new();
@@ -198,7 +202,7 @@ pub fn step_events(before: &[Condition], after: &[Condition]) -> Vec<StepEventNo
         };
         let failed = c.status != "True";
         // A skipped notification (no contact given) is not a failure.
-        if failed && c.reason == "Skipped" {
+        if !failed || c.reason == "Skipped" {
             continue;
         }
         out.push(StepEventNote {
@@ -244,6 +248,121 @@ pub fn unreachable_status(p: &Payment, error: &str, now: Timestamp) -> PaymentSt
     status
 }
 
+/// Whether the Payment's status already records how its workflow ended: a
+/// terminal phase with its completion time. Then there is nothing left to
+/// ask Temporal (see [`Observation::Recorded`]).
+pub fn records_the_end(p: &Payment) -> bool {
+    p.status
+        .as_ref()
+        .is_some_and(|s| s.phase.is_some_and(Phase::is_terminal) && s.completed_at.is_some())
+}
+
+/// The status once the workflow has started: it runs from now on.
+pub fn started(mut status: PaymentStatus, run_id: String, now: Timestamp) -> PaymentStatus {
+    status.run_id = Some(run_id);
+    status.phase = Some(Phase::Processing);
+    status.started_at = Some(Time(now));
+    status
+}
+
+/// What a status write would show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Only which step runs, and the steps' conditions.
+    Step,
+    /// Anything else: the start, the phase, the outcome, a cancel, Temporal
+    /// being unreachable.
+    Phase,
+}
+
+impl Change {
+    pub fn label(self) -> &'static str {
+        match self {
+            Change::Step => "step",
+            Change::Phase => "phase",
+        }
+    }
+}
+
+/// When to write the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Unchanged,
+    Now(Change),
+    /// Step progress only, and the last write was recent: write (whatever is
+    /// current then) once this has passed.
+    After(std::time::Duration),
+}
+
+fn step_condition(c: &Condition) -> bool {
+    use conditions::*;
+    matches!(
+        c.type_.as_str(),
+        VALIDATED | FRAUD_CHECKED | DEBITED | CHARGED | CONFIRMED | NOTIFIED | COMPENSATED
+    )
+}
+
+fn without_steps(s: &PaymentStatus) -> PaymentStatus {
+    PaymentStatus {
+        step: None,
+        conditions: s
+            .conditions
+            .iter()
+            .filter(|c| !step_condition(c))
+            .cloned()
+            .collect(),
+        ..s.clone()
+    }
+}
+
+/// Paces status writes: what changes the phase or outcome is written at
+/// once; step progress at most once per `interval` (`since_write` is the
+/// time since this payment's last write, `None` if never). A saga that
+/// finishes within the interval is written twice: when it starts and when it
+/// ends. Pure.
+pub fn pace(
+    current: &PaymentStatus,
+    desired: &PaymentStatus,
+    since_write: Option<std::time::Duration>,
+    interval: std::time::Duration,
+) -> Write {
+    if current == desired {
+        return Write::Unchanged;
+    }
+    if without_steps(current) != without_steps(desired) {
+        return Write::Now(Change::Phase);
+    }
+    match since_write {
+        Some(since) if since < interval => Write::After(interval - since),
+        _ => Write::Now(Change::Step),
+    }
+}
+
+/// The note of the Event that says how a payment ended: its phase, reason
+/// and message, then each step as its condition tells it.
+pub fn outcome_note(status: &PaymentStatus) -> String {
+    let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+    let mut note = match (&status.reason, &status.message) {
+        (Some(r), Some(m)) => format!("{phase}: {r}: {m}"),
+        (Some(r), None) => format!("{phase}: {r}"),
+        _ => phase,
+    };
+    let steps: Vec<String> = status
+        .conditions
+        .iter()
+        .filter(|c| step_condition(c))
+        .map(|c| match (c.status.as_str(), c.reason.as_str()) {
+            ("True", _) => c.type_.clone(),
+            (_, "Skipped") => format!("{} skipped", c.type_),
+            _ => format!("{} failed", c.type_),
+        })
+        .collect();
+    if !steps.is_empty() {
+        note.push_str(&format!(" (steps: {})", steps.join(", ")));
+    }
+    note
+}
+
 /// Decides. Pure: the same facts give the same plan.
 pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
     let p = facts.payment;
@@ -273,6 +392,7 @@ pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
             plan.start = Some(workflow_input(p, settings));
             status.phase = Some(Phase::Pending);
         }
+        Observation::Recorded => plan.finished = true,
         Observation::Running {
             run_id,
             started_at,
@@ -338,7 +458,7 @@ pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
                 plan.cancel = Some(reason.clone());
                 Some(("True", reasons::CANCEL_REQUESTED, reason))
             }
-            Observation::Closed { .. } => Some((
+            Observation::Closed { .. } | Observation::Recorded => Some((
                 "False",
                 reasons::TOO_LATE_TO_CANCEL,
                 format!(
@@ -388,6 +508,7 @@ mod tests {
             fraud_task_queue: "fraud".into(),
             confirmation_timeout_secs: 300,
             finished_ttl: None,
+            status_step_interval: std::time::Duration::from_secs(1),
         }
     }
 
@@ -665,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn an_event_per_step_that_changed_warnings_for_failures() {
+    fn a_warning_per_step_that_failed_and_nothing_for_steps_that_succeeded() {
         let before = conditions_from(
             &[rec(Step::ValidateAccount, StepEvent::Completed, 1)],
             &[],
@@ -689,18 +810,11 @@ mod tests {
         let events = step_events(&before, &after);
         assert_eq!(
             events,
-            [
-                StepEventNote {
-                    warning: false,
-                    reason: "Debited",
-                    note: "Debited".into()
-                },
-                StepEventNote {
-                    warning: true,
-                    reason: "ChargeFailed",
-                    note: "declined".into()
-                },
-            ]
+            [StepEventNote {
+                warning: true,
+                reason: "ChargeFailed",
+                note: "declined".into()
+            }]
         );
         assert!(
             step_events(&after, &after).is_empty(),
@@ -795,5 +909,120 @@ mod tests {
             Some(reasons::WORKFLOW_ENDED_ABNORMALLY)
         );
         assert!(plan.finished);
+    }
+
+    #[test]
+    fn a_recorded_end_is_kept_as_it_is_and_only_expires() {
+        let done = PaymentStatus {
+            phase: Some(Phase::Succeeded),
+            reason: Some("Confirmed".into()),
+            completed_at: Some(Time(now())),
+            observed_generation: Some(1),
+            workflow_id: Some("payment-shop-order-1-u1".into()),
+            ..Default::default()
+        };
+        let p = payment(None, Some(done.clone()));
+        assert!(records_the_end(&p));
+        assert!(!records_the_end(&payment(None, None)));
+        let plan = plan(&p, &Observation::Recorded);
+        assert_eq!(plan.status, done);
+        assert!(plan.finished && plan.start.is_none() && plan.cancel.is_none());
+
+        // A cancel asked of it now is too late.
+        let p = payment(Some("oops"), Some(done));
+        let plan = self::plan(&p, &Observation::Recorded);
+        assert!(plan.cancel.is_none());
+        assert!(
+            plan.status
+                .conditions
+                .iter()
+                .any(|c| c.reason == reasons::TOO_LATE_TO_CANCEL)
+        );
+    }
+
+    #[test]
+    fn status_writes_are_paced_for_steps_and_immediate_for_the_rest() {
+        use std::time::Duration;
+        let second = Duration::from_secs(1);
+        let at = |step: Step, history: Vec<StepRecord>| {
+            let p = payment(None, None);
+            plan(&p, &running(history, step)).status
+        };
+        let validating = at(Step::ValidateAccount, vec![]);
+        let debiting = at(
+            Step::Debit,
+            vec![
+                rec(Step::ValidateAccount, StepEvent::Completed, 1),
+                rec(Step::Debit, StepEvent::Started, 2),
+            ],
+        );
+        let p = payment(None, None);
+        let done = plan(&p, &closed(Phase::Succeeded, "Confirmed", vec![])).status;
+        let cancel = {
+            let p = payment(Some("stop"), Some(debiting.clone()));
+            plan(&p, &running(vec![], Step::Debit)).status
+        };
+        let cases = [
+            (&debiting, &debiting, None, Write::Unchanged),
+            (
+                &PaymentStatus::default(),
+                &validating,
+                Some(Duration::ZERO),
+                Write::Now(Change::Phase),
+            ),
+            (
+                &validating,
+                &debiting,
+                Some(Duration::from_millis(300)),
+                Write::After(Duration::from_millis(700)),
+            ),
+            (
+                &validating,
+                &debiting,
+                Some(second),
+                Write::Now(Change::Step),
+            ),
+            (&validating, &debiting, None, Write::Now(Change::Step)),
+            (
+                &debiting,
+                &done,
+                Some(Duration::ZERO),
+                Write::Now(Change::Phase),
+            ),
+            (
+                &debiting,
+                &cancel,
+                Some(Duration::ZERO),
+                Write::Now(Change::Phase),
+            ),
+        ];
+        for (i, (current, desired, since, want)) in cases.into_iter().enumerate() {
+            assert_eq!(pace(current, desired, since, second), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_started_workflow_is_processing_from_now() {
+        let s = started(PaymentStatus::default(), "r9".into(), now());
+        assert_eq!(s.phase, Some(Phase::Processing));
+        assert_eq!(s.run_id.as_deref(), Some("r9"));
+        assert_eq!(s.started_at, Some(Time(now())));
+    }
+
+    #[test]
+    fn the_end_event_tells_each_step() {
+        let p = payment(None, None);
+        let history = vec![
+            rec(Step::ValidateAccount, StepEvent::Completed, 1),
+            rec(Step::Debit, StepEvent::Completed, 2),
+            rec(Step::Charge, StepEvent::Failed, 3),
+            rec(Step::Compensate, StepEvent::Completed, 4),
+            rec(Step::Notify, StepEvent::Skipped, 5),
+        ];
+        let status = plan(&p, &closed(Phase::Failed, "Declined", history)).status;
+        assert_eq!(
+            outcome_note(&status),
+            "Failed: Declined: m (steps: Validated, Debited, Charged failed, Compensated, Notified skipped)"
+        );
     }
 }

@@ -3,13 +3,14 @@
 //!
 //! Reconcile is a pipeline: observe (the object, its workflow) → decide
 //! ([`decide::decide`], pure) → act (start, signal) → at most one status
-//! write, by server-side apply, only when something changed. Wake-ups come
+//! write, by server-side apply, only when something changed and paced
+//! ([`decide::pace`]). Wake-ups, and what is known of each workflow, come
 //! from the objects (create, annotate, delete) and from the workflows'
-//! histories ([`wakeups`]), not from a fixed short poll.
+//! histories ([`follow`]), not from a fixed short poll.
 
 pub mod decide;
+pub mod follow;
 pub mod metrics;
-pub mod wakeups;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +31,8 @@ use paysaga_api::names::{CONTROLLER_FIELD_MANAGER, FINALIZER, workflow_id};
 use paysaga_api::{Payment, PaymentStatus, Phase};
 
 use crate::temporal::{Observation, PaymentWorkflows, Started, TemporalError};
-use decide::{Facts, Settings, decide, payment_workflow_id, reasons};
-use wakeups::Wakeups;
+use decide::{Facts, Settings, Write, decide, payment_workflow_id, reasons};
+use follow::Follower;
 
 /// What can go wrong in a reconcile, by the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +72,12 @@ pub struct Context {
     pub workflows: PaymentWorkflows,
     pub settings: Settings,
     pub recorder: Recorder,
-    pub wakeups: Wakeups,
+    pub follower: Follower,
     pub metrics: Arc<metrics::Metrics>,
     /// Consecutive failures per payment, for its backoff (kube has none per object).
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// When each in-flight payment's status was last written (for pacing).
+    pub last_write: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// 1 s, 2 s, 4 s … capped at 60 s.
@@ -96,7 +99,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let payments: Api<Guarded> = Api::all(client.clone());
-    let (wakeups, rx) = Wakeups::new(temporal.clone());
+    let (follower, rx) = Follower::new(temporal.clone());
     let reporter = Reporter {
         controller: "paysaga-controller".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -106,9 +109,10 @@ pub async fn run(
         client,
         workflows: PaymentWorkflows::new(temporal),
         settings,
-        wakeups,
+        follower,
         metrics: metrics.clone(),
         failures: Default::default(),
+        last_write: Default::default(),
     });
     let triggers =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
@@ -130,9 +134,15 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(if ok { 15 } else { 2 })).await;
         }
     });
+    // The cache keeps what reconciling needs: not the managed fields nor
+    // kubectl's copy of the last applied object (most of a Payment's bytes).
     let objects = reflector(
         writer,
-        watcher(payments, watcher::Config::default().any_semantic()),
+        watcher(payments, watcher::Config::default().any_semantic()).modify(|p| {
+            p.managed_fields_mut().clear();
+            p.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        }),
     )
     .default_backoff()
     .touched_objects()
@@ -232,17 +242,14 @@ fn relevant_change(p: &Guarded) -> Option<u64> {
 async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
     let began = std::time::Instant::now();
     let id = payment_workflow_id(p);
-    let observed = ctx.workflows.observe(&id).await.map_err(Error::Observe);
-    ctx.metrics
-        .temporal_ok
-        .store(observed.is_ok(), std::sync::atomic::Ordering::Relaxed);
-    let observed = match observed {
+    let key = object_key(p);
+    let observed = match observe(p, ctx, &id).await {
         Ok(o) => o,
         Err(e) => {
             // Say so on the Payment, and come back with backoff; the
-            // wake-ups resume by themselves when Temporal returns.
+            // followers resume by themselves when Temporal returns.
             let status = decide::unreachable_status(p, &e.to_string(), Timestamp::now());
-            write_status(p, ctx, status).await?;
+            write_status(p, ctx, status, None).await?;
             return Err(e);
         }
     };
@@ -268,18 +275,16 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
                 ctx.metrics.workflows_started.inc();
                 ctx.metrics
                     .start_latency
-                    .observe(began.elapsed().as_secs_f64());
-                status.run_id = Some(run_id);
-                publish(
-                    ctx,
-                    &p.object_ref(&()),
-                    EventType::Normal,
-                    reasons::WORKFLOW_STARTED,
-                    format!("started workflow {id}"),
-                )
-                .await;
+                    .observe(accepted_to_now(p).unwrap_or(began.elapsed()).as_secs_f64());
+                status = decide::started(status, run_id, Timestamp::now());
             }
-            Started::Existing => tracing::debug!(workflow_id = %id, "workflow already started"),
+            Started::Existing => {
+                // Started before (by us before a restart, or another
+                // replica): follow it and let its history tell the rest.
+                tracing::debug!(workflow_id = %id, "workflow already started");
+                ctx.follower.ensure(&id, guarded_ref(p));
+                return Ok(Action::requeue(Duration::from_secs(300)));
+            }
         }
     }
     if let Some(reason) = &plan.cancel {
@@ -320,16 +325,47 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
 
-    let changed_at = ctx.wakeups.take_changed_at(&id);
-    if write_status(p, ctx, status).await?
-        && let Some(at) = changed_at
-        && let Ok(latency) = std::time::SystemTime::now().duration_since(at)
-    {
-        ctx.metrics.status_latency.observe(latency.as_secs_f64());
+    let since_write = ctx
+        .last_write
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .map(|t| t.elapsed());
+    let current = p.status.clone().unwrap_or_default();
+    let mut come_back = None;
+    match decide::pace(
+        &current,
+        &status,
+        since_write,
+        ctx.settings.status_step_interval,
+    ) {
+        Write::Unchanged => ctx.metrics.status_patch("unchanged"),
+        Write::After(wait) => {
+            ctx.metrics.status_patch("paced");
+            come_back = Some(wait);
+        }
+        Write::Now(change) => {
+            let changed_at = ctx.follower.changed_at(&id);
+            write_status(p, ctx, status, Some(change)).await?;
+            ctx.follower.written(&id);
+            ctx.last_write
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), std::time::Instant::now());
+            if let Some(at) = changed_at
+                && let Ok(latency) = std::time::SystemTime::now().duration_since(at)
+            {
+                ctx.metrics.status_latency(change, latency);
+            }
+        }
     }
 
-    let result = if plan.finished {
-        ctx.wakeups.forget(&id);
+    let result = if plan.finished && come_back.is_none() {
+        ctx.follower.forget(&id);
+        ctx.last_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         match plan.expires_in {
             Some(left) if left.is_zero() => {
                 let api: Api<Payment> =
@@ -346,23 +382,69 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
             None => Ok(Action::await_change()),
         }
     } else {
-        ctx.wakeups.ensure(&id, guarded_ref(p));
-        // A safety net only; progress arrives through the wake-ups.
-        Ok(Action::requeue(Duration::from_secs(300)))
+        ctx.follower.ensure(&id, guarded_ref(p));
+        // Progress arrives through the follower; the requeue is a safety net,
+        // or the end of a paced write's wait.
+        Ok(Action::requeue(
+            come_back.unwrap_or(Duration::from_secs(300)),
+        ))
     };
     ctx.metrics
         .watched_workflows
-        .set(ctx.wakeups.count() as i64);
+        .set(ctx.follower.count() as i64);
     result
+}
+
+/// What is known of the payment's workflow, asking Temporal only when
+/// nothing else tells: the followed history first; then the Payment's own
+/// status (a recorded end, or no run yet: start it, a duplicate start is
+/// refused); then Temporal itself (after a restart, or an outage).
+async fn observe(p: &Payment, ctx: &Context, id: &str) -> Result<Observation, Error> {
+    if let Some(o) = ctx.follower.observation(id) {
+        ctx.metrics
+            .temporal_ok
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        return Ok(o);
+    }
+    if decide::records_the_end(p) {
+        return Ok(Observation::Recorded);
+    }
+    if p.status.as_ref().is_none_or(|s| s.run_id.is_none()) {
+        return Ok(Observation::Absent);
+    }
+    let observed = ctx.workflows.observe(id).await.map_err(Error::Observe);
+    ctx.metrics
+        .temporal_ok
+        .store(observed.is_ok(), std::sync::atomic::Ordering::Relaxed);
+    observed
+}
+
+/// How long ago the API accepted the payment (its millisecond stamp), if it did.
+fn accepted_to_now(p: &Payment) -> Option<Duration> {
+    let stamp = p
+        .annotations()
+        .get(paysaga_api::names::ACCEPTED_AT_ANNOTATION)?;
+    let at: Timestamp = stamp.parse().ok()?;
+    let ms = Timestamp::now().as_millisecond() - at.as_millisecond();
+    u64::try_from(ms).ok().map(Duration::from_millis)
 }
 
 /// Deleting a payment: an in-flight one is cancelled and the object stays
 /// until its compensations are done; a finished one goes at once.
 async fn cleanup(p: &Payment, ctx: &Context) -> Result<Action, Error> {
     let id = payment_workflow_id(p);
-    match ctx.workflows.observe(&id).await.map_err(Error::Observe)? {
-        Observation::Absent | Observation::Closed { .. } => {
-            ctx.wakeups.forget(&id);
+    let observed = match ctx.follower.observation(&id) {
+        Some(o) => o,
+        None if decide::records_the_end(p) => Observation::Recorded,
+        None => ctx.workflows.observe(&id).await.map_err(Error::Observe)?,
+    };
+    match observed {
+        Observation::Absent | Observation::Closed { .. } | Observation::Recorded => {
+            ctx.follower.forget(&id);
+            ctx.last_write
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&object_key(p));
             Ok(Action::await_change())
         }
         Observation::Running { .. } => {
@@ -389,42 +471,26 @@ async fn cleanup(p: &Payment, ctx: &Context) -> Result<Action, Error> {
                 )
                 .await;
             }
-            ctx.wakeups.ensure(&id, guarded_ref(p));
+            ctx.follower.ensure(&id, guarded_ref(p));
             // Not done until the workflow closes; its wake-up brings us back.
             Err(Error::StillCompensating(id))
         }
     }
 }
 
-/// Writes the whole status by server-side apply, only when it changed.
-/// Returns whether it wrote.
-async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Result<bool, Error> {
+/// Writes the whole status by server-side apply, only when it changed,
+/// then tells what happened in Events: how the payment ended (one Event,
+/// naming each step), and a Warning for each step that failed.
+async fn write_status(
+    p: &Payment,
+    ctx: &Context,
+    status: PaymentStatus,
+    change: Option<decide::Change>,
+) -> Result<(), Error> {
     let current = p.status.clone().unwrap_or_default();
     if status == current {
         ctx.metrics.status_patch("unchanged");
-        return Ok(false);
-    }
-    if status.phase != current.phase
-        && let Some(phase) = status.phase
-    {
-        let kind = if phase == Phase::Failed {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        let note = match (&status.reason, &status.message) {
-            (Some(r), Some(m)) => format!("{phase:?}: {r}: {m}"),
-            _ => format!("{phase:?}"),
-        };
-        publish(ctx, &p.object_ref(&()), kind, &format!("{phase:?}"), note).await;
-    }
-    for e in decide::step_events(&current.conditions, &status.conditions) {
-        let kind = if e.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        publish(ctx, &p.object_ref(&()), kind, e.reason, e.note).await;
+        return Ok(());
     }
     let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let body = serde_json::json!({
@@ -439,10 +505,29 @@ async fn write_status(p: &Payment, ctx: &Context, status: PaymentStatus) -> Resu
             &Patch::Apply(body),
         )
         .await;
-    ctx.metrics
-        .status_patch(if written.is_ok() { "applied" } else { "error" });
+    ctx.metrics.status_patch(match (&written, change) {
+        (Err(_), _) => "error",
+        (Ok(_), Some(decide::Change::Step)) => "applied_step",
+        (Ok(_), _) => "applied",
+    });
     written.map_err(Error::WriteStatus)?;
-    Ok(true)
+
+    let obj = p.object_ref(&());
+    for e in decide::step_events(&current.conditions, &status.conditions) {
+        publish(ctx, &obj, EventType::Warning, e.reason, e.note).await;
+    }
+    if status.phase != current.phase
+        && let Some(phase) = status.phase.filter(|ph| ph.is_terminal())
+    {
+        let kind = if phase == Phase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let note = decide::outcome_note(&status);
+        publish(ctx, &obj, kind, &format!("{phase:?}"), note).await;
+    }
+    Ok(())
 }
 
 async fn publish(
