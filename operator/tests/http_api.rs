@@ -382,6 +382,77 @@ async fn past_its_bound_the_api_sheds_load_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates_nothing() {
+    let _confirmations = CONFIRMATIONS.lock().await;
+    stack();
+    let kube = paysaga_testenv::kube();
+    let ns = kube.namespace("http-admit").unwrap();
+    let admit = Service::full_api(
+        &paysaga_testenv::run_dir().join("admit-api"),
+        &paysaga_testenv::temporal().address,
+        None,
+        &kube.admin_kubeconfig,
+        &ns.name,
+        &["--max-payments-in-flight=2".into()],
+    )
+    .unwrap();
+    let post = || {
+        http()
+            .post(format!("{}/v1/payments", admit.url))
+            .json(&body("alice", 100))
+            .send()
+    };
+    // Two payments that stay in flight: no confirmation comes.
+    sim_config(json!({"callbackDropRate": 1.0})).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let resp = post().await.unwrap();
+        assert_eq!(resp.status(), 202);
+        ids.push(view(resp).await.id);
+    }
+    let refused = post().await.unwrap();
+    assert_eq!(refused.headers()["retry-after"], "2");
+    problem(refused, 429, "2 payments are in flight").await;
+    let api = payments(&ns.name).await;
+    let objects = api.list(&Default::default()).await.unwrap().items;
+    assert_eq!(objects.len(), 2, "a refused payment was created");
+    // Made by the API: the controller's finalizer and the acceptance time are set.
+    for p in &objects {
+        assert_eq!(
+            p.metadata.finalizers.as_deref(),
+            Some(&["paysaga.dev/workflow".to_string()][..])
+        );
+        let stamp = &p.metadata.annotations.as_ref().unwrap()["paysaga.dev/accepted-at"];
+        assert!(
+            stamp.parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+            "{stamp}"
+        );
+    }
+
+    // Once they finish, there is room again.
+    sim_config(json!({"callbackDropRate": 0.0})).await;
+    for id in &ids {
+        let resp = http()
+            .post(format!("{}/v1/payments/{id}/cancel", admit.url))
+            .json(&json!({"reason": "making room"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = post().await.unwrap();
+        if resp.status() == 202 {
+            break;
+        }
+        assert_eq!(resp.status(), 429, "{}", resp.text().await.unwrap());
+        assert!(Instant::now() < deadline, "never admitted again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics() {
     let api = &stack().api;
     assert_eq!(

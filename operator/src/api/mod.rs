@@ -2,6 +2,7 @@
 //! Payment objects are the only state. Errors are RFC 9457
 //! `application/problem+json`. One instance serves one namespace.
 
+pub mod admission;
 pub mod callbacks;
 pub mod metrics;
 pub mod openapi;
@@ -32,6 +33,10 @@ pub struct AppState {
     /// `None` when no Kubernetes credentials were found: the API then only
     /// receives gateway callbacks, and `/v1/payments` answers 503.
     pub kube: Option<kube::Client>,
+    /// Payments accepted and not finished (see [`admission`]).
+    pub in_flight: Arc<admission::InFlight>,
+    /// Refuse new payments at this many in flight; 0: no limit.
+    pub max_payments_in_flight: usize,
     /// The namespace Payments are made in and read from.
     pub namespace: String,
     /// Prefix of `statusUrl`s (empty: relative URLs).

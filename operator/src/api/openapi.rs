@@ -80,6 +80,7 @@ pub fn document() -> Value {
                         ("400", "a malformed Idempotency-Key"),
                         ("409", "the key was used for a different payment"),
                         ("422", "invalid payment, with the reason"),
+                        ("429", "too many payments in flight: nothing was created, retry after Retry-After"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
                     ]), payment("202", "accepted; follow statusUrl")),
                 },

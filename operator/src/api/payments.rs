@@ -7,19 +7,20 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use paysaga_api::http::{
     CancelBody, CreatePayment, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, PaymentPage, PaymentView,
 };
-use paysaga_api::names::CANCEL_ANNOTATION;
+use paysaga_api::names::{ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, FINALIZER};
 use paysaga_api::{Payment, Phase};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::admission::Admit;
 use super::problem::Problem;
 
 /// Annotation holding the SHA-256 of the idempotency key a Payment was made with.
@@ -109,23 +110,49 @@ pub async fn create(
         Ok(api) => api,
         Err(p) => return p.into_response(),
     };
+    if let Admit::Full { in_flight, limit } = state.in_flight.admit(state.max_payments_in_flight) {
+        let mut resp = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{in_flight} payments are in flight, at this API's limit of {limit}; nothing was created, retry shortly"
+            ),
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return resp;
+    }
     let mut payment = Payment::new("", spec.clone());
-    payment.metadata = match &key {
-        Some(k) => ObjectMeta {
-            name: Some(name_for_key(k)),
-            annotations: Some(BTreeMap::from([(
+    // The controller's finalizer from the start (one write fewer per
+    // payment), and when it was accepted, to the millisecond.
+    let mut annotations = BTreeMap::from([(
+        ACCEPTED_AT_ANNOTATION.to_string(),
+        format!("{:.3}", k8s_openapi::jiff::Timestamp::now()),
+    )]);
+    let (name, generate_name) = match &key {
+        Some(k) => {
+            annotations.insert(
                 IDEMPOTENCY_ANNOTATION.to_string(),
                 hex::encode(Sha256::digest(k.as_bytes())),
-            )])),
-            ..ObjectMeta::default()
-        },
-        None => ObjectMeta {
-            generate_name: Some("pay-".into()),
-            ..ObjectMeta::default()
-        },
+            );
+            (Some(name_for_key(k)), None)
+        }
+        None => (None, Some("pay-".to_string())),
+    };
+    payment.metadata = ObjectMeta {
+        name,
+        generate_name,
+        annotations: Some(annotations),
+        finalizers: Some(vec![FINALIZER.to_string()]),
+        ..ObjectMeta::default()
     };
     match api.create(&PostParams::default(), &payment).await {
-        Ok(created) => accepted(PaymentView::of(&created, &state.base_url), false),
+        Ok(created) => {
+            if let Some(uid) = &created.metadata.uid {
+                state.in_flight.created(uid);
+            }
+            accepted(PaymentView::of(&created, &state.base_url), false)
+        }
         Err(kube::Error::Api(status)) if status.code == 409 && key.is_some() => {
             // The key was used before: the same body is the same payment.
             let name = payment.metadata.name.clone().unwrap_or_default();
