@@ -73,12 +73,20 @@ pub struct Plan {
     pub expires_in: Option<std::time::Duration>,
 }
 
+/// A `metav1.Time` as it is stored: whole seconds (that is how it is
+/// written). Every time the controller decides is cut to the second, or a
+/// status read back would never equal the one decided, and each reconcile
+/// would write it again.
+pub fn to_time(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
 fn ms_to_time(ms: i64) -> Time {
-    Time(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH))
+    to_time(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 fn system_to_time(t: std::time::SystemTime) -> Option<Time> {
-    Timestamp::try_from(t).ok().map(Time)
+    Timestamp::try_from(t).ok().map(to_time)
 }
 
 /// The workflow input for a Payment object.
@@ -241,7 +249,7 @@ pub fn unreachable_status(p: &Payment, error: &str, now: Timestamp) -> PaymentSt
             status: "False".to_string(),
             reason: reasons::TEMPORAL_UNAVAILABLE.to_string(),
             message: error.chars().take(512).collect(),
-            last_transition_time: Time(now),
+            last_transition_time: to_time(now),
             observed_generation: p.metadata.generation,
         },
     );
@@ -261,7 +269,7 @@ pub fn records_the_end(p: &Payment) -> bool {
 pub fn started(mut status: PaymentStatus, run_id: String, now: Timestamp) -> PaymentStatus {
     status.run_id = Some(run_id);
     status.phase = Some(Phase::Processing);
-    status.started_at = Some(Time(now));
+    status.started_at = Some(to_time(now));
     status
 }
 
@@ -475,7 +483,7 @@ pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
                     status: cond_status.to_string(),
                     reason: cond_reason.to_string(),
                     message,
-                    last_transition_time: Time(facts.now),
+                    last_transition_time: to_time(facts.now),
                     observed_generation: generation,
                 },
             );
@@ -1006,7 +1014,7 @@ mod tests {
         let s = started(PaymentStatus::default(), "r9".into(), now());
         assert_eq!(s.phase, Some(Phase::Processing));
         assert_eq!(s.run_id.as_deref(), Some("r9"));
-        assert_eq!(s.started_at, Some(Time(now())));
+        assert_eq!(s.started_at, Some(to_time(now())));
     }
 
     #[test]
@@ -1023,6 +1031,39 @@ mod tests {
         assert_eq!(
             outcome_note(&status),
             "Failed: Declined: m (steps: Validated, Debited, Charged failed, Compensated, Notified skipped)"
+        );
+    }
+
+    #[test]
+    fn times_are_decided_to_the_second_so_a_status_read_back_is_unchanged() {
+        let p = payment(None, None);
+        let wf = Observation::Running {
+            run_id: "r1".into(),
+            started_at: Some(
+                std::time::SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_millis(1_800_000_000_123),
+            ),
+            progress: Some(PaymentProgress {
+                phase: Phase::Processing,
+                step: Step::Debit,
+                reason: None,
+                message: None,
+                history: vec![rec(
+                    Step::ValidateAccount,
+                    StepEvent::Completed,
+                    1_800_000_000_456,
+                )],
+            }),
+        };
+        let decided = plan(&p, &wf).status;
+        // What the API server gives back after a write: the JSON, read again.
+        let json = serde_json::to_string(&decided).unwrap();
+        let stored: PaymentStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored, decided);
+        let again = plan(&payment(None, Some(stored.clone())), &wf).status;
+        assert_eq!(
+            pace(&stored, &again, None, std::time::Duration::ZERO),
+            Write::Unchanged
         );
     }
 }

@@ -1,10 +1,17 @@
-//! Following running payments' workflow histories: one long poll per running
-//! workflow. Each poll's events are folded into what the controller knows of
-//! the workflow (its run, its progress as published in the memo, its outcome
-//! once closed), and the Payment is queued for reconciliation when that
-//! changed. The reconciler reads the folded view instead of asking Temporal
-//! (and, through a query, the busy worker) again: no payment is polled on a
-//! fixed interval, and no wake-up costs a round trip.
+//! Following running payments' workflow histories. Each poll's events are
+//! folded into what the controller knows of the workflow (its run, its
+//! progress as published in the memo, its outcome once closed), and the
+//! Payment is queued for reconciliation when that changed. The reconciler
+//! reads the folded view instead of asking Temporal (and, through a query,
+//! the busy worker) again.
+//!
+//! Two long polls per running workflow: one that returns only when it
+//! closes (the outcome is shown at once), and one for every event, asked
+//! again no sooner than the pace at which step progress is written
+//! ([`super::decide::pace`]): a history grows by some 25 appends per
+//! payment, and a poll per append cost the Temporal server more than the
+//! saga's own bookkeeping. No payment is polled on a fixed interval: each
+//! poll waits for the history to change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +23,7 @@ use temporalio_client::grpc::WorkflowService;
 use temporalio_client::tonic::Code;
 use temporalio_client::{Client, NamespacedClient, WorkflowExecutionStatus};
 use temporalio_common::protos::temporal::api::common::v1::{Payload, WorkflowExecution};
+use temporalio_common::protos::temporal::api::enums::v1::HistoryEventFilterType;
 use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_common::protos::temporal::api::workflowservice::v1::GetWorkflowExecutionHistoryRequest;
@@ -48,12 +56,33 @@ fn decode<T: serde::de::DeserializeOwned>(p: &Payload) -> Option<T> {
     serde_json::from_slice(&p.data).ok()
 }
 
+/// What a page of events changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Changed {
+    /// The run's start was seen: what to observe is known.
+    pub started: bool,
+    /// When the newest progress was published.
+    pub progress: Option<SystemTime>,
+    /// When the run closed.
+    pub closed: Option<SystemTime>,
+}
+
+impl Changed {
+    pub fn any(&self) -> bool {
+        self.started || self.progress.is_some() || self.closed.is_some()
+    }
+}
+
 impl Followed {
-    /// Folds a page of events in. Returns the time of the newest event that
-    /// changed what the Payment's status should show, if any. Pure.
-    pub fn fold(&mut self, events: &[HistoryEvent]) -> Option<SystemTime> {
-        let mut changed = None;
+    /// Folds a page of events in (a page seen twice changes nothing the
+    /// second time) and says what changed. Pure.
+    pub fn fold(&mut self, events: &[HistoryEvent]) -> Changed {
+        let mut changed = Changed::default();
         for e in events {
+            let now = || event_time(e).or_else(|| Some(SystemTime::now()));
+            if self.closed.is_some() {
+                break;
+            }
             let closed = |status, outcome| ClosedRun {
                 at: event_time(e),
                 status,
@@ -61,8 +90,12 @@ impl Followed {
             };
             match &e.attributes {
                 Some(Attributes::WorkflowExecutionStartedEventAttributes(a)) => {
+                    if self.run_id.is_none() {
+                        changed.started = true;
+                    }
                     self.run_id = Some(a.original_execution_run_id.clone());
                     self.started_at = event_time(e);
+                    continue;
                 }
                 Some(Attributes::WorkflowPropertiesModifiedEventAttributes(a)) => {
                     let Some(progress) = a
@@ -73,7 +106,11 @@ impl Followed {
                     else {
                         continue;
                     };
-                    self.progress = Some(progress);
+                    if self.progress.as_ref() != Some(&progress) {
+                        self.progress = Some(progress);
+                        changed.progress = now();
+                    }
+                    continue;
                 }
                 Some(Attributes::WorkflowExecutionCompletedEventAttributes(a)) => {
                     let outcome = a
@@ -100,9 +137,7 @@ impl Followed {
                 }
                 _ => continue,
             }
-            changed = event_time(e)
-                .or(changed)
-                .or_else(|| Some(SystemTime::now()));
+            changed.closed = now();
         }
         changed
     }
@@ -130,9 +165,10 @@ impl Followed {
 #[derive(Default)]
 struct Entry {
     view: Followed,
-    /// The oldest change not yet in the Payment's status (for the
-    /// change→status latency).
-    changed_at: Option<SystemTime>,
+    /// Changes not yet in the Payment's status, by when they happened (for
+    /// the change→status latency): the oldest progress, and the close.
+    pending_progress: Option<SystemTime>,
+    pending_close: Option<SystemTime>,
     /// The last long poll failed: the view may be stale.
     failing: bool,
     task: Option<tokio::task::AbortHandle>,
@@ -144,15 +180,28 @@ pub struct Follower {
     client: Client,
     tx: mpsc::Sender<ObjectRef<super::Guarded>>,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
+    /// The least time between two polls for progress.
+    progress_gap: Duration,
+    polls: prometheus_client::metrics::family::Family<
+        super::metrics::FilterLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
 }
 
 impl Follower {
-    pub fn new(client: Client) -> (Follower, mpsc::Receiver<ObjectRef<super::Guarded>>) {
+    /// Follows with progress polls at least `progress_gap` apart.
+    pub fn new(
+        client: Client,
+        progress_gap: Duration,
+        metrics: &super::metrics::Metrics,
+    ) -> (Follower, mpsc::Receiver<ObjectRef<super::Guarded>>) {
         let (tx, rx) = mpsc::channel(4096);
         let f = Follower {
             client,
             tx,
             entries: Arc::default(),
+            progress_gap,
+            polls: metrics.history_polls.clone(),
         };
         (f, rx)
     }
@@ -176,7 +225,10 @@ impl Follower {
         let this = self.clone();
         let id = workflow_id.to_string();
         let task = tokio::spawn(async move {
-            this.follow(&id, obj).await;
+            tokio::join!(
+                this.follow(&id, &obj, HistoryEventFilterType::CloseEvent),
+                this.follow(&id, &obj, HistoryEventFilterType::AllEvent),
+            );
             if let Some(e) = this.lock().get_mut(&id) {
                 e.task = None;
             }
@@ -194,15 +246,19 @@ impl Follower {
         e.view.observation()
     }
 
-    /// When the workflow changed in a way status does not show yet.
-    pub fn changed_at(&self, workflow_id: &str) -> Option<SystemTime> {
-        self.lock().get(workflow_id).and_then(|e| e.changed_at)
+    /// When the workflow changed in ways status does not show yet: the
+    /// oldest progress not shown, and its close.
+    pub fn pending(&self, workflow_id: &str) -> (Option<SystemTime>, Option<SystemTime>) {
+        self.lock()
+            .get(workflow_id)
+            .map_or((None, None), |e| (e.pending_progress, e.pending_close))
     }
 
     /// Status now shows every change seen so far.
     pub fn written(&self, workflow_id: &str) {
         if let Some(e) = self.lock().get_mut(workflow_id) {
-            e.changed_at = None;
+            e.pending_progress = None;
+            e.pending_close = None;
         }
     }
 
@@ -225,11 +281,38 @@ impl Follower {
         self.tx.send(obj.clone()).await.is_ok()
     }
 
-    async fn follow(&self, workflow_id: &str, obj: ObjectRef<super::Guarded>) {
+    fn closed(&self, workflow_id: &str) -> bool {
+        self.lock()
+            .get(workflow_id)
+            .is_none_or(|e| e.view.closed.is_some())
+    }
+
+    /// One long poll loop over the history: every event (`AllEvent`), or
+    /// only the one that closes it (`CloseEvent`).
+    async fn follow(
+        &self,
+        workflow_id: &str,
+        obj: &ObjectRef<super::Guarded>,
+        filter: HistoryEventFilterType,
+    ) {
         let mut client = self.client.clone();
         let mut token = Vec::new();
         let mut backoff = Duration::from_millis(200);
+        let progress = filter == HistoryEventFilterType::AllEvent;
+        let polls = self
+            .polls
+            .get_or_create(&super::metrics::FilterLabel {
+                filter: if progress { "all" } else { "close" }.to_string(),
+            })
+            .clone();
         loop {
+            if progress && !token.is_empty() {
+                // The close has its own poll; progress is shown at this pace.
+                tokio::time::sleep(self.progress_gap).await;
+                if self.closed(workflow_id) {
+                    return;
+                }
+            }
             let request = GetWorkflowExecutionHistoryRequest {
                 namespace: client.namespace(),
                 execution: Some(WorkflowExecution {
@@ -238,8 +321,11 @@ impl Follower {
                 }),
                 next_page_token: token.clone(),
                 wait_new_event: true,
+                history_event_filter_type: filter as i32,
                 ..Default::default()
             };
+            polls.inc();
+            let started = std::time::Instant::now();
             let response = match WorkflowService::get_workflow_execution_history(
                 &mut client,
                 temporalio_client::tonic::Request::new(request),
@@ -250,7 +336,7 @@ impl Follower {
                 Err(status) if status.code() == Code::NotFound => {
                     // Gone (never started, or past retention): ask afresh.
                     self.update(workflow_id, |e| *e = Entry::default());
-                    self.wake(&obj).await;
+                    self.wake(obj).await;
                     return;
                 }
                 Err(status) => {
@@ -261,7 +347,7 @@ impl Follower {
                         e.failing = true;
                     });
                     // Once per outage: the reconcile says so on the Payment.
-                    if first && !self.wake(&obj).await {
+                    if first && !self.wake(obj).await {
                         return;
                     }
                     tokio::time::sleep(backoff).await;
@@ -273,21 +359,30 @@ impl Follower {
             let events = response.history.map(|h| h.events).unwrap_or_default();
             let mut wake = false;
             self.update(workflow_id, |e| {
-                if let Some(at) = e.view.fold(&events) {
-                    e.changed_at = e.changed_at.or(Some(at));
-                    wake = true;
-                }
+                let changed = e.view.fold(&events);
+                e.pending_progress = e.pending_progress.or(changed.progress);
+                e.pending_close = e.pending_close.or(changed.closed);
+                wake |= changed.any();
                 if e.failing {
                     e.failing = false;
                     wake = true;
                 }
             });
-            if wake && !self.wake(&obj).await {
+            if wake && !self.wake(obj).await {
                 return;
             }
-            if response.next_page_token.is_empty() {
-                // The history is complete: the workflow has closed.
+            if self.closed(workflow_id) {
                 return;
+            }
+            if progress {
+                if response.next_page_token.is_empty() {
+                    // The history is complete: the workflow has closed.
+                    return;
+                }
+            } else if events.is_empty() && started.elapsed() < Duration::from_millis(100) {
+                // The close poll came back empty (its long poll timed out,
+                // or the server would not wait): ask again, never in a spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             token = response.next_page_token;
         }
@@ -370,7 +465,7 @@ mod tests {
     #[test]
     fn nothing_is_observed_before_the_start_event() {
         let mut f = Followed::default();
-        assert_eq!(f.fold(&[]), None);
+        assert!(!f.fold(&[]).any());
         assert_eq!(f.observation(), None);
     }
 
@@ -383,7 +478,11 @@ mod tests {
             HistoryEvent::default(), // e.g. a workflow task: not a change
             memo(1200, PROGRESS_MEMO, &progress(Step::Debit)),
         ]);
-        assert_eq!(changed.map(ms), Some(1200));
+        assert!(changed.started && changed.closed.is_none());
+        assert_eq!(changed.progress.map(ms), Some(1200));
+        // The same page again (the two polls overlap): nothing new.
+        let again = f.fold(&[memo(1200, PROGRESS_MEMO, &progress(Step::Debit))]);
+        assert!(!again.any());
         match f.observation() {
             Some(Observation::Running {
                 run_id,
@@ -402,12 +501,12 @@ mod tests {
     fn other_memo_fields_and_unrelated_events_change_nothing() {
         let mut f = Followed::default();
         f.fold(&[started(1000)]);
-        assert_eq!(
-            f.fold(&[
+        assert!(
+            !f.fold(&[
                 memo(1100, "somethingElse", &progress(Step::Charge)),
                 HistoryEvent::default()
-            ]),
-            None
+            ])
+            .any()
         );
         assert!(f.progress.is_none());
     }
@@ -434,7 +533,7 @@ mod tests {
                 },
             ),
         )]);
-        assert_eq!(changed.map(ms), Some(2000));
+        assert_eq!(changed.closed.map(ms), Some(2000));
         match f.observation() {
             Some(Observation::Closed {
                 status,

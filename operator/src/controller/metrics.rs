@@ -26,6 +26,12 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterLabel {
+    /// `close` (waits for the end) or `all` (progress).
+    pub filter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChangeLabel {
     /// `phase` (written at once) or `step` (paced).
     pub change: String,
@@ -54,6 +60,8 @@ pub struct Metrics {
     /// written, by kind of change.
     pub status_latency: Family<ChangeLabel, Histogram, fn() -> Histogram>,
     pub watched_workflows: Gauge,
+    /// History long polls made, by filter.
+    pub history_polls: Family<FilterLabel, Counter>,
     /// Temporal answered the last call.
     pub temporal_ok: AtomicBool,
     /// The API server answered the last readiness probe.
@@ -71,6 +79,7 @@ impl Default for Metrics {
             start_latency: latency_histogram(),
             status_latency: Family::new_with_constructor(latency_histogram),
             watched_workflows: Gauge::default(),
+            history_polls: Family::default(),
             temporal_ok: AtomicBool::new(false),
             kube_ok: AtomicBool::new(false),
             registry: Registry::with_prefix("paysaga_controller"),
@@ -101,6 +110,11 @@ impl Default for Metrics {
             "status_latency_seconds",
             "From a workflow change to the Payment status written, by change (phase: at once; step: paced)",
             m.status_latency.clone(),
+        );
+        r.register(
+            "history_polls",
+            "Workflow history long polls made, by filter (close, all)",
+            m.history_polls.clone(),
         );
         r.register(
             "watched_workflows",

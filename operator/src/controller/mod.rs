@@ -99,7 +99,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let payments: Api<Guarded> = Api::all(client.clone());
-    let (follower, rx) = Follower::new(temporal.clone());
+    let (follower, rx) = Follower::new(temporal.clone(), settings.status_step_interval, &metrics);
     let reporter = Reporter {
         controller: "paysaga-controller".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -345,17 +345,22 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
             come_back = Some(wait);
         }
         Write::Now(change) => {
-            let changed_at = ctx.follower.changed_at(&id);
+            let (progress, closed) = ctx.follower.pending(&id);
             write_status(p, ctx, status, Some(change)).await?;
             ctx.follower.written(&id);
             ctx.last_write
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key.clone(), std::time::Instant::now());
-            if let Some(at) = changed_at
-                && let Ok(latency) = std::time::SystemTime::now().duration_since(at)
-            {
-                ctx.metrics.status_latency(change, latency);
+            // Each kind of change, from when it happened to now that it shows.
+            let now = std::time::SystemTime::now();
+            for (kind, at) in [
+                (decide::Change::Step, progress),
+                (decide::Change::Phase, closed),
+            ] {
+                if let Some(latency) = at.and_then(|at| now.duration_since(at).ok()) {
+                    ctx.metrics.status_latency(kind, latency);
+                }
             }
         }
     }
