@@ -18,6 +18,7 @@ async fn the_controller_says_temporal_is_gone_and_catches_up_when_it_returns() {
         port: Some(free_port().unwrap()),
         ui_port: None,
         db_file: Some(dir.join("temporal.db")),
+        ..Default::default()
     };
     std::fs::create_dir_all(&dir).unwrap();
     let temporal = TemporalEnv::start(&dir, opts.clone()).unwrap();

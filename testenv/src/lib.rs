@@ -13,6 +13,7 @@
 //! Logs are kept under `target/testenv/<run>/`; a test that fails prints
 //! where they are.
 
+pub mod dev;
 pub mod kube;
 pub mod postgres;
 pub mod process;
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+pub use crate::dev::{DevOptions, DevStack};
 pub use crate::kube::KubeEnv;
 pub use crate::postgres::PostgresEnv;
 pub use crate::services::{CALLBACK_SECRET, Service};

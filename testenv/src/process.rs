@@ -97,6 +97,17 @@ impl Proc {
         &self.log
     }
 
+    /// The component's own process id (the watchdog's child), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        let w = self.watchdog.id();
+        std::fs::read_to_string(format!("/proc/{w}/task/{w}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// The last lines of the log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

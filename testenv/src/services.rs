@@ -14,15 +14,23 @@ use crate::{free_port, http_get_ok, workspace_root};
 /// The callback secret shared by the simulators and the API in tests and `make dev`.
 pub const CALLBACK_SECRET: &str = "paysaga-dev-callback-secret";
 
-/// A built binary of the workspace (`target/debug/<name>`).
+/// A built binary of the workspace: `target/<profile>/<name>`, where the
+/// profile is `$PAYSAGA_PROFILE` (`debug` unless set; the benchmarks use
+/// `release`).
 pub fn binary(name: &str) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+    let profile = std::env::var("PAYSAGA_PROFILE").unwrap_or_else(|_| "debug".into());
+    let path = target.join(&profile).join(name);
     if !path.exists() {
+        let flag = if profile == "debug" {
+            ""
+        } else {
+            " --profile ..."
+        };
         bail!(
-            "{} is not built: run `cargo build --workspace --bins` first (make test does)",
+            "{} is not built: run `cargo build --workspace --bins{flag}` first (make test does for debug)",
             path.display()
         );
     }
@@ -40,6 +48,16 @@ pub struct Service {
 impl Service {
     pub fn log(&self) -> &Path {
         self.proc.log_path()
+    }
+
+    /// Stops the service (and waits for it); dropping a stopped one does nothing more.
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    /// The service's own process id (for CPU and memory readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 
     fn start(
@@ -187,17 +205,35 @@ impl Service {
         seed_accounts: &str,
         sim_url: &str,
     ) -> Result<Service> {
-        Service::worker(
+        Service::payment_worker_with(
             dir,
-            &[
-                format!("--temporal-address={temporal_address}"),
-                format!("--database-url={database_url}"),
-                format!("--seed-accounts={seed_accounts}"),
-                format!("--gateway-url={sim_url}"),
-                format!("--fraud-url={sim_url}"),
-                format!("--notify-url={sim_url}"),
-            ],
+            temporal_address,
+            database_url,
+            seed_accounts,
+            sim_url,
+            &[],
         )
+    }
+
+    /// [`Service::payment_worker`] with `extra` arguments (limits, queues).
+    pub fn payment_worker_with(
+        dir: &Path,
+        temporal_address: &str,
+        database_url: &str,
+        seed_accounts: &str,
+        sim_url: &str,
+        extra: &[String],
+    ) -> Result<Service> {
+        let mut args = vec![
+            format!("--temporal-address={temporal_address}"),
+            format!("--database-url={database_url}"),
+            format!("--seed-accounts={seed_accounts}"),
+            format!("--gateway-url={sim_url}"),
+            format!("--fraud-url={sim_url}"),
+            format!("--notify-url={sim_url}"),
+        ];
+        args.extend(extra.iter().cloned());
+        Service::worker(dir, &args)
     }
 
     /// `paysaga-sim`, delivering confirmations to `callback_url`.

@@ -16,6 +16,8 @@ pub struct TemporalEnv {
     pub host_port: String,
     /// The web UI, when started with one.
     pub ui_url: Option<String>,
+    /// The server's Prometheus metrics, `http://127.0.0.1:<port>/metrics`.
+    pub metrics_url: String,
     /// The namespace, created and ready.
     pub namespace: String,
     proc: Proc,
@@ -30,6 +32,8 @@ pub struct TemporalOptions {
     pub ui_port: Option<u16>,
     /// Keep state in this SQLite file; in memory when `None`.
     pub db_file: Option<std::path::PathBuf>,
+    /// SQLite pragmas (`PRAGMA=VALUE`), e.g. `journal_mode=wal`.
+    pub sqlite_pragmas: Vec<String>,
 }
 
 impl TemporalEnv {
@@ -40,13 +44,14 @@ impl TemporalEnv {
             None => free_port()?,
         };
         let namespace = "default".to_string();
+        let metrics_port = free_port()?;
         let mut args = vec![
             "server".into(),
             "start-dev".into(),
             "--ip=127.0.0.1".into(),
             format!("--port={port}"),
             format!("--http-port={}", free_port()?),
-            format!("--metrics-port={}", free_port()?),
+            format!("--metrics-port={metrics_port}"),
             "--log-level=warn".into(),
         ];
         match opts.ui_port {
@@ -58,6 +63,9 @@ impl TemporalEnv {
         }
         if let Some(db) = &opts.db_file {
             args.push(format!("--db-filename={}", db.display()));
+        }
+        for pragma in &opts.sqlite_pragmas {
+            args.push(format!("--sqlite-pragma={pragma}"));
         }
         let mut proc = Proc::spawn("temporal", dir, "TERM", tool("temporal"), &args)?;
         let host_port = format!("127.0.0.1:{port}");
@@ -80,6 +88,7 @@ impl TemporalEnv {
             address: format!("http://{host_port}"),
             host_port,
             ui_url: opts.ui_port.map(|p| format!("http://127.0.0.1:{p}")),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             namespace,
             proc,
         })
@@ -87,5 +96,10 @@ impl TemporalEnv {
 
     pub fn log(&self) -> &Path {
         self.proc.log_path()
+    }
+
+    /// The server's own process id (for CPU and memory readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 }

@@ -2,80 +2,33 @@
 //!
 //! Starts a real control plane (etcd + kube-apiserver), Temporal with its web
 //! UI, the simulators, the HTTP API, the worker (ledger on SQLite) and the
-//! controller,
-//! applies the CRDs, writes `.dev/kubeconfig`, prints what to do next, and
-//! stops everything cleanly on Ctrl-C. State is fresh on every start.
+//! controller ([`DevStack`]), writes `.dev/kubeconfig`, prints what to do
+//! next, and stops everything cleanly on Ctrl-C. State is fresh on every start.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use paysaga_testenv::{KubeEnv, Service, TemporalEnv, TemporalOptions, free_port, workspace_root};
-
-/// Demo accounts of the dev ledger.
-const DEV_ACCOUNTS: &str =
-    "alice:EUR:1000000,bob:USD:500000,carol:EUR:1000,dave:EUR:1000000:frozen";
+use anyhow::Result;
+use paysaga_testenv::dev::{DEMO_ACCOUNTS, LOAD_USERS};
+use paysaga_testenv::{DevOptions, DevStack, workspace_root};
 
 fn main() -> Result<()> {
     let root = workspace_root();
-    let dev = std::env::var_os("PAYSAGA_DEV_DIR")
+    let dir = std::env::var_os("PAYSAGA_DEV_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".dev"));
-    let state = dev.join("state");
-    if state.exists() {
-        std::fs::remove_dir_all(&state).with_context(|| format!("clearing {}", state.display()))?;
-    }
-    std::fs::create_dir_all(&state)?;
-
-    eprintln!("paysaga dev: starting etcd and kube-apiserver…");
-    let kube = KubeEnv::start(&state.join("kube"))?;
-    kube.apply_crds()?;
-    let kubeconfig = dev.join("kubeconfig");
-    std::fs::copy(&kube.admin_kubeconfig, &kubeconfig)?;
-
-    eprintln!("paysaga dev: starting Temporal…");
-    let temporal = TemporalEnv::start(
-        &state.join("temporal"),
-        TemporalOptions {
-            port: Some(port_or_free(7233)?),
-            ui_port: Some(port_or_free(8233)?),
-            db_file: Some(state.join("temporal/temporal.db")),
+    let stack = DevStack::start(
+        &dir,
+        &DevOptions {
+            well_known_ports: true,
+            ui: true,
+            temporal_file: true,
+            temporal_pragmas: paysaga_testenv::dev::TEMPORAL_SQLITE_PRAGMAS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..Default::default()
         },
     )?;
-
-    eprintln!("paysaga dev: starting the API, the simulators and the worker…");
-    let api = Service::full_api(
-        &state.join("api"),
-        &temporal.address,
-        Some(port_or_free(8080)?),
-        &kubeconfig,
-        "default",
-        &[],
-    )?;
-    let callback_url = format!("{}/v1/gateway/callbacks", api.url);
-    let sim = Service::sim(
-        &state.join("sim"),
-        &callback_url,
-        Some(port_or_free(8090)?),
-        &[],
-    )?;
-    let ledger = state.join("ledger.db");
-    let database_url = format!("sqlite://{}?mode=rwc", ledger.display());
-    let worker = Service::payment_worker(
-        &state.join("worker"),
-        &temporal.address,
-        &database_url,
-        DEV_ACCOUNTS,
-        &sim.url,
-    )?;
-
-    let controller = Service::controller(
-        &state.join("controller"),
-        &kubeconfig,
-        &temporal.address,
-        Some(port_or_free(8081)?),
-        &[],
-    )?;
-
     let example = root.join("examples/payment.yaml");
     println!(
         r#"
@@ -83,10 +36,10 @@ paysaga dev is up.
   Kubernetes API : {server}
   Temporal       : {temporal} (namespace {ns})
   Temporal UI    : {ui}
-  HTTP API       : {api}/v1/payments   (namespace default; gateway callbacks: {callback_url})
-    Simulators     : {sim}   (knobs: {sim}/admin/config)
+  HTTP API       : {api}/v1/payments   (namespace default; gateway callbacks: {api}/v1/gateway/callbacks)
+  Simulators     : {sim}   (knobs: {sim}/admin/config)
   Controller     : {controller}/metrics, /healthz, /readyz
-  Ledger         : {ledger} (accounts {DEV_ACCOUNTS})
+  Ledger         : {database_url} (accounts {DEMO_ACCOUNTS}, and load-0 … load-{last} for k6)
   Logs           : {logs}
 
 In another terminal:
@@ -102,19 +55,21 @@ In another terminal:
   kubectl annotate payment coffee-beans paysaga.dev/cancel="changed my mind"
   curl -s '{sim}/notify/v1/messages'                    # what the payer was told
   paysaga-worker audit --database-url '{database_url}'
+  k6 run -e BASE_URL={api} -e SIM_URL={sim} -e RATE=5 -e DURATION=1m k6/load.js
 
 Press Ctrl-C to stop everything.
 "#,
-        server = kube.server,
-        temporal = temporal.host_port,
-        ns = temporal.namespace,
-        ui = temporal.ui_url.as_deref().unwrap_or("-"),
-        api = api.url,
-        sim = sim.url,
-        controller = controller.url,
-        ledger = ledger.display(),
-        logs = state.display(),
-        kubeconfig = kubeconfig.display(),
+        server = stack.kube.server,
+        temporal = stack.temporal.host_port,
+        ns = stack.temporal.namespace,
+        ui = stack.temporal.ui_url.as_deref().unwrap_or("-"),
+        api = stack.api.url,
+        sim = stack.sim.url,
+        controller = stack.controller.url,
+        database_url = stack.database_url,
+        last = LOAD_USERS - 1,
+        logs = stack.state.display(),
+        kubeconfig = stack.kubeconfig.display(),
         tools = root.join(".tools/bin").display(),
         bin = root.join("target/debug").display(),
         example = example.display(),
@@ -122,23 +77,9 @@ Press Ctrl-C to stop everything.
 
     wait_for_stop_signal()?;
     eprintln!("paysaga dev: stopping…");
-    // The controller and the worker first, so in-flight activities finish.
-    drop(controller);
-    drop(worker);
-    drop(sim);
-    drop(api);
-    drop(temporal);
-    drop(kube);
+    drop(stack);
     eprintln!("paysaga dev: stopped.");
     Ok(())
-}
-
-/// The preferred port when it is free, so URLs stay the same between runs.
-fn port_or_free(preferred: u16) -> std::io::Result<u16> {
-    match std::net::TcpListener::bind(("127.0.0.1", preferred)) {
-        Ok(_) => Ok(preferred),
-        Err(_) => free_port(),
-    }
 }
 
 fn wait_for_stop_signal() -> Result<()> {

@@ -1,0 +1,215 @@
+//! The whole of paysaga on this machine, as `make dev` runs it: a real control
+//! plane, Temporal, the HTTP API, the simulators, the worker (ledger on
+//! SQLite) and the controller. `make dev`, `make load`, the performance
+//! harness and the k6 smoke test all start it through [`DevStack::start`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::{KubeEnv, Service, TemporalEnv, TemporalOptions, free_port};
+
+/// Demo accounts of the dev ledger.
+pub const DEMO_ACCOUNTS: &str =
+    "alice:EUR:1000000,bob:USD:500000,carol:EUR:1000,dave:EUR:1000000:frozen";
+
+/// Accounts the k6 scripts pay from: `load-0` … `load-<n-1>`, EUR, each with
+/// 10^12 minor units, so a long run never runs dry and payments spread over
+/// many ledger rows (each debit locks its account's row).
+pub const LOAD_USERS: usize = 50;
+pub const LOAD_BALANCE: i64 = 1_000_000_000_000;
+
+/// Every account the dev ledger opens.
+pub fn dev_accounts() -> String {
+    let mut s = DEMO_ACCOUNTS.to_string();
+    for i in 0..LOAD_USERS {
+        s.push_str(&format!(",load-{i}:EUR:{LOAD_BALANCE}"));
+    }
+    s
+}
+
+/// How to start the stack.
+#[derive(Debug, Clone, Default)]
+pub struct DevOptions {
+    /// Prefer the well-known ports (API 8080, simulators 8090, controller
+    /// 8081, Temporal 7233, UI 8233) when free, so URLs stay the same.
+    pub well_known_ports: bool,
+    /// Serve the Temporal web UI.
+    pub ui: bool,
+    /// Keep Temporal's state in a SQLite file under the state dir (as `make
+    /// dev` does) instead of in memory.
+    pub temporal_file: bool,
+    /// SQLite pragmas for that file (`--sqlite-pragma`), e.g. `journal_mode=wal`.
+    pub temporal_pragmas: Vec<String>,
+    pub api_args: Vec<String>,
+    pub sim_args: Vec<String>,
+    pub worker_args: Vec<String>,
+    pub controller_args: Vec<String>,
+}
+
+/// The running stack. Dropping it stops everything, the controller and the
+/// worker first so in-flight activities finish (fields drop in order).
+pub struct DevStack {
+    pub controller: Service,
+    pub worker: Service,
+    pub sim: Service,
+    pub api: Service,
+    pub temporal: TemporalEnv,
+    pub kube: KubeEnv,
+    /// A copy of the admin kubeconfig at `<dir>/kubeconfig`.
+    pub kubeconfig: PathBuf,
+    /// The ledger: `sqlite://…?mode=rwc`.
+    pub database_url: String,
+    /// Where state and logs live.
+    pub state: PathBuf,
+}
+
+impl DevStack {
+    /// Starts everything under `dir` (`dir/state` is cleared first: state is
+    /// fresh on every start).
+    pub fn start(dir: &Path, opts: &DevOptions) -> Result<DevStack> {
+        let state = dir.join("state");
+        if state.exists() {
+            std::fs::remove_dir_all(&state)
+                .with_context(|| format!("clearing {}", state.display()))?;
+        }
+        std::fs::create_dir_all(&state)?;
+        let port = |preferred: u16| -> Result<Option<u16>> {
+            Ok(if opts.well_known_ports {
+                Some(port_or_free(preferred)?)
+            } else {
+                None
+            })
+        };
+
+        eprintln!("paysaga dev: starting etcd and kube-apiserver…");
+        let kube = KubeEnv::start(&state.join("kube"))?;
+        kube.apply_crds()?;
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::copy(&kube.admin_kubeconfig, &kubeconfig)?;
+
+        eprintln!("paysaga dev: starting Temporal…");
+        let temporal = TemporalEnv::start(
+            &state.join("temporal"),
+            TemporalOptions {
+                port: port(7233)?,
+                ui_port: if opts.ui {
+                    Some(port_or_free(8233)?)
+                } else {
+                    None
+                },
+                db_file: opts
+                    .temporal_file
+                    .then(|| state.join("temporal/temporal.db")),
+                sqlite_pragmas: opts.temporal_pragmas.clone(),
+            },
+        )?;
+
+        eprintln!("paysaga dev: starting the API, the simulators and the worker…");
+        let api = Service::full_api(
+            &state.join("api"),
+            &temporal.address,
+            port(8080)?,
+            &kubeconfig,
+            "default",
+            &opts.api_args,
+        )?;
+        let callback_url = format!("{}/v1/gateway/callbacks", api.url);
+        let sim_args: Vec<&str> = opts.sim_args.iter().map(String::as_str).collect();
+        let sim = Service::sim(&state.join("sim"), &callback_url, port(8090)?, &sim_args)?;
+        let ledger = state.join("ledger.db");
+        let database_url = format!("sqlite://{}?mode=rwc", ledger.display());
+        let worker = Service::payment_worker_with(
+            &state.join("worker"),
+            &temporal.address,
+            &database_url,
+            &dev_accounts(),
+            &sim.url,
+            &opts.worker_args,
+        )?;
+        let controller = Service::controller(
+            &state.join("controller"),
+            &kubeconfig,
+            &temporal.address,
+            port(8081)?,
+            &opts.controller_args,
+        )?;
+        Ok(DevStack {
+            controller,
+            worker,
+            sim,
+            api,
+            temporal,
+            kube,
+            kubeconfig,
+            database_url,
+            state,
+        })
+    }
+
+    /// Restarts the HTTP API on its port with `extra` arguments instead of
+    /// the ones it was started with (the simulators' callbacks keep going
+    /// to the same URL).
+    pub fn restart_api(&mut self, extra: &[String]) -> Result<()> {
+        self.api.stop();
+        self.api = Service::full_api(
+            &self.state.join("api"),
+            &self.temporal.address,
+            Some(self.api.port),
+            &self.kubeconfig,
+            "default",
+            extra,
+        )?;
+        Ok(())
+    }
+
+    /// Stops the controller, runs `meanwhile`, then starts it again with
+    /// `extra` arguments (pass the ones it was started with to keep them).
+    pub fn without_controller<T>(
+        &mut self,
+        extra: &[String],
+        meanwhile: impl FnOnce(&DevStack) -> Result<T>,
+    ) -> Result<T> {
+        self.controller.stop();
+        let out = meanwhile(self)?;
+        self.controller = Service::controller(
+            &self.state.join("controller"),
+            &self.kubeconfig,
+            &self.temporal.address,
+            Some(self.controller.port),
+            extra,
+        )?;
+        Ok(out)
+    }
+
+    /// Runs the ledger audit (`paysaga-worker audit`): its report, and whether
+    /// money is conserved.
+    pub fn audit(&self) -> Result<(String, bool)> {
+        audit(&self.database_url)
+    }
+}
+
+/// `paysaga-worker audit` on `database_url`: its report and its verdict.
+pub fn audit(database_url: &str) -> Result<(String, bool)> {
+    let out = std::process::Command::new(crate::services::binary("paysaga-worker")?)
+        .args(["audit", "--database-url", database_url])
+        .output()
+        .context("running paysaga-worker audit")?;
+    let mut report = String::from_utf8_lossy(&out.stdout).into_owned();
+    report.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((report, out.status.success()))
+}
+
+/// The preferred port when it is free, so URLs stay the same between runs.
+pub fn port_or_free(preferred: u16) -> std::io::Result<u16> {
+    match std::net::TcpListener::bind(("127.0.0.1", preferred)) {
+        Ok(_) => Ok(preferred),
+        Err(_) => free_port(),
+    }
+}
+
+/// SQLite settings of the dev server's file in `make dev`: write-ahead
+/// logging and no fsync per commit. Dev state is thrown away on every start,
+/// so durability across a power cut is not worth a sync per workflow task.
+/// (`make perf` reports the difference.)
+pub const TEMPORAL_SQLITE_PRAGMAS: &[&str] = &["journal_mode=wal", "synchronous=off"];
