@@ -6,7 +6,13 @@ CARGO ?= cargo
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help tools dev test generate lint record-histories bench-saga bench-controller kind
+.PHONY: help tools dev test generate lint record-histories bench-saga load stress perf kind
+
+# Build profile of the binaries make load/stress run (debug, as make dev; or release).
+PROFILE ?= debug
+cargo_profile = $(if $(filter release,$(1)),release,dev)
+# Options of paysaga-load: make load RATE=5 DURATION=2m MIX=decline=0.02,fraud=0.01
+load_opts = $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION)) $(if $(STAGE),--stage $(STAGE)) $(if $(MIX),--mix $(MIX))
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,9 +52,17 @@ bench-saga: $(TOOLS)/.stamp ## benchmark: end-to-end time of a payment with an i
 	$(CARGO) build --workspace --bins
 	$(CARGO) run -q -p paysaga-worker --example saga_latency -- 300 1 20
 
-bench-controller: $(TOOLS)/.stamp ## benchmark: the controller's latencies and API writes per payment (prints numbers)
-	$(CARGO) build --workspace --bins
-	$(CARGO) run -q -p paysaga-operator --example controller_latency -- 300 10
+load: $(TOOLS)/.stamp ## k6 load (k6/load.js) on a fresh make-dev stack, then the ledger audit and a report: RATE= DURATION= MIX=
+	$(CARGO) build --workspace --bins --profile $(call cargo_profile,$(PROFILE))
+	PAYSAGA_PROFILE=$(PROFILE) target/$(PROFILE)/paysaga-load k6/load.js $(load_opts)
+
+stress: $(TOOLS)/.stamp ## k6 stress (k6/stress.js): a ramp past the breaking point, then the audit: RATE=<sustainable rate> STAGE=
+	$(CARGO) build --workspace --bins --profile $(call cargo_profile,$(PROFILE))
+	PAYSAGA_PROFILE=$(PROFILE) target/$(PROFILE)/paysaga-load k6/stress.js $(load_opts)
+
+perf: $(TOOLS)/.stamp ## the performance harness (release build): R_max, full path at 0.8 x R_max for 10 min, overload, memory (~25 min)
+	$(CARGO) build --workspace --bins --release
+	PAYSAGA_PROFILE=release target/release/paysaga-perf $(PERF_ARGS)
 
 kind: $(TOOLS)/.stamp ## paysaga on a kind cluster (needs Docker): image, Traefik ingress, helm install, helm test
 	tools/kind.sh

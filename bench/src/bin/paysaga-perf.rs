@@ -1,0 +1,849 @@
+//! `make perf`: the performance harness. A benchmark that prints numbers;
+//! it asserts nothing about time. On this machine, in one run, against one
+//! make-dev stack:
+//!
+//! 1. **R_max**: the most payments per second the saga sustains when started
+//!    directly against Temporal (no Kubernetes in the path), with the same
+//!    worker, simulators and ledger: open-loop windows at rising rates;
+//!    a rate is sustained while workflow-task schedule-to-start p95 stays
+//!    under 1 s, the backlog stays flat and every payment succeeds.
+//! 2. **Full path** at a share of R_max (0.8) for 10 minutes: k6 → HTTP API →
+//!    Payment → controller → workflow → status, followed by k6 to the end.
+//! 3. **Overload** at 2 × R_max: the API sheds with 429/503; nothing accepted
+//!    is lost.
+//! 4. **Memory** of the controller holding 10 000 Payments.
+//!
+//! After each phase the ledger audit runs. Everything is written to
+//! `target/perf/<time>/perf.md` as well as printed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use paysaga_api::names::{ACCEPTED_AT_ANNOTATION, FINALIZER};
+use paysaga_api::saga::{PAYMENT_WORKFLOW, PaymentInput, PaymentOutcome};
+use paysaga_api::{Payment, PaymentMethod, Phase};
+use paysaga_bench::k6::Run;
+use paysaga_bench::prom::{self, Histogram, ms};
+use paysaga_bench::{Usage, delta, mib, mutating_requests, payment_counts, wait_all_finished};
+use paysaga_testenv::{DevOptions, DevStack};
+use temporalio_client::{Client, UntypedWorkflow, WorkflowGetResultOptions, WorkflowStartOptions};
+use temporalio_common::data_converters::{PayloadConverter, RawValue};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "The performance harness: R_max, then the full path, overload and memory")]
+struct Cli {
+    /// Length of each R_max probe, seconds.
+    #[arg(long, default_value_t = 45)]
+    window_secs: u64,
+    /// The first rate probed, payments/s.
+    #[arg(long, default_value_t = 2.0)]
+    start_rate: f64,
+    /// Each probe multiplies the rate by this until one fails.
+    #[arg(long, default_value_t = 1.5)]
+    step: f64,
+    /// Then this many bisections between the last rate sustained and the first not.
+    #[arg(long, default_value_t = 2)]
+    refine: u32,
+    /// Skip the search: take this as R_max.
+    #[arg(long)]
+    rmax: Option<f64>,
+    /// The full path runs at this share of R_max…
+    #[arg(long, default_value_t = 0.8)]
+    full_share: f64,
+    /// …for this long, seconds.
+    #[arg(long, default_value_t = 600)]
+    full_secs: u64,
+    /// The overload phase runs at 2 × R_max for this long, seconds (0: skip).
+    #[arg(long, default_value_t = 120)]
+    overload_secs: u64,
+    /// Payments the controller holds for the memory reading (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    memory_payments: usize,
+    /// The API admits at most R_max × this many seconds of work in flight.
+    #[arg(long, default_value_t = 10.0)]
+    admission_secs: f64,
+    /// Temporal's storage: `file` (SQLite, as make dev) or `memory`.
+    #[arg(long, default_value = "file")]
+    temporal: String,
+    /// SQLite without make dev's pragmas (WAL, no fsync): for before/after.
+    #[arg(long)]
+    no_pragmas: bool,
+    /// Extra worker arguments (e.g. --worker-arg=--max-concurrent-workflow-tasks=100).
+    #[arg(long, allow_hyphen_values = true)]
+    worker_arg: Vec<String>,
+    /// Extra controller arguments.
+    #[arg(long, allow_hyphen_values = true)]
+    controller_arg: Vec<String>,
+    /// Where the report goes (default target/perf/<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Lines printed and kept for the report.
+#[derive(Default)]
+struct Report(String);
+
+impl Report {
+    fn line(&mut self, s: impl AsRef<str>) {
+        println!("{}", s.as_ref());
+        self.0.push_str(s.as_ref());
+        self.0.push('\n');
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let out = cli.out.clone().unwrap_or_else(|| {
+        let t = k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S");
+        paysaga_testenv::workspace_root()
+            .join("target/perf")
+            .join(t.to_string())
+    });
+    paysaga_bench::out_dir(&out)?;
+    let mut r = Report::default();
+    r.line(format!(
+        "# paysaga performance harness\n\n{} · {} · {}\n",
+        paysaga_bench::now_utc(),
+        paysaga_bench::machine(),
+        paysaga_bench::versions()
+    ));
+    r.line(format!(
+        "Command: `paysaga-perf {}`\n",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    ));
+
+    let pragmas = if cli.no_pragmas {
+        vec![]
+    } else {
+        paysaga_testenv::dev::TEMPORAL_SQLITE_PRAGMAS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    r.line(format!(
+        "Stack: as make dev (Temporal dev server, {}{}; ledger on SQLite; simulators with their defaults); worker args {:?}; controller args {:?}\n",
+        if cli.temporal == "memory" { "in memory" } else { "SQLite file" },
+        if cli.temporal == "memory" || cli.no_pragmas { String::new() } else { format!(", pragmas {pragmas:?}") },
+        cli.worker_arg,
+        cli.controller_arg,
+    ));
+    let mut stack = DevStack::start(
+        &out.join("stack"),
+        &DevOptions {
+            temporal_file: cli.temporal != "memory",
+            temporal_pragmas: pragmas,
+            worker_args: cli.worker_arg.clone(),
+            controller_args: cli.controller_arg.clone(),
+            ..Default::default()
+        },
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    // 1. R_max.
+    let rmax = match cli.rmax {
+        Some(r) => r,
+        None => rt.block_on(search_rmax(&cli, &stack, &mut r))?,
+    };
+    r.line(format!("\n**R_max = {rmax:.2} payments/s**\n"));
+
+    // 2. The full path.
+    let limit = ((rmax * cli.admission_secs).ceil() as usize).max(20);
+    stack.restart_api(&[format!("--max-payments-in-flight={limit}")])?;
+    r.line(format!(
+        "API admission limit: {limit} payments in flight (R_max × {} s)\n",
+        cli.admission_secs
+    ));
+    let full = rt.block_on(full_path(
+        &stack,
+        &out.join("full"),
+        rmax * cli.full_share,
+        cli.full_secs,
+        false,
+    ))?;
+    full.print(&mut r, "Full path", rmax);
+
+    // 3. Overload.
+    if cli.overload_secs > 0 {
+        let over = rt.block_on(full_path(
+            &stack,
+            &out.join("overload"),
+            rmax * 2.0,
+            cli.overload_secs,
+            true,
+        ))?;
+        over.print(&mut r, "Overload", rmax);
+    }
+
+    // 4. Memory with many Payments.
+    if cli.memory_payments > 0 {
+        memory(&cli, &mut stack, &rt, &mut r)?;
+    }
+
+    let path = out.join("perf.md");
+    std::fs::write(&path, &r.0)?;
+    println!("\nreport: {}", path.display());
+    Ok(())
+}
+
+// ---- R_max ----------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Probe {
+    rate: f64,
+    started: usize,
+    succeeded: usize,
+    /// Completions within the window, per second.
+    throughput: f64,
+    s2s_p95: Option<f64>,
+    backlog_middle: f64,
+    backlog_last: f64,
+    e2e_p50: Option<Duration>,
+    e2e_p95: Option<Duration>,
+    /// CPU per payment of the Temporal server and of the worker, ms.
+    temporal_cpu_ms: f64,
+    worker_cpu_ms: f64,
+    sustained: bool,
+    why: String,
+}
+
+async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64> {
+    let client = paysaga_common::temporal::connect(
+        &paysaga_common::temporal::TemporalOpts {
+            temporal_address: stack.temporal.address.clone(),
+            temporal_namespace: stack.temporal.namespace.clone(),
+        },
+        "paysaga-perf",
+    )
+    .await?;
+    let window = Duration::from_secs(cli.window_secs);
+    r.line("## R_max: the saga started directly against Temporal\n");
+    r.line(format!(
+        "Open-loop windows of {} s; sustained = workflow-task schedule-to-start p95 < 1 s, backlog flat (last third ≤ 1.3 × middle third + 2), every payment Succeeded.\n",
+        cli.window_secs
+    ));
+    r.line("| rate /s | started / succeeded | completed /s in window | schedule-to-start p95 | backlog middle → last | e2e p50 / p95 | CPU per payment: Temporal / worker | sustained |");
+    r.line("|---|---|---|---|---|---|---|---|");
+    let mut best: Option<f64> = None;
+    let mut worst: Option<f64> = None;
+    let mut rate = cli.start_rate;
+    let mut n = 0;
+    loop {
+        let p = probe(&client, stack, rate, window, n).await?;
+        n += 1;
+        r.line(probe_row(&p));
+        if p.sustained {
+            best = Some(rate);
+            if worst.is_some() {
+                break;
+            }
+            rate *= cli.step;
+        } else {
+            worst = Some(rate);
+            break;
+        }
+        if rate > 1000.0 {
+            break;
+        }
+    }
+    let Some(mut lo) = best else {
+        bail!("not even {} payments/s were sustained", cli.start_rate);
+    };
+    if let Some(mut hi) = worst {
+        for _ in 0..cli.refine {
+            let mid = (lo + hi) / 2.0;
+            let p = probe(&client, stack, mid, window, n).await?;
+            n += 1;
+            r.line(probe_row(&p));
+            if p.sustained {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    Ok(lo)
+}
+
+fn probe_row(p: &Probe) -> String {
+    let d = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
+    format!(
+        "| {:.2} | {} / {} | {:.2} | {} | {:.1} → {:.1} | {} / {} | {:.0} / {:.0} ms | {} |",
+        p.rate,
+        p.started,
+        p.succeeded,
+        p.throughput,
+        ms(p.s2s_p95),
+        p.backlog_middle,
+        p.backlog_last,
+        d(p.e2e_p50),
+        d(p.e2e_p95),
+        p.temporal_cpu_ms,
+        p.worker_cpu_ms,
+        if p.sustained {
+            "yes".to_string()
+        } else {
+            format!("no: {}", p.why)
+        }
+    )
+}
+
+#[derive(Default)]
+struct Tally {
+    started: usize,
+    succeeded: usize,
+    not_succeeded: usize,
+    /// When each finished (since the window began) and how long it took.
+    done: Vec<(Duration, Duration)>,
+}
+
+fn s2s(text: &str) -> Histogram {
+    Histogram::read(text, "task_schedule_to_start_latency", |s| {
+        s.label("task_type") == "Workflow" && s.label("namespace") == "default"
+    })
+}
+
+async fn scrape(url: &str) -> Result<String> {
+    Ok(reqwest::get(url).await?.text().await?)
+}
+
+async fn probe(
+    client: &Client,
+    stack: &DevStack,
+    rate: f64,
+    window: Duration,
+    n: usize,
+) -> Result<Probe> {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let before = s2s(&scrape(&stack.temporal.metrics_url).await?);
+    let cpu = || {
+        (
+            Usage::of(stack.temporal.pid()).cpu_secs,
+            Usage::of(stack.worker.pid()).cpu_secs,
+        )
+    };
+    let cpu_before = cpu();
+    let began = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut backlog: Vec<(Duration, usize)> = Vec::new();
+    let mut last_sample = Duration::ZERO;
+    let mut i = 0usize;
+    while began.elapsed() < window {
+        ticks.tick().await;
+        let id = format!("rmax-{}-{n}-{i}", std::process::id());
+        let input = PaymentInput {
+            payment_id: id.clone(),
+            user_id: format!("load-{}", i % paysaga_testenv::dev::LOAD_USERS),
+            amount: 100 + (i as i64 % 9900),
+            currency: "EUR".into(),
+            method: PaymentMethod::Card,
+            description: None,
+            notify: None,
+            confirmation_timeout_secs: paysaga_api::saga::DEFAULT_CONFIRMATION_TIMEOUT_SECS,
+            fraud_task_queue: paysaga_api::names::FRAUD_TASK_QUEUE.into(),
+            compensation_max_attempts: paysaga_api::saga::DEFAULT_COMPENSATION_ATTEMPTS,
+        };
+        i += 1;
+        tally.lock().unwrap().started += 1;
+        let client = client.clone();
+        let mine = tally.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let ok = run_one(&client, input).await.unwrap_or(false);
+            let mut t = mine.lock().unwrap();
+            if ok {
+                t.succeeded += 1;
+            } else {
+                t.not_succeeded += 1;
+            }
+            t.done.push((began.elapsed(), t0.elapsed()));
+        });
+        if began.elapsed() - last_sample >= Duration::from_secs(1) {
+            last_sample = began.elapsed();
+            let t = tally.lock().unwrap();
+            backlog.push((last_sample, t.started - t.succeeded - t.not_succeeded));
+        }
+    }
+    let after = s2s(&scrape(&stack.temporal.metrics_url).await?);
+    // Let the window's payments finish before the next window begins.
+    let drain_until = Instant::now() + Duration::from_secs(300);
+    loop {
+        {
+            let t = tally.lock().unwrap();
+            if t.succeeded + t.not_succeeded == t.started || Instant::now() > drain_until {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cpu_after = cpu();
+    let t = tally.lock().unwrap();
+    let per = |a: f64, b: f64| (a - b) * 1000.0 / t.started.max(1) as f64;
+    let mean = |from: f64, to: f64| {
+        let xs: Vec<f64> = backlog
+            .iter()
+            .filter(|(at, _)| {
+                let f = at.as_secs_f64() / window.as_secs_f64();
+                f >= from && f < to
+            })
+            .map(|(_, b)| *b as f64)
+            .collect();
+        if xs.is_empty() {
+            0.0
+        } else {
+            xs.iter().sum::<f64>() / xs.len() as f64
+        }
+    };
+    let backlog_middle = mean(1.0 / 3.0, 2.0 / 3.0);
+    let backlog_last = mean(2.0 / 3.0, 1.01);
+    let in_window = t.done.iter().filter(|(at, _)| *at <= window).count();
+    let mut e2e: Vec<Duration> = t.done.iter().map(|(_, d)| *d).collect();
+    e2e.sort();
+    let pct =
+        |q: f64| (!e2e.is_empty()).then(|| e2e[((e2e.len() - 1) as f64 * q).round() as usize]);
+    let s2s_p95 = after.since(&before).quantile(0.95);
+    let mut why = Vec::new();
+    if s2s_p95.is_none_or(|p| p >= 1.0) {
+        why.push("schedule-to-start p95 ≥ 1 s".to_string());
+    }
+    if backlog_last > backlog_middle * 1.3 + 2.0 {
+        why.push("backlog growing".to_string());
+    }
+    if t.not_succeeded > 0 || t.succeeded < t.started {
+        why.push(format!(
+            "{} of {} did not succeed",
+            t.started - t.succeeded,
+            t.started
+        ));
+    }
+    Ok(Probe {
+        rate,
+        started: t.started,
+        succeeded: t.succeeded,
+        throughput: in_window as f64 / window.as_secs_f64(),
+        s2s_p95,
+        backlog_middle,
+        backlog_last,
+        e2e_p50: pct(0.5),
+        e2e_p95: pct(0.95),
+        temporal_cpu_ms: per(cpu_after.0, cpu_before.0),
+        worker_cpu_ms: per(cpu_after.1, cpu_before.1),
+        sustained: why.is_empty(),
+        why: why.join(", "),
+    })
+}
+
+/// Starts one payment's workflow and waits for its outcome: Succeeded?
+async fn run_one(client: &Client, input: PaymentInput) -> Result<bool> {
+    let converter = PayloadConverter::default();
+    let options = WorkflowStartOptions::new(
+        paysaga_api::names::PAYMENTS_TASK_QUEUE.to_string(),
+        input.payment_id.clone(),
+    )
+    .build();
+    let handle = client
+        .start_workflow(
+            UntypedWorkflow::new(PAYMENT_WORKFLOW),
+            RawValue::from_value(&input, &converter),
+            options,
+        )
+        .await?;
+    let raw = handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await?;
+    let data = raw
+        .payloads
+        .first()
+        .map(|p| p.data.as_slice())
+        .unwrap_or(b"null");
+    let outcome: PaymentOutcome = serde_json::from_slice(data)?;
+    Ok(outcome.phase == Phase::Succeeded)
+}
+
+// ---- the full path ------------------------------------------------------------------
+
+/// What a phase through the full path measured.
+struct FullPath {
+    rate: f64,
+    secs: u64,
+    created: f64,
+    shed: f64,
+    http_failed: f64,
+    dropped: f64,
+    thresholds_failed: Vec<String>,
+    objects: usize,
+    finished: usize,
+    workflows: Option<usize>,
+    audit_ok: bool,
+    audit: String,
+    create_p95: Option<f64>,
+    e2e_p50: Option<f64>,
+    e2e_p95: Option<f64>,
+    e2e_p99: Option<f64>,
+    start: Histogram,
+    status_phase: Histogram,
+    status_step: Histogram,
+    writes: BTreeMap<String, f64>,
+    /// Controller reconciles and history long polls (close, all) in the run.
+    reconciles: f64,
+    polls: (f64, f64),
+    usage: Vec<(&'static str, Usage, Usage)>,
+    report: Option<PathBuf>,
+}
+
+struct Snapshot {
+    writes: BTreeMap<String, f64>,
+    controller: String,
+    usage: Vec<(&'static str, Usage)>,
+}
+
+async fn snapshot(stack: &DevStack) -> Result<Snapshot> {
+    let (apiserver, etcd) = stack.kube.pids();
+    Ok(Snapshot {
+        writes: mutating_requests(&stack.kube)?,
+        controller: scrape(&format!("{}/metrics", stack.controller.url)).await?,
+        usage: vec![
+            ("controller", Usage::of(stack.controller.pid())),
+            ("worker", Usage::of(stack.worker.pid())),
+            ("HTTP API", Usage::of(stack.api.pid())),
+            ("kube-apiserver", Usage::of(apiserver)),
+            ("etcd", Usage::of(etcd)),
+            ("Temporal dev server", Usage::of(stack.temporal.pid())),
+            ("simulators", Usage::of(stack.sim.pid())),
+        ],
+    })
+}
+
+async fn full_path(
+    stack: &DevStack,
+    out: &Path,
+    rate: f64,
+    secs: u64,
+    overload: bool,
+) -> Result<FullPath> {
+    paysaga_bench::out_dir(out)?;
+    let api: Api<Payment> = Api::namespaced(stack.kube.client().await?, "default");
+    let (objects_before, _) = payment_counts(&api).await?;
+    let workflows_before = count_workflows(stack);
+    let before = snapshot(stack).await?;
+    let mut env = vec![
+        ("BASE_URL".to_string(), stack.api.url.clone()),
+        ("SIM_URL".into(), stack.sim.url.clone()),
+        ("RATE".into(), format!("{rate:.4}")),
+        ("DURATION".into(), format!("{secs}s")),
+        ("FOLLOW_TIMEOUT_S".into(), "600".into()),
+    ];
+    if overload {
+        env.push(("EXPECT_SHED".into(), "1".into()));
+    }
+    let script = "k6/load.js";
+    let run = tokio::task::block_in_place(|| {
+        Run {
+            script,
+            env,
+            out,
+            verbose: false,
+        }
+        .go()
+    })?;
+    let (objects, finished) = wait_all_finished(&api, Duration::from_secs(600)).await?;
+    // Visibility lags by a moment behind the workflows it counts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = snapshot(stack).await?;
+    let workflows = count_workflows(stack)
+        .zip(workflows_before)
+        .map(|(a, b)| a - b);
+    let (audit, audit_ok) = stack.audit()?;
+    let s = &run.summary;
+    let hist = |name: &str, keep: &dyn Fn(&prom::Sample) -> bool| {
+        Histogram::read(&after.controller, name, keep).since(&Histogram::read(
+            &before.controller,
+            name,
+            keep,
+        ))
+    };
+    let status = "paysaga_controller_status_latency_seconds";
+    let counter = |name: &str, keep: &dyn Fn(&prom::Sample) -> bool| {
+        prom::sum(&after.controller, name, keep) - prom::sum(&before.controller, name, keep)
+    };
+    Ok(FullPath {
+        reconciles: counter("paysaga_controller_reconciles_total", &|_| true),
+        polls: (
+            counter("paysaga_controller_history_polls_total", &|s| {
+                s.label("filter") == "close"
+            }),
+            counter("paysaga_controller_history_polls_total", &|s| {
+                s.label("filter") == "all"
+            }),
+        ),
+        rate,
+        secs,
+        created: s.count("payments_created"),
+        shed: s.rate("payment_shed").unwrap_or(0.0),
+        http_failed: s.rate("http_req_failed").unwrap_or(0.0),
+        dropped: s.count("dropped_iterations"),
+        thresholds_failed: s.failed_thresholds(),
+        objects: objects - objects_before,
+        finished: finished - objects_before,
+        workflows,
+        audit_ok,
+        audit,
+        create_p95: s
+            .get("http_req_duration{name:create}", "p(95)")
+            .map(|v| v / 1000.0),
+        e2e_p50: s.get("payment_e2e", "p(50)").map(|v| v / 1000.0),
+        e2e_p95: s.get("payment_e2e", "p(95)").map(|v| v / 1000.0),
+        e2e_p99: s.get("payment_e2e", "p(99)").map(|v| v / 1000.0),
+        start: hist("paysaga_controller_start_latency_seconds", &|_| true),
+        status_phase: hist(status, &|s| s.label("change") == "phase"),
+        status_step: hist(status, &|s| s.label("change") == "step"),
+        writes: delta(&before.writes, &after.writes),
+        usage: before
+            .usage
+            .iter()
+            .zip(after.usage.iter())
+            .map(|((name, b), (_, a))| (*name, *b, *a))
+            .collect(),
+        report: run.report,
+    })
+}
+
+/// Payment workflows the controller started (`payment-default-…`), as Temporal's visibility counts them.
+fn count_workflows(stack: &DevStack) -> Option<usize> {
+    let out = std::process::Command::new(paysaga_testenv::tool("temporal"))
+        .args(["workflow", "count", "--address", &stack.temporal.host_port])
+        .args([
+            "--query",
+            "WorkflowType = 'PaymentWorkflow' AND WorkflowId STARTS_WITH 'payment-default-'",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+impl FullPath {
+    fn print(&self, r: &mut Report, title: &str, rmax: f64) {
+        let n = self.created.max(1.0);
+        let throughput = self.created / self.secs as f64;
+        r.line(format!(
+            "\n## {title}: k6 → API → Payment → controller → workflow → status, {:.2}/s offered for {} s\n",
+            self.rate, self.secs
+        ));
+        r.line("| measure | value |\n|---|---|");
+        r.line(format!(
+            "| payments accepted (202) | {:.0} = **{throughput:.2}/s = {:.2} × R_max** |",
+            self.created,
+            throughput / rmax
+        ));
+        r.line(format!(
+            "| shed by the API (429/503) | {:.2} % |",
+            self.shed * 100.0
+        ));
+        r.line(format!(
+            "| HTTP errors (unexpected statuses) | {:.3} % |",
+            self.http_failed * 100.0
+        ));
+        r.line(format!("| dropped iterations | {:.0} |", self.dropped));
+        r.line(format!(
+            "| Payment objects made / finished | {} / {} (lost: {}) |",
+            self.objects,
+            self.finished,
+            self.objects as i64 - self.finished as i64
+        ));
+        r.line(format!(
+            "| payment workflows started | {} (duplicates: {}) |",
+            self.workflows.map_or("?".into(), |w| w.to_string()),
+            self.workflows
+                .map_or("?".into(), |w| (w as i64 - self.objects as i64).to_string())
+        ));
+        r.line(format!(
+            "| ledger audit | {} |",
+            if self.audit_ok {
+                "OK, money is conserved"
+            } else {
+                "**FAILED**"
+            }
+        ));
+        r.line(format!(
+            "| creation → workflow start p50 / p95 | {} / {} |",
+            ms(self.start.quantile(0.5)),
+            ms(self.start.quantile(0.95))
+        ));
+        r.line(format!(
+            "| workflow change → status p95: phase / step (paced) | {} / {} ({} and {} writes) |",
+            ms(self.status_phase.quantile(0.95)),
+            ms(self.status_step.quantile(0.95)),
+            self.status_phase.count(),
+            self.status_step.count()
+        ));
+        r.line(format!("| API create p95 | {} |", ms(self.create_p95)));
+        r.line(format!(
+            "| end to end p50 / p95 / p99 | {} / {} / {} |",
+            ms(self.e2e_p50),
+            ms(self.e2e_p95),
+            ms(self.e2e_p99)
+        ));
+        let total: f64 = self.writes.values().sum();
+        let detail: Vec<String> = self
+            .writes
+            .iter()
+            .map(|(k, v)| format!("{k} {:.2}", v / n))
+            .collect();
+        r.line(format!(
+            "| mutating API-server requests per payment | **{:.2}** ({}) |",
+            total / n,
+            detail.join(", ")
+        ));
+        r.line(format!(
+            "| controller reconciles, history polls (close + progress) per payment | {:.2}, {:.2} + {:.2} |",
+            self.reconciles / n,
+            self.polls.0 / n,
+            self.polls.1 / n
+        ));
+        for (name, b, a) in &self.usage {
+            r.line(format!(
+                "| {name}: CPU per payment, RSS now (peak) | {:.1} ms, {:.1} MiB ({:.1} MiB) |",
+                (a.cpu_secs - b.cpu_secs) * 1000.0 / n,
+                mib(a.rss),
+                mib(a.hwm)
+            ));
+        }
+        if !self.thresholds_failed.is_empty() {
+            r.line(format!(
+                "| k6 thresholds crossed | {} |",
+                self.thresholds_failed.join("; ")
+            ));
+        }
+        if let Some(html) = &self.report {
+            r.line(format!(
+                "\nThroughput and latency over time: `{}`",
+                html.display()
+            ));
+        }
+        r.line(format!("\n```\n{}\n```", self.audit.trim_end()));
+    }
+}
+
+// ---- memory -------------------------------------------------------------------------
+
+fn memory(
+    cli: &Cli,
+    stack: &mut DevStack,
+    rt: &tokio::runtime::Runtime,
+    r: &mut Report,
+) -> Result<()> {
+    r.line(format!(
+        "\n## Controller memory with {} Payments\n",
+        cli.memory_payments
+    ));
+    let client = rt.block_on(stack.kube.client())?;
+    let real: Api<Payment> = Api::namespaced(client.clone(), "default");
+    let (existing, _) = rt.block_on(payment_counts(&real))?;
+    let template = rt
+        .block_on(real.list(&kube::api::ListParams::default().limit(50)))?
+        .items
+        .into_iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded))
+        .context("no finished payment to copy")?;
+    let need = cli.memory_payments.saturating_sub(existing);
+    let before = Usage::of(stack.controller.pid());
+    r.line(format!(
+        "{existing} real Payments from the runs above; the controller held them at {:.1} MiB (peak {:.1} MiB).",
+        mib(before.rss),
+        mib(before.hwm)
+    ));
+    // Finished payments made while the controller is stopped (it would
+    // otherwise start their workflows before their status is written), each
+    // a copy of a real one's spec and status; then the controller starts
+    // again and has to list, cache and reconcile all of them.
+    let created = stack.without_controller(&cli.controller_arg, |s| {
+        rt.block_on(fill(s, &template, need))
+    })?;
+    let t0 = Instant::now();
+    let total = existing + created;
+    let metrics = format!("{}/metrics", stack.controller.url);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = 0.0;
+    let mut stable_since = Instant::now();
+    loop {
+        let text = rt.block_on(scrape(&metrics))?;
+        let reconciles = prom::sum(&text, "paysaga_controller_reconciles_total", |_| true);
+        if reconciles != last {
+            last = reconciles;
+            stable_since = Instant::now();
+        }
+        if (reconciles as usize >= total && stable_since.elapsed() > Duration::from_secs(5))
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let synced = t0.elapsed();
+    let u = Usage::of(stack.controller.pid());
+    r.line(format!(
+        "Added {created} finished Payments (copies of a real one) while the controller was stopped, then started it: it reconciled {last:.0} times in {:.1} s (to quiet); **RSS {:.1} MiB, peak {:.1} MiB** holding {total} Payments, {:.1} s CPU.",
+        synced.as_secs_f64(),
+        mib(u.rss),
+        mib(u.hwm),
+        u.cpu_secs
+    ));
+    Ok(())
+}
+
+async fn fill(stack: &DevStack, template: &Payment, n: usize) -> Result<usize> {
+    let client = stack.kube.client().await?;
+    let ns = "perf-history";
+    let _ = stack.kube.kubectl_ok(&["create", "namespace", ns]);
+    let api: Api<Payment> = Api::namespaced(client, ns);
+    let status = template.status.clone().context("template without status")?;
+    let results: Vec<Result<()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let spec = template.spec.clone();
+            let status = status.clone();
+            async move {
+                let mut p = Payment::new(&format!("hist-{i}"), spec);
+                p.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+                p.metadata.annotations = Some(
+                    [(
+                        ACCEPTED_AT_ANNOTATION.to_string(),
+                        format!("{:.3}", k8s_openapi::jiff::Timestamp::now()),
+                    )]
+                    .into(),
+                );
+                api.create(&PostParams::default(), &p).await?;
+                let body = serde_json::json!({
+                    "apiVersion": "paysaga.dev/v1alpha1", "kind": "Payment", "status": status,
+                });
+                api.patch_status(
+                    &format!("hist-{i}"),
+                    &PatchParams::apply("paysaga-perf").force(),
+                    &Patch::Apply(body),
+                )
+                .await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let made = results.iter().filter(|r| r.is_ok()).count();
+    if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+        eprintln!("some history payments could not be made: {e}");
+    }
+    Ok(made)
+}
