@@ -91,7 +91,7 @@ export function createPayment(overrides) {
 }
 
 /// Polls the payment with backoff (100 ms, growing by half each time, to
-/// 1 s) until its phase is terminal. Returns the last view, or null when it
+/// 2 s) until its phase is terminal. Returns the last view, or null when it
 /// did not finish in time. The end is seen up to one poll late: payment_e2e
 /// carries that granularity (about a third of the time waited).
 export function follow(id) {
@@ -113,7 +113,7 @@ export function follow(id) {
       completed.add(0);
       return null;
     }
-    wait = Math.min(wait * 1.5, 1);
+    wait = Math.min(wait * 1.5, 2);
   }
 }
 

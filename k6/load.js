@@ -23,8 +23,8 @@ export const options = {
       timeUnit: '1m',
       duration: __ENV.DURATION || '2m',
       // Each iteration lives until its payment finishes: rate × end-to-end time.
-      preAllocatedVUs: Math.max(10, Math.ceil(RATE * 4)),
-      maxVUs: Math.max(50, Math.ceil(RATE * 40)),
+      preAllocatedVUs: Math.max(10, Math.ceil(RATE * 10)),
+      maxVUs: Math.max(100, Math.ceil(RATE * 60)),
     },
   },
   thresholds: {

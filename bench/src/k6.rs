@@ -27,6 +27,22 @@ pub struct Outcome {
     pub summary: Summary,
     /// k6's HTML report; k6 skips it for runs too short to plot (~20 s).
     pub report: Option<PathBuf>,
+    /// CPU seconds k6 itself used (it shares the machine with what it loads).
+    pub cpu_secs: f64,
+}
+
+/// CPU seconds of this process's children that have been waited for.
+fn children_cpu() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            // cutime and cstime: fields 16 and 17 of stat, 14 and 15 after the name.
+            let cu: f64 = f.get(13)?.parse().ok()?;
+            let cs: f64 = f.get(14)?.parse().ok()?;
+            Some((cu + cs) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 impl Run<'_> {
@@ -51,15 +67,18 @@ impl Run<'_> {
             cmd.arg("-e").arg(format!("{k}={v}"));
         }
         cmd.arg(self.script);
+        let cpu_before = children_cpu();
         let status = cmd
             .status()
             .with_context(|| format!("running k6 {}", self.script))?;
+        let cpu_secs = children_cpu() - cpu_before;
         let text = std::fs::read_to_string(&summary)
             .with_context(|| format!("k6 left no summary at {}", summary.display()))?;
         Ok(Outcome {
             code: status.code().unwrap_or(-1),
             summary: Summary(serde_json::from_str(&text).context("reading k6's summary")?),
             report: report.exists().then_some(report),
+            cpu_secs,
         })
     }
 }

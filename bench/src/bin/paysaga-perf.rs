@@ -56,7 +56,7 @@ struct Cli {
     /// The full path runs at this share of R_max…
     #[arg(long, default_value_t = 0.8)]
     full_share: f64,
-    /// …for this long, seconds.
+    /// …for this long, seconds (0: skip).
     #[arg(long, default_value_t = 600)]
     full_secs: u64,
     /// The overload phase runs at 2 × R_max for this long, seconds (0: skip).
@@ -66,7 +66,7 @@ struct Cli {
     #[arg(long, default_value_t = 10_000)]
     memory_payments: usize,
     /// The API admits at most R_max × this many seconds of work in flight.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 5.0)]
     admission_secs: f64,
     /// Temporal's storage: `file` (SQLite, as make dev) or `memory`.
     #[arg(long, default_value = "file")]
@@ -162,14 +162,16 @@ fn main() -> Result<()> {
         "API admission limit: {limit} payments in flight (R_max × {} s)\n",
         cli.admission_secs
     ));
-    let full = rt.block_on(full_path(
-        &stack,
-        &out.join("full"),
-        rmax * cli.full_share,
-        cli.full_secs,
-        false,
-    ))?;
-    full.print(&mut r, "Full path", rmax);
+    if cli.full_secs > 0 {
+        let full = rt.block_on(full_path(
+            &stack,
+            &out.join("full"),
+            rmax * cli.full_share,
+            cli.full_secs,
+            false,
+        ))?;
+        full.print(&mut r, "Full path", rmax);
+    }
 
     // 3. Overload.
     if cli.overload_secs > 0 {
@@ -498,6 +500,9 @@ struct FullPath {
     polls: (f64, f64),
     usage: Vec<(&'static str, Usage, Usage)>,
     report: Option<PathBuf>,
+    k6_cpu_secs: f64,
+    /// Wall time between the two snapshots the CPU readings come from.
+    wall_secs: f64,
 }
 
 struct Snapshot {
@@ -535,6 +540,7 @@ async fn full_path(
     let (objects_before, _) = payment_counts(&api).await?;
     let workflows_before = count_workflows(stack);
     let before = snapshot(stack).await?;
+    let wall = Instant::now();
     let mut env = vec![
         ("BASE_URL".to_string(), stack.api.url.clone()),
         ("SIM_URL".into(), stack.sim.url.clone()),
@@ -559,6 +565,7 @@ async fn full_path(
     // Visibility lags by a moment behind the workflows it counts.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = snapshot(stack).await?;
+    let wall_secs = wall.elapsed().as_secs_f64();
     let workflows = count_workflows(stack)
         .zip(workflows_before)
         .map(|(a, b)| a - b);
@@ -614,6 +621,8 @@ async fn full_path(
             .map(|((name, b), (_, a))| (*name, *b, *a))
             .collect(),
         report: run.report,
+        k6_cpu_secs: run.cpu_secs,
+        wall_secs,
     })
 }
 
@@ -721,6 +730,22 @@ impl FullPath {
                 mib(a.hwm)
             ));
         }
+        r.line(format!(
+            "| k6 itself: CPU per payment | {:.1} ms |",
+            self.k6_cpu_secs * 1000.0 / n
+        ));
+        let all: f64 = self
+            .usage
+            .iter()
+            .map(|(_, b, a)| a.cpu_secs - b.cpu_secs)
+            .sum::<f64>()
+            + self.k6_cpu_secs;
+        r.line(format!(
+            "| all of the above: CPU per payment, share of the machine | {:.0} ms, {:.0} % of {} cores |",
+            all * 1000.0 / n,
+            all / self.wall_secs * 100.0 / std::thread::available_parallelism().map_or(1, |c| c.get()) as f64,
+            std::thread::available_parallelism().map_or(1, |c| c.get())
+        ));
         if !self.thresholds_failed.is_empty() {
             r.line(format!(
                 "| k6 thresholds crossed | {} |",

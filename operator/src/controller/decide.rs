@@ -323,15 +323,26 @@ fn without_steps(s: &PaymentStatus) -> PaymentStatus {
     }
 }
 
+/// The wait before the next step-only write (or progress poll) after `n`
+/// of them: `interval`, then doubling, at most 32 × `interval`. A slow saga
+/// costs a few writes more, not one per interval: when everything is slow
+/// (an overloaded Temporal, say), per-payment work must not grow with the
+/// delay, or the overload feeds itself.
+pub fn step_gap(interval: std::time::Duration, n: u32) -> std::time::Duration {
+    interval * (1u32 << n.min(5))
+}
+
 /// Paces status writes: what changes the phase or outcome is written at
-/// once; step progress at most once per `interval` (`since_write` is the
-/// time since this payment's last write, `None` if never). A saga that
-/// finishes within the interval is written twice: when it starts and when it
-/// ends. Pure.
+/// once; step progress no sooner than [`step_gap`] after the last write
+/// (`since_write`: the time since this payment's last write, `None` if
+/// never; `step_writes`: step-only writes since its last other one). A saga
+/// that finishes within the interval is written twice: when it starts and
+/// when it ends. Pure.
 pub fn pace(
     current: &PaymentStatus,
     desired: &PaymentStatus,
     since_write: Option<std::time::Duration>,
+    step_writes: u32,
     interval: std::time::Duration,
 ) -> Write {
     if current == desired {
@@ -340,8 +351,9 @@ pub fn pace(
     if without_steps(current) != without_steps(desired) {
         return Write::Now(Change::Phase);
     }
+    let gap = step_gap(interval, step_writes);
     match since_write {
-        Some(since) if since < interval => Write::After(interval - since),
+        Some(since) if since < gap => Write::After(gap - since),
         _ => Write::Now(Change::Step),
     }
 }
@@ -970,43 +982,67 @@ mod tests {
             let p = payment(Some("stop"), Some(debiting.clone()));
             plan(&p, &running(vec![], Step::Debit)).status
         };
+        let ms = Duration::from_millis;
         let cases = [
-            (&debiting, &debiting, None, Write::Unchanged),
+            (&debiting, &debiting, None, 0, Write::Unchanged),
             (
                 &PaymentStatus::default(),
                 &validating,
                 Some(Duration::ZERO),
+                0,
                 Write::Now(Change::Phase),
             ),
             (
                 &validating,
                 &debiting,
-                Some(Duration::from_millis(300)),
-                Write::After(Duration::from_millis(700)),
+                Some(ms(300)),
+                0,
+                Write::After(ms(700)),
             ),
             (
                 &validating,
                 &debiting,
                 Some(second),
+                0,
                 Write::Now(Change::Step),
             ),
-            (&validating, &debiting, None, Write::Now(Change::Step)),
+            (&validating, &debiting, None, 0, Write::Now(Change::Step)),
+            // After two step-only writes, the next waits four intervals.
+            (
+                &validating,
+                &debiting,
+                Some(second),
+                2,
+                Write::After(ms(3000)),
+            ),
+            (
+                &validating,
+                &debiting,
+                Some(ms(4000)),
+                2,
+                Write::Now(Change::Step),
+            ),
             (
                 &debiting,
                 &done,
                 Some(Duration::ZERO),
+                9,
                 Write::Now(Change::Phase),
             ),
             (
                 &debiting,
                 &cancel,
                 Some(Duration::ZERO),
+                9,
                 Write::Now(Change::Phase),
             ),
         ];
-        for (i, (current, desired, since, want)) in cases.into_iter().enumerate() {
-            assert_eq!(pace(current, desired, since, second), want, "case {i}");
+        for (i, (current, desired, since, n, want)) in cases.into_iter().enumerate() {
+            assert_eq!(pace(current, desired, since, n, second), want, "case {i}");
         }
+        assert_eq!(step_gap(second, 0), second);
+        assert_eq!(step_gap(second, 3), 8 * second);
+        assert_eq!(step_gap(second, 40), 32 * second, "capped");
     }
 
     #[test]
@@ -1062,7 +1098,7 @@ mod tests {
         assert_eq!(stored, decided);
         let again = plan(&payment(None, Some(stored.clone())), &wf).status;
         assert_eq!(
-            pace(&stored, &again, None, std::time::Duration::ZERO),
+            pace(&stored, &again, None, 0, std::time::Duration::ZERO),
             Write::Unchanged
         );
     }

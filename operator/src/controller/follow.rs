@@ -8,7 +8,7 @@
 //! Two long polls per running workflow: one that returns only when it
 //! closes (the outcome is shown at once), and one for every event, asked
 //! again no sooner than the pace at which step progress is written
-//! ([`super::decide::pace`]): a history grows by some 25 appends per
+//! ([`super::decide::step_gap`]: 1 s, doubling): a history grows by some 25 appends per
 //! payment, and a poll per append cost the Temporal server more than the
 //! saga's own bookkeeping. No payment is polled on a fixed interval: each
 //! poll waits for the history to change.
@@ -299,6 +299,7 @@ impl Follower {
         let mut token = Vec::new();
         let mut backoff = Duration::from_millis(200);
         let progress = filter == HistoryEventFilterType::AllEvent;
+        let mut progress_polls = 0u32;
         let polls = self
             .polls
             .get_or_create(&super::metrics::FilterLabel {
@@ -308,7 +309,9 @@ impl Follower {
         loop {
             if progress && !token.is_empty() {
                 // The close has its own poll; progress is shown at this pace.
-                tokio::time::sleep(self.progress_gap).await;
+                tokio::time::sleep(super::decide::step_gap(self.progress_gap, progress_polls))
+                    .await;
+                progress_polls += 1;
                 if self.closed(workflow_id) {
                     return;
                 }

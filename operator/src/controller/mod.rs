@@ -76,8 +76,9 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// Consecutive failures per payment, for its backoff (kube has none per object).
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-    /// When each in-flight payment's status was last written (for pacing).
-    pub last_write: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// When each in-flight payment's status was last written, and how many
+    /// step-only writes it had since its last other one (for pacing).
+    pub last_write: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
 }
 
 /// 1 s, 2 s, 4 s … capped at 60 s.
@@ -325,18 +326,19 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
 
-    let since_write = ctx
+    let (since_write, step_writes) = ctx
         .last_write
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&key)
-        .map(|t| t.elapsed());
+        .map_or((None, 0), |(t, n)| (Some(t.elapsed()), *n));
     let current = p.status.clone().unwrap_or_default();
     let mut come_back = None;
     match decide::pace(
         &current,
         &status,
         since_write,
+        step_writes,
         ctx.settings.status_step_interval,
     ) {
         Write::Unchanged => ctx.metrics.status_patch("unchanged"),
@@ -348,10 +350,14 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
             let (progress, closed) = ctx.follower.pending(&id);
             write_status(p, ctx, status, Some(change)).await?;
             ctx.follower.written(&id);
+            let steps = match change {
+                decide::Change::Step => step_writes + 1,
+                decide::Change::Phase => 0,
+            };
             ctx.last_write
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone(), std::time::Instant::now());
+                .insert(key.clone(), (std::time::Instant::now(), steps));
             // Each kind of change, from when it happened to now that it shows.
             let now = std::time::SystemTime::now();
             for (kind, at) in [
