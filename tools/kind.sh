@@ -29,13 +29,16 @@ docker build -t "$image" "$root"
   --set ingressClass.isDefaultClass=true
 
 "$bin/kubectl" create namespace paysaga --dry-run=client -o yaml | "$bin/kubectl" apply -f -
-"$bin/helm" upgrade --install paysaga "$root/charts/paysaga" --namespace paysaga --wait --timeout 10m
+# The demo accounts, and ten for k6 (k6/load.js pays from load-0 … load-9 with USERS=10).
+load_accounts=$(for i in $(seq 0 9); do printf ',load-%s:EUR:1000000000000' "$i"; done)
+"$bin/helm" upgrade --install paysaga "$root/charts/paysaga" --namespace paysaga --wait --timeout 10m \
+  --set-string "worker.seedAccounts=alice:EUR:1000000\,bob:USD:500000${load_accounts//,/\\,}"
 "$bin/helm" test paysaga --namespace paysaga
 
 cat <<MSG
 
 paysaga runs on kind cluster '$cluster'.
   API     : http://localhost/v1/payments
-  k6      : $bin/k6 run -e BASE_URL=http://localhost k6/api-create.js
+  k6      : $bin/k6 run -e BASE_URL=http://localhost -e USERS=10 -e RATE=5 -e DURATION=2m k6/load.js
   kubectl : kubectl --context kind-$cluster -n paysaga get payments -w
 MSG
