@@ -137,9 +137,11 @@ pub async fn run(
     });
     // The cache keeps what reconciling needs: not the managed fields nor
     // kubectl's copy of the last applied object (most of a Payment's bytes).
+    // The initial list comes in pages (a list at any resource version would
+    // come whole from the watch cache: tens of MB at once with 10k Payments).
     let objects = reflector(
         writer,
-        watcher(payments, watcher::Config::default().any_semantic()).modify(|p| {
+        watcher(payments, watcher::Config::default().page_size(250)).modify(|p| {
             p.managed_fields_mut().clear();
             p.annotations_mut()
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
