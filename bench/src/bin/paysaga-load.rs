@@ -28,7 +28,7 @@ struct Cli {
     #[arg(default_value = "k6/load.js")]
     script: String,
     /// Payments per second (load: constant; stress: the sustainable rate the ramp is built on).
-    #[arg(long, env = "RATE", default_value_t = 5.0)]
+    #[arg(long, env = "RATE", default_value_t = 2.0)]
     rate: f64,
     /// How long the load runs.
     #[arg(long, env = "DURATION", default_value = "2m")]
