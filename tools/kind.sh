@@ -14,7 +14,9 @@ if [ ! -x "$bin/kind" ]; then
   GOBIN="$bin" GOTOOLCHAIN=local go install "sigs.k8s.io/kind@v$KIND_VERSION"
 fi
 
-"$bin/kind" get clusters | grep -qx "$cluster" || "$bin/kind" create cluster --name "$cluster" --config "$root/kind-config.yaml"
+# Read whole before grep: with pipefail, grep -q stopping early could fail the pipe.
+clusters=$("$bin/kind" get clusters 2>/dev/null)
+grep -qx "$cluster" <<<"$clusters" || "$bin/kind" create cluster --name "$cluster" --config "$root/kind-config.yaml"
 docker build -t "$image" "$root"
 "$bin/kind" load docker-image "$image" --name "$cluster"
 
