@@ -247,11 +247,10 @@ async fn main() -> anyhow::Result<()> {
                     None
                 }
             };
-            let in_flight = Arc::new(api::admission::InFlight::default());
-            if let Some(client) = &kube
-                && opts.max_payments_in_flight > 0
-            {
-                in_flight.clone().watch(client.clone(), &opts.namespace);
+            let base_url = opts.public_url.trim_end_matches('/').to_string();
+            let watched = Arc::new(api::watched::Watched::new(&base_url));
+            if let Some(client) = &kube {
+                watched.clone().watch(client.clone(), &opts.namespace);
             }
             let state = Arc::new(AppState {
                 workflows: PaymentWorkflows::new(client),
@@ -260,10 +259,10 @@ async fn main() -> anyhow::Result<()> {
                     opts.callback_tolerance_secs,
                 ),
                 kube,
-                in_flight,
+                watched,
                 max_payments_in_flight: opts.max_payments_in_flight,
                 namespace: opts.namespace.clone(),
-                base_url: opts.public_url.trim_end_matches('/').to_string(),
+                base_url,
                 metrics: Default::default(),
             });
             let listener = tokio::net::TcpListener::bind(&opts.listen).await?;

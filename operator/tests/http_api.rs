@@ -450,6 +450,66 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
         assert!(Instant::now() < deadline, "never admitted again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Reads of a payment the watch has shown are answered from it, and say
+    // what the object says. Only this test reads through this API.
+    let reads = |source: &'static str| {
+        let admit = admit.url.clone();
+        async move {
+            let metrics = http()
+                .get(format!("{admit}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            metric_value(
+                &metrics,
+                &format!(r#"paysaga_api_payment_reads_total{{source="{source}"}}"#),
+            )
+        }
+    };
+    for id in &ids {
+        // Once the watch has shown the end (it may lag the object a little)...
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let resp = http()
+                .get(format!("{}/v1/payments/{id}", admit.url))
+                .send()
+                .await
+                .unwrap();
+            if view(resp).await.phase == Phase::Cancelled {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id}: never Cancelled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let object = api.get(id).await.unwrap();
+        let before = (reads("watch").await, reads("apiserver").await);
+        let served: PaymentView = http()
+            .get(format!("{}/v1/payments/{id}", admit.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(served, PaymentView::of(&object, ""), "{id}");
+        let after = (reads("watch").await, reads("apiserver").await);
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            (1.0, 0.0),
+            "{id}: the read did not come from the watch"
+        );
+    }
+}
+
+/// The value of the sample `series` in a Prometheus text page; 0 when absent.
+fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap()))
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! The API's Prometheus metrics: request latency by route and status code.
+//! The API's Prometheus metrics: request latency by route and status code,
+//! and where reads of one payment were answered from.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,6 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -20,8 +22,15 @@ pub struct RouteLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `watch` (the API's own watch) or `apiserver` (a read through it).
+    pub source: &'static str,
+}
+
 pub struct HttpMetrics {
     pub requests: Family<RouteLabels, Histogram>,
+    pub payment_reads: Family<SourceLabels, Counter>,
     registry: Registry,
 }
 
@@ -36,11 +45,27 @@ impl Default for HttpMetrics {
             "HTTP request latency by route and status code",
             requests.clone(),
         );
-        HttpMetrics { requests, registry }
+        let payment_reads = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "payment_reads",
+            "Reads of one payment (GET /v1/payments/{id}) by where they were answered from",
+            payment_reads.clone(),
+        );
+        HttpMetrics {
+            requests,
+            payment_reads,
+            registry,
+        }
     }
 }
 
 impl HttpMetrics {
+    pub fn payment_read(&self, source: &'static str) {
+        self.payment_reads
+            .get_or_create(&SourceLabels { source })
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -2,12 +2,12 @@
 //! Payment objects are the only state. Errors are RFC 9457
 //! `application/problem+json`. One instance serves one namespace.
 
-pub mod admission;
 pub mod callbacks;
 pub mod metrics;
 pub mod openapi;
 pub mod payments;
 pub mod problem;
+pub mod watched;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +33,9 @@ pub struct AppState {
     /// `None` when no Kubernetes credentials were found: the API then only
     /// receives gateway callbacks, and `/v1/payments` answers 503.
     pub kube: Option<kube::Client>,
-    /// Payments accepted and not finished (see [`admission`]).
-    pub in_flight: Arc<admission::InFlight>,
+    /// The namespace's Payments as the API's watch shows them: admission
+    /// and reads (see [`watched`]).
+    pub watched: Arc<watched::Watched>,
     /// Refuse new payments at this many in flight; 0: no limit.
     pub max_payments_in_flight: usize,
     /// The namespace Payments are made in and read from.

@@ -1,5 +1,6 @@
 //! `/v1/payments`: create (idempotent by key), read, list, cancel. Every
-//! answer comes from, or goes to, the Payment object.
+//! answer comes from, or goes to, the Payment object; a read of one payment
+//! from the API's watch of it when that is current (see [`super::watched`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::admission::Admit;
+use super::watched::Admit;
 use super::problem::Problem;
 
 /// Annotation holding the SHA-256 of the idempotency key a Payment was made with.
@@ -110,7 +111,7 @@ pub async fn create(
         Ok(api) => api,
         Err(p) => return p.into_response(),
     };
-    if let Admit::Full { in_flight, limit } = state.in_flight.admit(state.max_payments_in_flight) {
+    if let Admit::Full { in_flight, limit } = state.watched.admit(state.max_payments_in_flight) {
         let mut resp = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -149,7 +150,7 @@ pub async fn create(
     match api.create(&PostParams::default(), &payment).await {
         Ok(created) => {
             if let Some(uid) = &created.metadata.uid {
-                state.in_flight.created(uid);
+                state.watched.created(uid);
             }
             accepted(PaymentView::of(&created, &state.base_url), false)
         }
@@ -174,10 +175,15 @@ pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> 
     if !valid_name(&id) {
         return not_found(&id);
     }
+    if let Some(view) = state.watched.view(&id) {
+        state.metrics.payment_read("watch");
+        return Json(view.as_ref()).into_response();
+    }
     let api = match state.payments() {
         Ok(api) => api,
         Err(p) => return p.into_response(),
     };
+    state.metrics.payment_read("apiserver");
     match api.get(&id).await {
         Ok(p) => Json(PaymentView::of(&p, &state.base_url)).into_response(),
         Err(e) => kube_problem(e, &format!("payment {id}")).into_response(),

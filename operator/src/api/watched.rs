@@ -1,13 +1,22 @@
-//! Admission by work in flight: the API refuses new payments (429 with
+//! The API's watch of its namespace's Payments, and the two things it
+//! serves from it.
+//!
+//! **Admission by work in flight**: the API refuses new payments (429 with
 //! `Retry-After`) while too many accepted ones have not finished. Creating a
 //! Payment object is cheap; running its saga is not. Without this, a client
 //! faster than the sagas grows a backlog without bound and every payment in
 //! it waits longer; with it, the excess is refused before anything is
-//! created, so nothing accepted is lost or left waiting for minutes.
+//! created, so nothing accepted is lost or left waiting for minutes. One not
+//! in a terminal phase is in flight. Every replica watches the same objects,
+//! so they agree (the limit is soft by a few requests under a burst).
 //!
-//! The count comes from a watch of the namespace's Payments: one not in a
-//! terminal phase is in flight. Every replica watches the same objects, so
-//! they agree (the limit is soft by a few requests under a burst).
+//! **Reads**: `GET /v1/payments/{id}` answers from the watch's view of the
+//! object when it has one, instead of a read through the API server. Clients
+//! follow a payment by polling it, about ten times a payment under load, and
+//! those reads were the largest share of what the API server spent on a
+//! payment. The view lags the object by the watch's delay (milliseconds);
+//! a payment the watch has not shown yet (just created), and every read while
+//! the watch is failing, goes to the API server as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,15 +26,34 @@ use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
+use paysaga_api::http::PaymentView;
 use paysaga_api::{Payment, Phase};
 
-/// Payments accepted and not finished, by uid.
+/// What the watch knows of one Payment.
+struct Seen {
+    uid: String,
+    in_flight: bool,
+    /// `None` when the object did not parse as a Payment.
+    view: Option<Arc<PaymentView>>,
+}
+
 #[derive(Default)]
-pub struct InFlight {
-    /// uid → still in flight.
-    payments: Mutex<HashMap<String, bool>>,
+struct Known {
+    /// By name.
+    payments: HashMap<String, Seen>,
+    /// uids of payments created here that the watch has not shown yet.
+    created: HashMap<String, ()>,
+}
+
+/// The Payments of the namespace as the watch last showed them.
+pub struct Watched {
+    known: Mutex<Known>,
     /// The watch has listed everything once.
     synced: AtomicBool,
+    /// The watch's last answer was not an error: views are current.
+    fresh: AtomicBool,
+    /// Prefix of the views' `statusUrl`s.
+    base_url: String,
 }
 
 /// Whether to take one more payment.
@@ -39,22 +67,50 @@ pub enum Admit {
     },
 }
 
-fn in_flight(o: &DynamicObject) -> bool {
+fn seen(o: &DynamicObject, base_url: &str) -> Option<(String, Seen)> {
+    let name = o.metadata.name.clone()?;
+    let uid = o.metadata.uid.clone()?;
+    let view = match o.clone().try_parse::<Payment>() {
+        Ok(p) => Some(Arc::new(PaymentView::of(&p, base_url))),
+        Err(e) => {
+            tracing::warn!(payment = %name, error = %e, "a Payment that does not parse; reads of it go to the API server");
+            None
+        }
+    };
     let phase = o
         .data
         .get("status")
         .and_then(|s| s.get("phase"))
         .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
-    !phase.is_some_and(Phase::is_terminal)
+    let in_flight = !phase.is_some_and(Phase::is_terminal);
+    Some((
+        name,
+        Seen {
+            uid,
+            in_flight,
+            view,
+        },
+    ))
 }
 
-impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
-        self.payments.lock().unwrap_or_else(|e| e.into_inner())
+impl Watched {
+    pub fn new(base_url: &str) -> Self {
+        Watched {
+            known: Mutex::default(),
+            synced: AtomicBool::new(false),
+            fresh: AtomicBool::new(false),
+            base_url: base_url.to_string(),
+        }
     }
 
-    pub fn count(&self) -> usize {
-        self.lock().values().filter(|f| **f).count()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Payments accepted and not finished.
+    pub fn in_flight(&self) -> usize {
+        let known = self.lock();
+        known.payments.values().filter(|s| s.in_flight).count() + known.created.len()
     }
 
     /// Decides for one more payment. Until the watch has synced, and with a
@@ -63,7 +119,7 @@ impl InFlight {
         if limit == 0 || !self.synced.load(Ordering::Relaxed) {
             return Admit::Yes;
         }
-        let in_flight = self.count();
+        let in_flight = self.in_flight();
         if in_flight >= limit {
             Admit::Full { in_flight, limit }
         } else {
@@ -73,46 +129,71 @@ impl InFlight {
 
     /// A payment just created here counts at once, before the watch tells.
     pub fn created(&self, uid: &str) {
-        self.lock().entry(uid.to_string()).or_insert(true);
+        let mut known = self.lock();
+        if !known.payments.values().any(|s| s.uid == uid) {
+            known.created.insert(uid.to_string(), ());
+        }
+    }
+
+    /// The payment `name` as the watch last showed it; `None` when the watch
+    /// has not shown it or is not current (read it from the API server).
+    pub fn view(&self, name: &str) -> Option<Arc<PaymentView>> {
+        if !self.fresh.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.lock().payments.get(name).and_then(|s| s.view.clone())
     }
 
     fn apply(&self, o: &DynamicObject) {
-        if let Some(uid) = &o.metadata.uid {
-            self.lock().insert(uid.clone(), in_flight(o));
+        if let Some((name, s)) = seen(o, &self.base_url) {
+            let mut known = self.lock();
+            known.created.remove(&s.uid);
+            known.payments.insert(name, s);
         }
     }
 
     fn delete(&self, o: &DynamicObject) {
-        if let Some(uid) = &o.metadata.uid {
-            self.lock().remove(uid);
+        if let Some(name) = &o.metadata.name {
+            let mut known = self.lock();
+            if let Some(s) = known.payments.remove(name) {
+                known.created.remove(&s.uid);
+            }
         }
     }
 
-    /// Keeps the count from a watch of `namespace`'s Payments, until the process ends.
+    /// Keeps the view from a watch of `namespace`'s Payments, until the process ends.
     pub fn watch(self: Arc<Self>, client: kube::Client, namespace: &str) {
         let resource = ApiResource::erase::<Payment>(&());
         let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &resource);
         tokio::spawn(async move {
-            let mut init: HashMap<String, bool> = HashMap::new();
+            let mut init: HashMap<String, Seen> = HashMap::new();
             let mut events = watcher(api, watcher::Config::default().any_semantic())
                 .default_backoff()
                 .boxed();
             while let Some(event) = events.next().await {
+                if event.is_ok() {
+                    self.fresh.store(true, Ordering::Relaxed);
+                }
                 match event {
                     Ok(Event::Init) => init.clear(),
-                    Ok(Event::InitApply(o)) => {
-                        if let Some(uid) = o.metadata.uid.clone() {
-                            init.insert(uid, in_flight(&o));
-                        }
-                    }
+                    Ok(Event::InitApply(o)) => init.extend(seen(&o, &self.base_url)),
                     Ok(Event::InitDone) => {
-                        *self.lock() = std::mem::take(&mut init);
+                        let mut known = self.lock();
+                        known.payments = std::mem::take(&mut init);
+                        let listed: Vec<String> =
+                            known.payments.values().map(|s| s.uid.clone()).collect();
+                        for uid in listed {
+                            known.created.remove(&uid);
+                        }
+                        drop(known);
                         self.synced.store(true, Ordering::Relaxed);
                     }
                     Ok(Event::Apply(o)) => self.apply(&o),
                     Ok(Event::Delete(o)) => self.delete(&o),
                     Err(e) => {
-                        tracing::warn!(error = %e, "watching Payments for admission failed; retrying")
+                        // Until the watch answers again, reads go to the API server.
+                        self.fresh.store(false, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "watching Payments failed; retrying")
                     }
                 }
             }
@@ -124,37 +205,61 @@ impl InFlight {
 mod tests {
     use super::*;
 
-    fn obj(uid: &str, phase: Option<&str>) -> DynamicObject {
-        let mut o = DynamicObject::new("p", &ApiResource::erase::<Payment>(&()));
-        o.metadata.uid = Some(uid.into());
+    fn obj(name: &str, phase: Option<&str>) -> DynamicObject {
+        let mut o = DynamicObject::new(name, &ApiResource::erase::<Payment>(&()));
+        o.metadata.uid = Some(format!("uid-{name}"));
+        o.data = serde_json::json!({"spec": {
+            "userId": "u", "amount": 100, "currency": "EUR", "method": "card"
+        }});
         if let Some(phase) = phase {
-            o.data = serde_json::json!({"status": {"phase": phase}});
+            o.data["status"] = serde_json::json!({"phase": phase});
         }
         o
     }
 
     #[test]
     fn only_payments_not_finished_count_and_the_limit_refuses() {
-        let f = InFlight::default();
-        f.apply(&obj("a", None));
-        f.apply(&obj("b", Some("Processing")));
-        f.apply(&obj("c", Some("Succeeded")));
-        f.created("d");
-        assert_eq!(f.count(), 3);
-        assert_eq!(f.admit(3), Admit::Yes, "not synced yet: admitted");
-        f.synced.store(true, Ordering::Relaxed);
+        let w = Watched::new("");
+        w.apply(&obj("a", None));
+        w.apply(&obj("b", Some("Processing")));
+        w.apply(&obj("c", Some("Succeeded")));
+        w.created("uid-d");
+        w.created("uid-a");
+        assert_eq!(w.in_flight(), 3, "a, b and d; a counted once");
+        assert_eq!(w.admit(3), Admit::Yes, "not synced yet: admitted");
+        w.synced.store(true, Ordering::Relaxed);
         assert_eq!(
-            f.admit(3),
+            w.admit(3),
             Admit::Full {
                 in_flight: 3,
                 limit: 3
             }
         );
-        assert_eq!(f.admit(4), Admit::Yes);
-        assert_eq!(f.admit(0), Admit::Yes, "0 = no limit");
-        f.apply(&obj("b", Some("Failed")));
-        f.delete(&obj("a", None));
-        assert_eq!(f.count(), 1);
-        assert_eq!(f.admit(3), Admit::Yes);
+        assert_eq!(w.admit(4), Admit::Yes);
+        assert_eq!(w.admit(0), Admit::Yes, "0 = no limit");
+        w.apply(&obj("b", Some("Failed")));
+        w.delete(&obj("a", None));
+        w.apply(&obj("d", Some("Succeeded")));
+        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.admit(3), Admit::Yes);
+    }
+
+    #[test]
+    fn reads_are_served_only_while_the_watch_is_current() {
+        let w = Watched::new("http://api");
+        w.apply(&obj("a", Some("Processing")));
+        assert!(w.view("a").is_none(), "no answer from the watch yet");
+        w.fresh.store(true, Ordering::Relaxed);
+        let v = w.view("a").expect("seen");
+        assert_eq!(v.phase, Phase::Processing);
+        assert_eq!(v.status_url, "http://api/v1/payments/a");
+        w.apply(&obj("a", Some("Succeeded")));
+        assert_eq!(w.view("a").expect("seen").phase, Phase::Succeeded);
+        assert!(w.view("b").is_none(), "not seen: read through");
+        w.delete(&obj("a", None));
+        assert!(w.view("a").is_none());
+        w.apply(&obj("a", Some("Processing")));
+        w.fresh.store(false, Ordering::Relaxed);
+        assert!(w.view("a").is_none(), "the watch failed: read through");
     }
 }
