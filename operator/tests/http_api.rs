@@ -508,7 +508,10 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
 /// The value of the sample `series` in a Prometheus text page; 0 when absent.
 fn metric_value(page: &str, series: &str) -> f64 {
     page.lines()
-        .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
         .unwrap_or(0.0)
 }
 

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::watched::Admit;
 use super::problem::Problem;
+use super::watched::Admit;
 
 /// Annotation holding the SHA-256 of the idempotency key a Payment was made with.
 const IDEMPOTENCY_ANNOTATION: &str = "paysaga.dev/idempotency-key-sha256";

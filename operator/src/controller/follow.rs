@@ -178,7 +178,7 @@ struct Entry {
 #[derive(Clone)]
 pub struct Follower {
     client: Client,
-    tx: mpsc::Sender<ObjectRef<super::Guarded>>,
+    tx: mpsc::Sender<ObjectRef<super::Cached>>,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
     /// The least time between two polls for progress.
     progress_gap: Duration,
@@ -194,7 +194,7 @@ impl Follower {
         client: Client,
         progress_gap: Duration,
         metrics: &super::metrics::Metrics,
-    ) -> (Follower, mpsc::Receiver<ObjectRef<super::Guarded>>) {
+    ) -> (Follower, mpsc::Receiver<ObjectRef<super::Cached>>) {
         let (tx, rx) = mpsc::channel(4096);
         let f = Follower {
             client,
@@ -216,7 +216,7 @@ impl Follower {
     }
 
     /// Follows `workflow_id` (once) and wakes `obj` on each change.
-    pub fn ensure(&self, workflow_id: &str, obj: ObjectRef<super::Guarded>) {
+    pub fn ensure(&self, workflow_id: &str, obj: ObjectRef<super::Cached>) {
         let mut entries = self.lock();
         let entry = entries.entry(workflow_id.to_string()).or_default();
         if entry.task.is_some() || entry.view.closed.is_some() {
@@ -277,7 +277,7 @@ impl Follower {
         }
     }
 
-    async fn wake(&self, obj: &ObjectRef<super::Guarded>) -> bool {
+    async fn wake(&self, obj: &ObjectRef<super::Cached>) -> bool {
         self.tx.send(obj.clone()).await.is_ok()
     }
 
@@ -292,7 +292,7 @@ impl Follower {
     async fn follow(
         &self,
         workflow_id: &str,
-        obj: &ObjectRef<super::Guarded>,
+        obj: &ObjectRef<super::Cached>,
         filter: HistoryEventFilterType,
     ) {
         let mut client = self.client.clone();

@@ -8,6 +8,7 @@
 //! from the objects (create, annotate, delete) and from the workflows'
 //! histories ([`follow`]), not from a fixed short poll.
 
+pub mod cached;
 pub mod decide;
 pub mod follow;
 pub mod metrics;
@@ -19,11 +20,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -31,6 +30,7 @@ use paysaga_api::names::{CONTROLLER_FIELD_MANAGER, FINALIZER, workflow_id};
 use paysaga_api::{Payment, PaymentStatus, Phase};
 
 use crate::temporal::{Observation, PaymentWorkflows, Started, TemporalError};
+use cached::{Cached, key_of};
 use decide::{Facts, Settings, Write, decide, payment_workflow_id, reasons};
 use follow::Follower;
 
@@ -99,7 +99,7 @@ pub async fn run(
     metrics: Arc<metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let payments: Api<Guarded> = Api::all(client.clone());
+    let payments: Api<Cached> = Api::all(client.clone());
     let (follower, rx) = Follower::new(temporal.clone(), settings.status_step_interval, &metrics);
     let reporter = Reporter {
         controller: "paysaga-controller".into(),
@@ -135,17 +135,12 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(if ok { 15 } else { 2 })).await;
         }
     });
-    // The cache keeps what reconciling needs: not the managed fields nor
-    // kubectl's copy of the last applied object (most of a Payment's bytes).
-    // The initial list comes in pages (a list at any resource version would
-    // come whole from the watch cache: tens of MB at once with 10k Payments).
+    // The cache keeps each Payment compact ([`cached`]). The initial list
+    // comes in pages (a list at any resource version would come whole from
+    // the watch cache: tens of MB at once with 10k Payments).
     let objects = reflector(
         writer,
-        watcher(payments, watcher::Config::default().page_size(250)).modify(|p| {
-            p.managed_fields_mut().clear();
-            p.annotations_mut()
-                .remove("kubectl.kubernetes.io/last-applied-configuration");
-        }),
+        watcher(payments, watcher::Config::default().page_size(250)),
     )
     .default_backoff()
     .touched_objects()
@@ -164,14 +159,6 @@ pub async fn run(
         .await;
 }
 
-/// Payments as the controller reads them: one that does not deserialize is
-/// kept (with its metadata) instead of failing the whole watch.
-pub type Guarded = DeserializeGuard<Payment>;
-
-fn guarded_ref(p: &Payment) -> ObjectRef<Guarded> {
-    ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default())
-}
-
 #[tracing::instrument(skip_all, fields(
     payment = %g.name_any(),
     namespace = g.namespace().unwrap_or_default(),
@@ -181,10 +168,10 @@ fn guarded_ref(p: &Payment) -> ObjectRef<Guarded> {
         g.meta().uid.as_deref().unwrap_or_default(),
     ),
 ))]
-async fn reconcile(g: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(g: Arc<Cached>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
-    let p = match &g.0 {
-        Ok(p) => Arc::new(p.clone()),
+    let p = match g.payment() {
+        Ok(p) => Arc::new(p),
         Err(invalid) => {
             // Permanently invalid until someone changes it: say so, and wait
             // for a change rather than retrying. The other payments go on.
@@ -224,7 +211,7 @@ async fn reconcile(g: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> 
 
 /// What, in a Payment, calls for a reconcile: its identity, spec, cancel
 /// annotation, finalizers and deletion — everything but its status.
-fn relevant_change(p: &Guarded) -> Option<u64> {
+fn relevant_change(p: &Cached) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let meta = p.meta();
@@ -285,7 +272,7 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
                 // Started before (by us before a restart, or another
                 // replica): follow it and let its history tell the rest.
                 tracing::debug!(workflow_id = %id, "workflow already started");
-                ctx.follower.ensure(&id, guarded_ref(p));
+                ctx.follower.ensure(&id, key_of(p));
                 return Ok(Action::requeue(Duration::from_secs(300)));
             }
         }
@@ -395,7 +382,7 @@ async fn apply(p: &Payment, ctx: &Context) -> Result<Action, Error> {
             None => Ok(Action::await_change()),
         }
     } else {
-        ctx.follower.ensure(&id, guarded_ref(p));
+        ctx.follower.ensure(&id, key_of(p));
         // Progress arrives through the follower; the requeue is a safety net,
         // or the end of a paced write's wait.
         Ok(Action::requeue(
@@ -484,7 +471,7 @@ async fn cleanup(p: &Payment, ctx: &Context) -> Result<Action, Error> {
                 )
                 .await;
             }
-            ctx.follower.ensure(&id, guarded_ref(p));
+            ctx.follower.ensure(&id, key_of(p));
             // Not done until the workflow closes; its wake-up brings us back.
             Err(Error::StillCompensating(id))
         }
@@ -562,7 +549,7 @@ async fn publish(
     }
 }
 
-fn error_policy(p: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(p: Arc<Cached>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failure(error.category());
     if let Error::Finalizer(inner) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::StillCompensating(_)) =
