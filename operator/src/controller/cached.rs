@@ -1,36 +1,66 @@
 //! A Payment as the controller's cache holds it.
 //!
 //! The cache holds every Payment in the cluster, finished ones too, for as
-//! long as they exist. Held as deserialized objects, a finished Payment took
-//! about 5 KB (its conditions alone are some thirty small allocations); held
-//! as its JSON text, with the few metadata fields the watch and the wake-up
-//! filter read kept beside it, it takes about half. A reconcile parses the
-//! text again (tens of microseconds, a few times per payment).
+//! long as they exist: most of them, soon, are finished. Held as
+//! deserialized objects, a finished Payment took about 5 KB (its conditions
+//! alone are some thirty small allocations). Here:
 //!
-//! What is not kept at all: the managed fields and kubectl's copy of the
-//! last applied object, which reconciling never reads.
+//! - a Payment whose status records how it ended (a terminal phase and its
+//!   completion time, [`decide::records_the_end`]) is held as the few
+//!   metadata fields the watch and the wake-up filter read, and when it
+//!   ended. Nothing in it is left to reconcile until someone changes it
+//!   (deletes it, asks to cancel it) or its TTL runs out; then reconcile
+//!   reads it whole from the API server, once;
+//! - any other Payment is held as the same metadata and the object's JSON
+//!   text, parsed again at each reconcile (tens of microseconds, a few
+//!   times per payment).
+//!
+//! Never kept: the managed fields and kubectl's copy of the last applied
+//! object, which reconciling never reads.
 
 use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 use kube::core::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use paysaga_api::Payment;
 use paysaga_api::names::CANCEL_ANNOTATION;
 use serde::{Deserialize, Deserializer};
 
+use super::decide;
+
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// One Payment: the metadata the watch and the wake-up filter need, and the
-/// whole object as JSON. An object that does not parse as a Payment is kept
-/// too (its error shows at reconcile), instead of failing the whole watch.
+/// One Payment: the metadata the watch and the wake-up filter need, and
+/// either the whole object or when it ended. An object that does not parse
+/// as a Payment is kept too (its error shows at reconcile), instead of
+/// failing the whole watch.
 #[derive(Clone, Debug)]
 pub struct Cached {
     /// Name, namespace, uid, resourceVersion, generation, finalizers,
     /// deletion time and the cancel annotation: nothing else.
     meta: ObjectMeta,
+    body: Body,
+}
+
+#[derive(Clone, Debug)]
+enum Body {
     /// The object without its managed fields and last-applied copy.
-    json: Box<str>,
+    Json(Box<str>),
+    /// Its status records how it ended, at this time.
+    Finished(Timestamp),
+}
+
+/// What reconcile gets from the cache.
+#[derive(Debug)]
+pub enum Held {
+    Payment(Box<Payment>),
+    /// Finished at this time; read it from the API server if there is
+    /// anything to do.
+    Finished(Timestamp),
+    /// Not a Payment: why.
+    Invalid(serde_json::Error),
 }
 
 impl Cached {
@@ -61,15 +91,35 @@ impl Cached {
             annotations: cancel,
             ..ObjectMeta::default()
         };
-        Cached {
-            meta,
-            json: v.to_string().into_boxed_str(),
+        let ended = serde_json::from_value::<Payment>(v.clone())
+            .ok()
+            .filter(decide::records_the_end)
+            .and_then(|p| p.status?.completed_at);
+        let body = match ended {
+            Some(at) => Body::Finished(at.0),
+            None => Body::Json(v.to_string().into_boxed_str()),
+        };
+        Cached { meta, body }
+    }
+
+    pub fn held(&self) -> Held {
+        match &self.body {
+            Body::Json(json) => match serde_json::from_str(json) {
+                Ok(p) => Held::Payment(Box::new(p)),
+                Err(e) => Held::Invalid(e),
+            },
+            Body::Finished(at) => Held::Finished(*at),
         }
     }
 
-    /// The Payment, or why it is not one.
-    pub fn payment(&self) -> Result<Payment, serde_json::Error> {
-        serde_json::from_str(&self.json)
+    /// Whether someone asked something of it: a delete, or a cancel.
+    pub fn asked(&self) -> bool {
+        self.meta.deletion_timestamp.is_some()
+            || self
+                .meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(CANCEL_ANNOTATION))
     }
 }
 
@@ -118,6 +168,7 @@ mod tests {
     use paysaga_api::Phase;
     use serde_json::json;
 
+    /// A Payment in flight (no completion time yet).
     fn object() -> serde_json::Value {
         json!({
             "apiVersion": "paysaga.dev/v1alpha1",
@@ -128,26 +179,39 @@ mod tests {
                 "finalizers": ["paysaga.dev/workflow"],
                 "annotations": {
                     "paysaga.dev/accepted-at": "2026-11-25T10:00:00.123Z",
-                    CANCEL_ANNOTATION: "changed my mind",
                     LAST_APPLIED: "{\"a\": \"long copy\"}"
                 },
                 "managedFields": [{"manager": "paysaga-controller", "operation": "Apply",
                                    "fieldsV1": {"f:status": {"f:phase": {}}}}]
             },
             "spec": {"userId": "alice", "amount": 1250, "currency": "EUR", "method": "card"},
-            "status": {"phase": "Succeeded", "conditions": [
-                {"type": "Charged", "status": "True", "reason": "Charged", "message": "ok",
+            "status": {"phase": "Processing", "step": "Charge", "conditions": [
+                {"type": "Validated", "status": "True", "reason": "Succeeded", "message": "",
                  "lastTransitionTime": "2026-11-25T10:00:01Z"}
             ]}
         })
     }
 
+    fn finished() -> serde_json::Value {
+        let mut o = object();
+        o["status"]["phase"] = json!("Succeeded");
+        o["status"]["completedAt"] = json!("2026-11-25T10:00:02Z");
+        o
+    }
+
+    fn payment(c: &Cached) -> Payment {
+        match c.held() {
+            Held::Payment(p) => *p,
+            other => panic!("not held whole: {other:?}"),
+        }
+    }
+
     #[test]
-    fn keeps_the_whole_payment_but_what_reconciling_never_reads() {
+    fn keeps_the_whole_payment_in_flight_but_what_reconciling_never_reads() {
         let c = Cached::from_value(object());
-        let p = c.payment().unwrap();
+        let p = payment(&c);
         assert_eq!(p.spec.amount, 1250);
-        assert_eq!(p.status.as_ref().unwrap().phase, Some(Phase::Succeeded));
+        assert_eq!(p.status.as_ref().unwrap().phase, Some(Phase::Processing));
         assert_eq!(p.status.as_ref().unwrap().conditions.len(), 1);
         assert_eq!(
             p.metadata
@@ -162,12 +226,37 @@ mod tests {
         assert!(annotations.contains_key("paysaga.dev/accepted-at"));
         assert!(!annotations.contains_key(LAST_APPLIED));
         assert!(p.metadata.managed_fields.is_none());
-        assert!(!c.json.contains("managedFields") && !c.json.contains("long copy"));
+    }
+
+    #[test]
+    fn a_recorded_end_is_held_as_when_it_ended() {
+        let c = Cached::from_value(finished());
+        match c.held() {
+            Held::Finished(at) => assert_eq!(at.to_string(), "2026-11-25T10:00:02Z"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!c.asked());
+        // A terminal phase without its completion time is not a recorded end.
+        let mut o = finished();
+        o["status"]["completedAt"] = serde_json::Value::Null;
+        assert!(matches!(Cached::from_value(o).held(), Held::Payment(_)));
+    }
+
+    #[test]
+    fn a_delete_or_a_cancel_is_asking() {
+        let mut o = finished();
+        o["metadata"]["annotations"][CANCEL_ANNOTATION] = json!("changed my mind");
+        assert!(Cached::from_value(o).asked());
+        let mut o = finished();
+        o["metadata"]["deletionTimestamp"] = json!("2026-11-25T10:01:00Z");
+        assert!(Cached::from_value(o).asked());
     }
 
     #[test]
     fn the_metadata_beside_it_is_what_the_watch_and_the_filter_read() {
-        let c = Cached::from_value(object());
+        let mut o = finished();
+        o["metadata"]["annotations"][CANCEL_ANNOTATION] = json!("changed my mind");
+        let c = Cached::from_value(o);
         let m = c.meta();
         assert_eq!(c.name_any(), "p1");
         assert_eq!(c.namespace().as_deref(), Some("shop"));
@@ -185,11 +274,13 @@ mod tests {
 
     #[test]
     fn an_object_that_is_not_a_payment_is_kept_with_its_error() {
-        let mut o = object();
+        let mut o = finished();
         o["spec"]["amount"] = json!("twelve");
         let c: Cached = serde_json::from_value(o).unwrap();
         assert_eq!(c.name_any(), "p1");
-        let e = c.payment().unwrap_err().to_string();
-        assert!(e.contains("invalid type"), "{e}");
+        match c.held() {
+            Held::Invalid(e) => assert!(e.to_string().contains("invalid type"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

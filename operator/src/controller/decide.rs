@@ -265,6 +265,19 @@ pub fn records_the_end(p: &Payment) -> bool {
         .is_some_and(|s| s.phase.is_some_and(Phase::is_terminal) && s.completed_at.is_some())
 }
 
+/// How long a payment that ended at `ended` has left before its TTL runs
+/// out (zero: it has); `None` when finished payments are kept.
+pub fn ttl_left(
+    ended: Timestamp,
+    settings: &Settings,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let ttl = settings.finished_ttl?;
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let left_ms = ended.as_millisecond().saturating_add(ttl_ms) - now.as_millisecond();
+    Some(std::time::Duration::from_millis(left_ms.max(0) as u64))
+}
+
 /// The status once the workflow has started: it runs from now on.
 pub fn started(mut status: PaymentStatus, run_id: String, now: Timestamp) -> PaymentStatus {
     status.run_id = Some(run_id);
@@ -503,11 +516,9 @@ pub fn decide(facts: &Facts<'_>, settings: &Settings) -> Plan {
     }
 
     if plan.finished
-        && let (Some(ttl), Some(done)) = (settings.finished_ttl, status.completed_at.as_ref())
+        && let Some(done) = status.completed_at.as_ref()
     {
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let left_ms = done.0.as_millisecond().saturating_add(ttl_ms) - facts.now.as_millisecond();
-        plan.expires_in = Some(std::time::Duration::from_millis(left_ms.max(0) as u64));
+        plan.expires_in = ttl_left(done.0, settings, facts.now);
     }
     plan.status = status;
     plan

@@ -30,7 +30,7 @@ use paysaga_api::names::{CONTROLLER_FIELD_MANAGER, FINALIZER, workflow_id};
 use paysaga_api::{Payment, PaymentStatus, Phase};
 
 use crate::temporal::{Observation, PaymentWorkflows, Started, TemporalError};
-use cached::{Cached, key_of};
+use cached::{Cached, Held, key_of};
 use decide::{Facts, Settings, Write, decide, payment_workflow_id, reasons};
 use follow::Follower;
 
@@ -45,6 +45,8 @@ pub enum Error {
     Cancel(#[source] crate::temporal::SignalError),
     #[error("failed to write status: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("failed to read the payment: {0}")]
+    Read(#[source] kube::Error),
     #[error("failed to delete an expired payment: {0}")]
     Expire(#[source] kube::Error),
     /// Deleted while in flight: the object stays until compensation is done.
@@ -59,7 +61,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Observe(_) | Error::Start(_) | Error::Cancel(_) => "temporal",
-            Error::WriteStatus(_) | Error::Expire(_) => "kubernetes",
+            Error::WriteStatus(_) | Error::Expire(_) | Error::Read(_) => "kubernetes",
             Error::Finalizer(_) => "finalizer",
             Error::StillCompensating(_) => "waiting",
         }
@@ -170,9 +172,27 @@ pub async fn run(
 ))]
 async fn reconcile(g: Arc<Cached>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
-    let p = match g.payment() {
-        Ok(p) => Arc::new(p),
-        Err(invalid) => {
+    let ns = g.namespace().unwrap_or_default();
+    let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &ns);
+    let p = match g.held() {
+        Held::Payment(p) => Arc::new(*p),
+        Held::Finished(ended) => {
+            // Nothing to do for a finished payment nobody asked anything of,
+            // but to wait for its TTL; otherwise read it whole, once.
+            if !g.asked() {
+                match decide::ttl_left(ended, &ctx.settings, Timestamp::now()) {
+                    None => return Ok(Action::await_change()),
+                    Some(left) if !left.is_zero() => return Ok(Action::requeue(left)),
+                    Some(_) => {}
+                }
+            }
+            match api.get_opt(&g.name_any()).await {
+                Ok(Some(p)) => Arc::new(p),
+                Ok(None) => return Ok(Action::await_change()),
+                Err(e) => return Err(Error::Read(e)),
+            }
+        }
+        Held::Invalid(invalid) => {
             // Permanently invalid until someone changes it: say so, and wait
             // for a change rather than retrying. The other payments go on.
             ctx.metrics.failure("invalid");
@@ -190,8 +210,6 @@ async fn reconcile(g: Arc<Cached>, ctx: Arc<Context>) -> Result<Action, Error> {
         }
     };
     let key = object_key(g.as_ref());
-    let ns = p.namespace().unwrap_or_default();
-    let api: Api<Payment> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, p, |event| async {
         match event {
             Finalizer::Apply(p) => apply(&p, &ctx).await,
