@@ -30,7 +30,9 @@ export const options = {
   thresholds: {
     http_req_failed: ['rate<0.001'],
     'http_req_duration{name:create}': ['p(95)<250'],
-    payment_e2e: ['p(95)<10000'],
+    // Payments that waited out the confirmation timer (MIX timeout=…) take
+    // that long by design; the latency threshold is on the others.
+    'payment_e2e{timer:no}': ['p(95)<10000'],
     payment_completed: ['rate>0.999'],
     checks: ['rate>0.999'],
     dropped_iterations: ['count<1'],

@@ -249,6 +249,15 @@ fn report(
             ms("payment_e2e", "p(99)")
         ),
     );
+    row(
+        "the same, without payments that waited out the confirmation timer",
+        format!(
+            "{} / {} / {}",
+            ms("payment_e2e{timer:no}", "p(50)"),
+            ms("payment_e2e{timer:no}", "p(95)"),
+            ms("payment_e2e{timer:no}", "p(99)")
+        ),
+    );
     row("followed to the end", pct("payment_completed"));
     let failed = s.failed_thresholds();
     row(
