@@ -179,16 +179,20 @@ async fn reconcile(g: Arc<Cached>, ctx: Arc<Context>) -> Result<Action, Error> {
         Held::Finished(ended) => {
             // Nothing to do for a finished payment nobody asked anything of,
             // but to wait for its TTL; otherwise read it whole, once.
+            let done = |action| {
+                forget_failures(&ctx, g.as_ref());
+                Ok(action)
+            };
             if !g.asked() {
                 match decide::ttl_left(ended, &ctx.settings, Timestamp::now()) {
-                    None => return Ok(Action::await_change()),
-                    Some(left) if !left.is_zero() => return Ok(Action::requeue(left)),
+                    None => return done(Action::await_change()),
+                    Some(left) if !left.is_zero() => return done(Action::requeue(left)),
                     Some(_) => {}
                 }
             }
             match api.get_opt(&g.name_any()).await {
                 Ok(Some(p)) => Arc::new(p),
-                Ok(None) => return Ok(Action::await_change()),
+                Ok(None) => return done(Action::await_change()),
                 Err(e) => return Err(Error::Read(e)),
             }
         }
@@ -209,7 +213,6 @@ async fn reconcile(g: Arc<Cached>, ctx: Arc<Context>) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
     };
-    let key = object_key(g.as_ref());
     let result = finalizer(&api, FINALIZER, p, |event| async {
         match event {
             Finalizer::Apply(p) => apply(&p, &ctx).await,
@@ -219,12 +222,17 @@ async fn reconcile(g: Arc<Cached>, ctx: Arc<Context>) -> Result<Action, Error> {
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     if result.is_ok() {
-        ctx.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        forget_failures(&ctx, g.as_ref());
     }
     result
+}
+
+/// A reconcile succeeded: the payment's next failure backs off from the start.
+fn forget_failures(ctx: &Context, p: &Cached) {
+    ctx.failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&object_key(p));
 }
 
 /// What, in a Payment, calls for a reconcile: its identity, spec, cancel
