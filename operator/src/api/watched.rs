@@ -171,21 +171,26 @@ impl Watched {
                 .default_backoff()
                 .boxed();
             while let Some(event) = events.next().await {
-                if event.is_ok() {
-                    self.fresh.store(true, Ordering::Relaxed);
-                }
+                // Current again once the watch delivers a change or a full
+                // list; not while a list is under way (after a gap, the views
+                // may have missed changes until it is done).
+                let current = matches!(
+                    event,
+                    Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)
+                );
                 match event {
-                    Ok(Event::Init) => init.clear(),
+                    Ok(Event::Init) => {
+                        self.fresh.store(false, Ordering::Relaxed);
+                        init.clear();
+                    }
                     Ok(Event::InitApply(o)) => init.extend(seen(&o, &self.base_url)),
                     Ok(Event::InitDone) => {
-                        let mut known = self.lock();
-                        known.payments = std::mem::take(&mut init);
-                        let listed: Vec<String> =
-                            known.payments.values().map(|s| s.uid.clone()).collect();
-                        for uid in listed {
-                            known.created.remove(&uid);
-                        }
-                        drop(known);
+                        // A full list: what was created here is in it, or
+                        // comes next as a change (or was deleted meanwhile).
+                        *self.lock() = Known {
+                            payments: std::mem::take(&mut init),
+                            created: HashMap::new(),
+                        };
                         self.synced.store(true, Ordering::Relaxed);
                     }
                     Ok(Event::Apply(o)) => self.apply(&o),
@@ -195,6 +200,9 @@ impl Watched {
                         self.fresh.store(false, Ordering::Relaxed);
                         tracing::warn!(error = %e, "watching Payments failed; retrying")
                     }
+                }
+                if current {
+                    self.fresh.store(true, Ordering::Relaxed);
                 }
             }
         });
