@@ -4,7 +4,8 @@
 //! payments to finish. Benchmarks print numbers; nothing here asserts a time.
 
 pub mod k6;
-pub mod prom;
+
+pub use paysaga_testenv::prom;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -464,10 +464,9 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
                 .text()
                 .await
                 .unwrap();
-            metric_value(
-                &metrics,
-                &format!(r#"paysaga_api_payment_reads_total{{source="{source}"}}"#),
-            )
+            paysaga_testenv::prom::sum(&metrics, "paysaga_api_payment_reads_total", |s| {
+                s.label("source") == source
+            })
         }
     };
     for id in &ids {
@@ -503,16 +502,6 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
             "{id}: the read did not come from the watch"
         );
     }
-}
-
-/// The value of the sample `series` in a Prometheus text page; 0 when absent.
-fn metric_value(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .map(|v| v.trim().parse::<f64>().unwrap())
-        })
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,21 @@ pub struct DevOptions {
     pub controller_args: Vec<String>,
 }
 
+impl DevOptions {
+    /// Temporal's state as `make dev` keeps it: a SQLite file with
+    /// [`TEMPORAL_SQLITE_PRAGMAS`].
+    pub fn temporal_as_make_dev(self) -> DevOptions {
+        DevOptions {
+            temporal_file: true,
+            temporal_pragmas: TEMPORAL_SQLITE_PRAGMAS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..self
+        }
+    }
+}
+
 /// The running stack. Dropping it stops everything, the controller and the
 /// worker first so in-flight activities finish (fields drop in order).
 pub struct DevStack {

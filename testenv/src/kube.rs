@@ -209,12 +209,12 @@ impl KubeEnv {
         Ok(path)
     }
 
-    /// The log files of etcd and the API server.
     /// The process ids of kube-apiserver and etcd (for CPU and memory readings).
     pub fn pids(&self) -> (Option<u32>, Option<u32>) {
         (self.apiserver.pid(), self.etcd.pid())
     }
 
+    /// The log files of etcd and the API server.
     pub fn logs(&self) -> [&Path; 2] {
         [self.etcd.log_path(), self.apiserver.log_path()]
     }

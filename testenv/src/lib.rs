@@ -17,6 +17,7 @@ pub mod dev;
 pub mod kube;
 pub mod postgres;
 pub mod process;
+pub mod prom;
 pub mod services;
 pub mod temporal;
 

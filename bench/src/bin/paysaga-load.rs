@@ -77,17 +77,13 @@ fn main() -> Result<()> {
         None => Some(DevStack::start(
             &out.join("stack"),
             &DevOptions {
-                temporal_file: true,
-                temporal_pragmas: paysaga_testenv::dev::TEMPORAL_SQLITE_PRAGMAS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
                 controller_args: vec![format!(
                     "--confirmation-timeout-secs={}",
                     cli.confirmation_timeout_secs
                 )],
                 ..Default::default()
-            },
+            }
+            .temporal_as_make_dev(),
         )?),
     };
     let base_url = cli
@@ -231,32 +227,25 @@ fn report(
         "dropped iterations",
         format!("{:.0}", s.count("dropped_iterations")),
     );
-    row(
-        "create latency p50 / p95 / p99",
+    let percentiles = |m: &str| {
         format!(
             "{} / {} / {}",
-            ms("http_req_duration{name:create}", "p(50)"),
-            ms("http_req_duration{name:create}", "p(95)"),
-            ms("http_req_duration{name:create}", "p(99)")
-        ),
+            ms(m, "p(50)"),
+            ms(m, "p(95)"),
+            ms(m, "p(99)")
+        )
+    };
+    row(
+        "create latency p50 / p95 / p99",
+        percentiles("http_req_duration{name:create}"),
     );
     row(
         "end to end (202 → terminal seen) p50 / p95 / p99",
-        format!(
-            "{} / {} / {}",
-            ms("payment_e2e", "p(50)"),
-            ms("payment_e2e", "p(95)"),
-            ms("payment_e2e", "p(99)")
-        ),
+        percentiles("payment_e2e"),
     );
     row(
         "the same, without payments that waited out the confirmation timer",
-        format!(
-            "{} / {} / {}",
-            ms("payment_e2e{timer:no}", "p(50)"),
-            ms("payment_e2e{timer:no}", "p(95)"),
-            ms("payment_e2e{timer:no}", "p(99)")
-        ),
+        percentiles("payment_e2e{timer:no}"),
     );
     row("followed to the end", pct("payment_completed"));
     let failed = s.failed_thresholds();

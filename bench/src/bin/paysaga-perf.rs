@@ -119,31 +119,27 @@ fn main() -> Result<()> {
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     ));
 
-    let pragmas = if cli.no_pragmas {
-        vec![]
-    } else {
-        paysaga_testenv::dev::TEMPORAL_SQLITE_PRAGMAS
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    };
+    // As make dev, but for what the options change.
+    let mut opts = DevOptions {
+        worker_args: cli.worker_arg.clone(),
+        controller_args: cli.controller_arg.clone(),
+        ..Default::default()
+    }
+    .temporal_as_make_dev();
+    if cli.no_pragmas {
+        opts.temporal_pragmas.clear();
+    }
+    if cli.temporal == "memory" {
+        opts.temporal_file = false;
+    }
     r.line(format!(
         "Stack: as make dev (Temporal dev server, {}{}; ledger on SQLite; simulators with their defaults); worker args {:?}; controller args {:?}\n",
-        if cli.temporal == "memory" { "in memory" } else { "SQLite file" },
-        if cli.temporal == "memory" || cli.no_pragmas { String::new() } else { format!(", pragmas {pragmas:?}") },
+        if opts.temporal_file { "SQLite file" } else { "in memory" },
+        if !opts.temporal_file || opts.temporal_pragmas.is_empty() { String::new() } else { format!(", pragmas {:?}", opts.temporal_pragmas) },
         cli.worker_arg,
         cli.controller_arg,
     ));
-    let mut stack = DevStack::start(
-        &out.join("stack"),
-        &DevOptions {
-            temporal_file: cli.temporal != "memory",
-            temporal_pragmas: pragmas,
-            worker_args: cli.worker_arg.clone(),
-            controller_args: cli.controller_arg.clone(),
-            ..Default::default()
-        },
-    )?;
+    let mut stack = DevStack::start(&out.join("stack"), &opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -748,11 +744,11 @@ impl FullPath {
             .map(|(_, b, a)| a.cpu_secs - b.cpu_secs)
             .sum::<f64>()
             + self.k6_cpu_secs;
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         r.line(format!(
-            "| all of the above: CPU per payment, share of the machine | {:.0} ms, {:.0} % of {} cores |",
+            "| all of the above: CPU per payment, share of the machine | {:.0} ms, {:.0} % of {cores} cores |",
             all * 1000.0 / n,
-            all / self.wall_secs * 100.0 / std::thread::available_parallelism().map_or(1, |c| c.get()) as f64,
-            std::thread::available_parallelism().map_or(1, |c| c.get())
+            all / self.wall_secs * 100.0 / cores as f64,
         ));
         if !self.thresholds_failed.is_empty() {
             r.line(format!(

@@ -18,7 +18,7 @@
 //! a payment the watch has not shown yet (just created), and every read while
 //! the watch is failing, goes to the API server as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -42,7 +42,7 @@ struct Known {
     /// By name.
     payments: HashMap<String, Seen>,
     /// uids of payments created here that the watch has not shown yet.
-    created: HashMap<String, ()>,
+    created: HashSet<String>,
 }
 
 /// The Payments of the namespace as the watch last showed them.
@@ -131,7 +131,7 @@ impl Watched {
     pub fn created(&self, uid: &str) {
         let mut known = self.lock();
         if !known.payments.values().any(|s| s.uid == uid) {
-            known.created.insert(uid.to_string(), ());
+            known.created.insert(uid.to_string());
         }
     }
 
@@ -189,7 +189,7 @@ impl Watched {
                         // comes next as a change (or was deleted meanwhile).
                         *self.lock() = Known {
                             payments: std::mem::take(&mut init),
-                            created: HashMap::new(),
+                            created: HashSet::new(),
                         };
                         self.synced.store(true, Ordering::Relaxed);
                     }

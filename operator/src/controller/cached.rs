@@ -71,10 +71,16 @@ impl Cached {
                 a.remove(LAST_APPLIED);
             }
         }
-        let full: ObjectMeta = v
-            .get("metadata")
-            .and_then(|m| serde_json::from_value(m.clone()).ok())
-            .unwrap_or_default();
+        // Parsed once: its metadata, and whether it records its end. One
+        // that is not a Payment still has metadata.
+        let parsed = serde_json::from_value::<Payment>(v.clone()).ok();
+        let full: ObjectMeta = match &parsed {
+            Some(p) => p.metadata.clone(),
+            None => v
+                .get("metadata")
+                .and_then(|m| serde_json::from_value(m.clone()).ok())
+                .unwrap_or_default(),
+        };
         let cancel = full
             .annotations
             .as_ref()
@@ -91,8 +97,7 @@ impl Cached {
             annotations: cancel,
             ..ObjectMeta::default()
         };
-        let ended = serde_json::from_value::<Payment>(v.clone())
-            .ok()
+        let ended = parsed
             .filter(decide::records_the_end)
             .and_then(|p| p.status?.completed_at);
         let body = match ended {

@@ -21,13 +21,9 @@ fn main() -> Result<()> {
         &DevOptions {
             well_known_ports: true,
             ui: true,
-            temporal_file: true,
-            temporal_pragmas: paysaga_testenv::dev::TEMPORAL_SQLITE_PRAGMAS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
             ..Default::default()
-        },
+        }
+        .temporal_as_make_dev(),
     )?;
     let example = root.join("examples/payment.yaml");
     println!(
