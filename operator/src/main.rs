@@ -137,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             let metrics = std::sync::Arc::new(controller::metrics::Metrics::default());
             let admin = tokio::net::TcpListener::bind(&opts.admin_listen).await?;
             tracing::info!(admin = %admin.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz) listening");
+            controller::spawn_readiness_probe(kube.clone(), metrics.clone());
             let admin_router = controller::metrics::router(metrics.clone());
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(admin, admin_router).await {

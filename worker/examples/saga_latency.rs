@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         database_url,
         database_max_connections: 20,
         seed_accounts: format!("bench:EUR:{}", 1_000_000_000),
+        admin_listen: None,
         endpoints: Endpoints {
             gateway_url: sim.url.clone(),
             fraud_url: sim.url.clone(),
@@ -109,7 +110,7 @@ fn main() -> anyhow::Result<()> {
         rt.block_on(async move {
             let ledger = open_ledger(&worker_config).await?;
             let client = connect(&worker_opts, "bench-worker").await?;
-            run(client, ledger, &worker_config, async {
+            run(client, ledger, &worker_config, Default::default(), async {
                 let _ = stop_rx.await;
             })
             .await

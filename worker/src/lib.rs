@@ -2,6 +2,7 @@
 //! the accounts ledger and its audit.
 
 pub mod activities;
+pub mod admin;
 pub mod audit;
 pub mod ledger;
 pub mod ping;

@@ -1,6 +1,9 @@
 use clap::{Parser, Subcommand};
 use paysaga_common::temporal::{self, TemporalOpts};
 use paysaga_common::{LogFormat, hostname, init_logging, shutdown_signal};
+use std::future::Future;
+
+use paysaga_worker::admin::{self, Readiness};
 use paysaga_worker::worker::{self, WorkerConfig};
 use paysaga_worker::{audit, ledger::Ledger};
 
@@ -43,16 +46,52 @@ enum Command {
     },
 }
 
+/// Calls `connect` until it succeeds, backing off from 0.5 s to 10 s.
+async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut connect: impl FnMut() -> F,
+) -> T {
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        match connect().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "{what} is not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
         Command::Run { temporal, config } => {
-            let ledger = worker::open_ledger(&config).await?;
+            let ready = Readiness::default();
+            if let Some(listen) = &config.admin_listen {
+                admin::serve(listen, ready.clone()).await?;
+            }
+            // The database and Temporal may come up after the worker (pods
+            // start in any order): keep trying, not ready meanwhile, instead
+            // of exiting into a crash loop whose back-off outlasts them.
             let identity = format!("paysaga-worker@{}", hostname());
-            let client = temporal::connect(&temporal, &identity).await?;
-            worker::run(client, ledger, &config, shutdown_signal()).await
+            let mut shutdown = std::pin::pin!(shutdown_signal());
+            let connect = async {
+                let ledger = retry("the ledger database", || worker::open_ledger(&config)).await;
+                let client = retry("Temporal", || temporal::connect(&temporal, &identity)).await;
+                (ledger, client)
+            };
+            let (ledger, client) = tokio::select! {
+                connected = connect => connected,
+                _ = &mut shutdown => {
+                    tracing::info!("stopped before connecting");
+                    return Ok(());
+                }
+            };
+            worker::run(client, ledger, &config, ready, shutdown).await
         }
         Command::Audit { database_url } => {
             let ledger = Ledger::connect(&database_url, 2).await?;

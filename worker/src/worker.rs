@@ -9,6 +9,7 @@ use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::{Endpoints, FraudActivities, SagaActivities, http_client};
+use crate::admin::Readiness;
 use crate::ledger::{Ledger, parse_seeds};
 use crate::ping::{PingActivities, PingWorkflow};
 use crate::workflows::{FraudCheckWorkflow, PaymentWorkflow};
@@ -49,6 +50,9 @@ pub struct WorkerConfig {
     /// Ledger connection pool size (PostgreSQL; SQLite uses one).
     #[arg(long, env = "PAYSAGA_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+    /// Where `/healthz` and `/readyz` are served (e.g. `0.0.0.0:8082`); none when unset.
+    #[arg(long, env = "PAYSAGA_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// Demo accounts opened at start when missing: `user:CUR:balance[:frozen]`, comma separated.
     #[arg(long, env = "PAYSAGA_SEED_ACCOUNTS", default_value = "")]
     pub seed_accounts: String,
@@ -89,6 +93,7 @@ pub async fn run(
     client: Client,
     ledger: Ledger,
     config: &WorkerConfig,
+    ready: Readiness,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
@@ -126,8 +131,10 @@ pub async fn run(
     )?;
     let stop_payments = payments.shutdown_handle();
     let stop_fraud = fraud_worker.shutdown_handle();
+    let stopping = ready.clone();
     let stopper = async move {
         shutdown.await;
+        stopping.set(false);
         tracing::info!("shutdown requested; finishing in-flight work");
         stop_payments();
         stop_fraud();
@@ -139,6 +146,7 @@ pub async fn run(
         max_concurrent_activities = config.max_concurrent_activities,
         "worker started"
     );
+    ready.set(true);
     // Worker::run is !Send: both run on this task.
     let (a, b, ()) = tokio::join!(payments.run(), fraud_worker.run(), stopper);
     a?;

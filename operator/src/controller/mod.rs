@@ -92,6 +92,26 @@ fn object_key(p: &impl ResourceExt) -> String {
     format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
 
+/// Readiness: the API server answers (checked now and then, one cheap list).
+/// Started before leader election: a replica waiting to lead is a hot
+/// standby and as ready as the leader; if only the leader were ready, a
+/// Deployment of two would never be Ready (`helm install --wait` showed it).
+pub fn spawn_readiness_probe(client: Client, metrics: Arc<metrics::Metrics>) {
+    let probe: Api<Payment> = Api::all(client);
+    tokio::spawn(async move {
+        loop {
+            let ok = probe
+                .list(&kube::api::ListParams::default().limit(1))
+                .await
+                .is_ok();
+            metrics
+                .kube_ok
+                .store(ok, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(if ok { 15 } else { 2 })).await;
+        }
+    });
+}
+
 /// Runs the controller until a shutdown signal.
 pub async fn run(
     client: Client,
@@ -123,20 +143,6 @@ pub async fn run(
     // controller's own status writes (no reconcile storms). Progress of the
     // workflow arrives through the wake-ups.
     let (reader, writer) = reflector::store();
-    // Readiness: the API server answers (checked now and then, one cheap list).
-    let probe: Api<Payment> = Api::all(ctx.client.clone());
-    tokio::spawn(async move {
-        loop {
-            let ok = probe
-                .list(&kube::api::ListParams::default().limit(1))
-                .await
-                .is_ok();
-            metrics
-                .kube_ok
-                .store(ok, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_secs(if ok { 15 } else { 2 })).await;
-        }
-    });
     // The cache keeps each Payment compact ([`cached`]). The initial list
     // comes in pages (a list at any resource version would come whole from
     // the watch cache: tens of MB at once with 10k Payments).

@@ -86,6 +86,7 @@ impl Harness {
             database_url: self.database_url.clone(),
             database_max_connections: 4,
             seed_accounts: String::new(),
+            admin_listen: None,
             endpoints: paysaga_worker::activities::Endpoints {
                 gateway_url: sim.clone(),
                 fraud_url: sim.clone(),
@@ -103,7 +104,7 @@ impl Harness {
             rt.block_on(async move {
                 let ledger = paysaga_worker::worker::open_ledger(&config).await?;
                 let client = connect(&opts, "saga-test-worker").await?;
-                run(client, ledger, &config, async {
+                run(client, ledger, &config, Default::default(), async {
                     let _ = rx.await;
                 })
                 .await

@@ -1,0 +1,64 @@
+//! The worker's admin endpoints, for the kubelet's probes: `/healthz` (the
+//! process answers) and `/readyz` (the ledger is open and both task queues
+//! are polled). Served on `--admin-listen` only when it is set (the chart sets
+//! it; tests that start many workers at once do not).
+//!
+//! Without them a Deployment counts a worker Ready the moment its process
+//! starts, even while it cannot reach Temporal or its database: on a real
+//! node, `helm install --wait` then passes with a worker that polls nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+/// Whether the worker polls its task queues.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub fn router(ready: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.get();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: not polling its task queues",
+                        )
+                    }
+                }
+            }),
+        )
+}
+
+/// Binds `listen` and serves the endpoints in the background.
+pub async fn serve(listen: &str, ready: Readiness) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the admin endpoints to {listen}: {e}"))?;
+    tracing::info!(admin = %listener.local_addr()?, "admin endpoints (/healthz, /readyz) listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(ready)).await {
+            tracing::error!(error = %e, "admin endpoints stopped");
+        }
+    });
+    Ok(())
+}
