@@ -2,6 +2,7 @@
 # Installs pinned versions of every real part into .tools/ (git-ignored).
 #
 #   tools/install.sh [component ...]     components: python schemathesis kubectl apiserver etcd postgres
+#                                          node_debian kube_node cni coredns traefik kube_router
 #
 # Idempotent. Built or downloaded artefacts live in a cache outside the clone,
 # keyed by version ($PAYSAGA_CACHE, default ~/.cache/paysaga), so a second
@@ -94,28 +95,42 @@ install_kubectl() {
 # --- kube-apiserver and etcd, built from the Go module proxy ------------------------
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 
-build_apiserver() {
-  local out=$1 v="v$KUBERNETES_VERSION" minor
-  minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
-  local mod; mod=$(mktemp -d)
-  local upstream
+# The wrapper module every Kubernetes binary is built in: k8s.io/kubernetes
+# requires its staging modules at v0.0.0 and replaces them with ./staging;
+# point each at its published v0.<minor>.<patch> instead.
+kube_module() {
+  local mod=$1 v="v$KUBERNETES_VERSION" upstream
   upstream=$(go mod download -json "k8s.io/kubernetes@$v" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
-  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them
-  # with ./staging; point each at its published v0.<minor>.<patch> instead.
   {
-    echo "module paysaga.dev/tools/kube-apiserver"
+    echo "module paysaga.dev/tools/kubernetes"
     grep -E '^(go|godebug) ' "$upstream"
     echo "require k8s.io/kubernetes $v"
     grep -E '^\s+k8s\.io/\S+ v0\.0\.0$' "$upstream" | awk -v r="v0.${KUBERNETES_VERSION#1.}" '{print "replace " $1 " => " $1 " " r}'
   } > "$mod/go.mod"
-  log "building kube-apiserver $v from the Go module proxy (10-20 min cold)"
+}
+
+# build_kube OUT CMD...: builds k8s.io/kubernetes/cmd/CMD for each CMD into
+# OUT/bin, static, with the version stamped (Helm and the kubelet read it).
+build_kube() {
+  local out=$1; shift
+  local v="v$KUBERNETES_VERSION" minor mod pkgs=()
+  minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
+  mod=$(mktemp -d)
+  kube_module "$mod" || return 1
+  for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  mkdir -p "$out/bin"
   (cd "$mod" && go build -trimpath -ldflags "-s -w \
       -X k8s.io/component-base/version.gitVersion=$v \
       -X k8s.io/component-base/version.gitMajor=1 \
       -X k8s.io/component-base/version.gitMinor=$minor \
       -X k8s.io/component-base/version.gitTreeState=clean" \
-      -o "$out/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver) || return 1
+      -o "$out/bin/" "${pkgs[@]}") || return 1
   rm -rf "$mod"
+}
+
+build_apiserver() {
+  log "building kube-apiserver v$KUBERNETES_VERSION from the Go module proxy (10-20 min cold)"
+  build_kube "$1" kube-apiserver
 }
 install_apiserver() {
   local dir="$cache/kube-apiserver-$KUBERNETES_VERSION"
@@ -155,6 +170,126 @@ install_etcd() {
   publish etcd "$dir/bin/etcd"
 }
 
+# --- The one-node cluster (make cluster, the cluster test tier) ---------------------
+# The node's Kubernetes binaries: the same version and recipe as kube-apiserver.
+build_kube_node() {
+  log "building kubelet, kube-controller-manager, kube-scheduler, kube-proxy v$KUBERNETES_VERSION (5-10 min cold)"
+  build_kube "$1" kubelet kube-controller-manager kube-scheduler kube-proxy
+}
+install_kube_node() {
+  local dir="$cache/kube-node-$KUBERNETES_VERSION"
+  log "kubelet, kube-controller-manager, kube-scheduler, kube-proxy $KUBERNETES_VERSION"
+  cached "$dir" build_kube_node
+  for b in kubelet kube-controller-manager kube-scheduler kube-proxy; do publish "$b" "$dir/bin/$b"; done
+}
+
+# go_wrapper DIR MODULE VERSION: a module requiring MODULE@VERSION with
+# MODULE's own replace directives copied (the go command honours only the main
+# module's), so its main packages build as upstream builds them.
+go_wrapper() {
+  local dir=$1 module=$2 version=$3 upstream
+  upstream=$(go mod download -json "$module@$version" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])') || return 1
+  {
+    echo "module paysaga.dev/tools/wrapper"
+    grep -E '^(go|godebug) ' "$upstream"
+    echo "require $module $version"
+    python3 - "$upstream" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+lines = []
+for block in re.findall(r'^replace\s*\((.*?)^\)', text, re.S | re.M):
+    lines += [l.strip() for l in block.splitlines() if l.strip() and not l.strip().startswith('//')]
+lines += re.findall(r'^replace\s+([^(\s].*)$', text, re.M)
+for l in lines:
+    if '=> ./' not in l and '=> ../' not in l:  # local paths are not in the module zip
+        print('replace', l)
+PY
+  } > "$dir/go.mod"
+}
+
+# go_main OUT MODULE VERSION PACKAGE...: builds each main PACKAGE of MODULE into
+# OUT/bin; GO_LDFLAGS adds linker flags (a version stamp).
+go_main() {
+  local out=$1 module=$2 version=$3 mod; shift 3
+  mod=$(mktemp -d)
+  go_wrapper "$mod" "$module" "$version" || return 1
+  mkdir -p "$out/bin"
+  (cd "$mod" && go build -trimpath -ldflags "-s -w ${GO_LDFLAGS:-}" -o "$out/bin/" "$@") || return 1
+  rm -rf "$mod"
+}
+
+build_cni() {
+  log "building the CNI plugins v$CNI_PLUGINS_VERSION from the Go module proxy"
+  local m=github.com/containernetworking/plugins
+  go_main "$1" $m "v$CNI_PLUGINS_VERSION" $m/plugins/main/bridge $m/plugins/main/loopback \
+    $m/plugins/ipam/host-local $m/plugins/meta/portmap
+}
+install_cni() {
+  local dir="$cache/cni-plugins-$CNI_PLUGINS_VERSION"
+  log "CNI plugins $CNI_PLUGINS_VERSION"
+  cached "$dir" build_cni
+  ln -sfn "$dir/bin" "$root/.tools/cni"
+}
+
+build_coredns() {
+  log "building CoreDNS v$COREDNS_VERSION from the Go module proxy"
+  go_main "$1" github.com/coredns/coredns "v$COREDNS_VERSION" github.com/coredns/coredns
+}
+install_coredns() {
+  local dir="$cache/coredns-$COREDNS_VERSION"
+  log "CoreDNS $COREDNS_VERSION"
+  cached "$dir" build_coredns
+  publish coredns "$dir/bin/coredns"
+}
+
+build_traefik() {
+  log "building Traefik v$TRAEFIK_VERSION from the Go module proxy (5-10 min cold)"
+  GO_LDFLAGS="-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    go_main "$1" github.com/traefik/traefik/v3 "v$TRAEFIK_VERSION" github.com/traefik/traefik/v3/cmd/traefik
+}
+install_traefik() {
+  local dir="$cache/traefik-$TRAEFIK_VERSION-stamped"
+  log "Traefik $TRAEFIK_VERSION"
+  cached "$dir" build_traefik
+  publish traefik "$dir/bin/traefik"
+}
+
+build_kube_router() {
+  log "building kube-router v$KUBE_ROUTER_VERSION from the Go module proxy"
+  GO_LDFLAGS="-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v$KUBE_ROUTER_VERSION" \
+    go_main "$1" github.com/cloudnativelabs/kube-router/v2 "v$KUBE_ROUTER_VERSION" \
+    github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+}
+install_kube_router() {
+  local dir="$cache/kube-router-$KUBE_ROUTER_VERSION-stamped"
+  log "kube-router $KUBE_ROUTER_VERSION"
+  cached "$dir" build_kube_router
+  publish kube-router "$dir/bin/kube-router"
+}
+
+# containerd, runc, buildah, iptables, ipset, conntrack and a static busybox
+# (the test pods' toolbox) from Debian; they install system-wide.
+NODE_DEBIAN_PACKAGES=(containerd runc buildah iptables ipset conntrack busybox-static libc6-dev)
+install_node_debian() {
+  local missing=()
+  for p in "${NODE_DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "the node's Debian packages: ${missing[*]}"
+    command -v apt-get >/dev/null || die "${missing[*]} missing and apt-get is not available"
+    [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root (apt-get)"
+    apt-get update -qq
+    # --no-install-recommends: no daemons or docs the node does not use.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Looked up in the system's directories: .tools/bin may be on PATH already.
+  local sys=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  for b in containerd containerd-shim-runc-v2 ctr runc buildah; do
+    publish "$b" "$(PATH=$sys command -v "$b")" || die "$b is missing after installing ${NODE_DEBIAN_PACKAGES[*]}"
+  done
+}
+
 # --- PostgreSQL from Debian ------------------------------------------------------
 install_postgres() {
   local pgbin="/usr/lib/postgresql/$POSTGRES_MAJOR/bin"
@@ -180,6 +315,13 @@ check() {
   "$bin/etcd" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
   "$bin/postgres" --version 2>/dev/null | sed 's/^/  /' || true
   "$bin/schemathesis" --version 2>/dev/null | sed 's/^/  /' || true
+  "$bin/kubelet" --version 2>/dev/null | sed 's/^/  kubelet /' || true
+  "$bin/containerd" --version 2>/dev/null | sed 's/^/  /' || true
+  "$bin/runc" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
+  "$bin/buildah" --version 2>/dev/null | sed 's/^/  /' || true
+  "$bin/coredns" -version 2>/dev/null | head -1 | sed 's/^/  /' || true
+  "$bin/traefik" version 2>/dev/null | head -1 | sed 's/^/  traefik /' || true
+  "$bin/kube-router" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
 }
 
 # Whether CMD's output matches PATTERN. The output is read whole first: with
@@ -202,9 +344,20 @@ verify() {
   reports "etcd Version: $ETCD_VERSION" "$bin/etcd" --version || die "etcd is not $ETCD_VERSION"
   reports "PostgreSQL) $POSTGRES_MAJOR\." "$bin/postgres" --version || die "postgres is not $POSTGRES_MAJOR"
   reports "$SCHEMATHESIS_VERSION" "$bin/schemathesis" --version || die "schemathesis is not $SCHEMATHESIS_VERSION"
+  for b in kubelet kube-controller-manager kube-scheduler kube-proxy; do
+    reports "^Kubernetes v$KUBERNETES_VERSION\$" "$bin/$b" --version || die "$b is not v$KUBERNETES_VERSION"
+  done
+  for p in bridge host-local loopback portmap; do
+    [ -x "$root/.tools/cni/$p" ] || die "the CNI plugin $p is missing"
+  done
+  reports "$COREDNS_VERSION" "$bin/coredns" -version || die "coredns is not $COREDNS_VERSION"
+  reports "$TRAEFIK_VERSION" "$bin/traefik" version || die "traefik is not $TRAEFIK_VERSION"
+  reports "v$KUBE_ROUTER_VERSION" "$bin/kube-router" --version || die "kube-router is not $KUBE_ROUTER_VERSION"
+  for b in containerd runc buildah ctr; do [ -x "$bin/$b" ] || die "$b is missing"; done
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(python schemathesis kubectl etcd apiserver postgres)
+[ ${#components[@]} -gt 0 ] || components=(python schemathesis kubectl etcd apiserver postgres
+  node_debian kube_node cni coredns traefik kube_router)
 for c in "${components[@]}"; do "install_$c"; done
 if [ $# -eq 0 ]; then check; verify; log "all tools ready in .tools/bin"; fi
