@@ -6,7 +6,7 @@ CARGO ?= cargo
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help tools dev test generate lint record-histories bench-saga load stress perf kind
+.PHONY: help tools dev test generate lint record-histories bench-saga load stress perf kind cluster
 
 # Build profile of the binaries make load/stress run (debug, as make dev; or release).
 PROFILE ?= debug
@@ -66,3 +66,7 @@ perf: $(TOOLS)/.stamp ## the performance harness (release build): R_max, full pa
 
 kind: $(TOOLS)/.stamp ## paysaga on a kind cluster (needs Docker): image, Traefik ingress, helm install, helm test
 	tools/kind.sh
+
+cluster: $(TOOLS)/.stamp ## paysaga on a real one-node cluster built here (root, no Docker): images, helm install, helm test; Ctrl-C tears down
+	$(CARGO) build --workspace --bins --profile $(call cargo_profile,$(PROFILE))
+	PAYSAGA_PROFILE=$(PROFILE) target/$(PROFILE)/paysaga-cluster

@@ -24,14 +24,68 @@ pub struct KubeEnv {
     etcd: Proc,
 }
 
+/// How to start the API server.
+#[derive(Debug, Clone)]
+pub struct ApiServerOptions {
+    /// The address it binds to and advertises.
+    pub address: String,
+    /// Its port; a free one when `None`.
+    pub port: Option<u16>,
+    /// The Services' ClusterIP range.
+    pub service_cidr: String,
+    /// More names and addresses its serving certificate is valid for.
+    pub extra_sans: Vec<String>,
+    /// Configure it for a cluster whose pods run (see [`KubeEnv::start_with`]).
+    pub node: bool,
+    /// Users authenticated by bearer token besides the administrator.
+    pub tokens: Vec<TokenUser>,
+}
+
+impl Default for ApiServerOptions {
+    fn default() -> Self {
+        ApiServerOptions {
+            address: "127.0.0.1".into(),
+            port: None,
+            service_cidr: "10.0.0.0/24".into(),
+            extra_sans: Vec::new(),
+            node: false,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// A user of the API server's static token file.
+#[derive(Debug, Clone)]
+pub struct TokenUser {
+    pub token: String,
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+impl TokenUser {
+    /// A user with a fresh random token.
+    pub fn new(user: &str, groups: &[&str]) -> TokenUser {
+        TokenUser {
+            token: random_hex(16),
+            user: user.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+}
+
 impl KubeEnv {
     /// Starts etcd and kube-apiserver on free loopback ports, keeping their
     /// state and logs under `dir`.
     pub fn start(dir: &Path) -> Result<KubeEnv> {
+        KubeEnv::start_with(dir, &ApiServerOptions::default())
+    }
+
+    /// [`KubeEnv::start`] as `opts` says (the one-node cluster's API server).
+    pub fn start_with(dir: &Path, opts: &ApiServerOptions) -> Result<KubeEnv> {
         std::fs::create_dir_all(dir)?;
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki)?;
-        make_pki(&pki)?;
+        make_pki(&pki, opts)?;
 
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
@@ -57,40 +111,67 @@ impl KubeEnv {
             crate::http_get_ok("127.0.0.1", etcd_port, "/health")
         })?;
 
-        let port = free_port()?;
-        let server = format!("https://127.0.0.1:{port}");
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let address = &opts.address;
+        let server = format!("https://{address}:{port}");
         let admin_token = random_hex(16);
-        std::fs::write(
-            pki.join("tokens.csv"),
-            format!("{admin_token},paysaga-admin,paysaga-admin,\"system:masters\"\n"),
-        )?;
+        let mut tokens = format!("{admin_token},paysaga-admin,paysaga-admin,\"system:masters\"\n");
+        for t in &opts.tokens {
+            tokens.push_str(&format!(
+                "{},{},{},\"{}\"\n",
+                t.token,
+                t.user,
+                t.user,
+                t.groups.join(",")
+            ));
+        }
+        std::fs::write(pki.join("tokens.csv"), tokens)?;
         let p = |f: &str| pki.join(f).display().to_string();
-        let mut apiserver = Proc::spawn(
-            "kube-apiserver",
-            dir,
-            "TERM",
-            tool("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                format!("--secure-port={port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                "--endpoint-reconciler-type=none".into(),
-                format!("--cert-dir={}", dir.join("certs").display()),
-                format!("--tls-cert-file={}", p("apiserver.crt")),
-                format!("--tls-private-key-file={}", p("apiserver.key")),
-                format!("--client-ca-file={}", p("ca.crt")),
-                format!("--token-auth-file={}", p("tokens.csv")),
+        let mut args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={port}"),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
+            format!("--cert-dir={}", dir.join("certs").display()),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            format!("--token-auth-file={}", p("tokens.csv")),
+            format!("--service-cluster-ip-range={}", opts.service_cidr),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--allow-privileged=true".into(),
+            "--v=1".into(),
+        ];
+        if opts.node {
+            // A cluster whose pods run: they get ServiceAccount tokens
+            // (admission on), reach this server through the `kubernetes`
+            // Service (its endpoint kept by the server), and the kubelet is
+            // authorised as a node.
+            args.extend([
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!(
+                    "--kubelet-client-certificate={}",
+                    p("apiserver-kubelet-client.crt")
+                ),
+                format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]);
+        } else {
+            args.extend([
                 "--authorization-mode=RBAC".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--endpoint-reconciler-type=none".into(),
                 format!("--service-account-issuer={server}"),
-                format!("--service-account-key-file={}", p("sa.pub")),
-                format!("--service-account-signing-key-file={}", p("sa.key")),
-                "--allow-privileged=true".into(),
                 "--disable-admission-plugins=ServiceAccount".into(),
-                "--v=1".into(),
-            ],
-        )?;
+            ]);
+        }
+        let mut apiserver =
+            Proc::spawn("kube-apiserver", dir, "TERM", tool("kube-apiserver"), &args)?;
 
         let ca_file = pki.join("ca.crt");
         let admin_kubeconfig = dir.join("admin.kubeconfig");
@@ -209,6 +290,31 @@ impl KubeEnv {
         Ok(path)
     }
 
+    /// A kubeconfig at `<dir>/<name>.kubeconfig` for a token user given at start.
+    pub fn token_kubeconfig(&self, name: &str, user: &TokenUser) -> Result<PathBuf> {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        write_kubeconfig(
+            &path,
+            &self.server,
+            &self.ca_file,
+            &user.user,
+            &user.token,
+            "default",
+        )?;
+        Ok(path)
+    }
+
+    /// The API server's certificates and keys (`ca.crt`, `sa.key`, …).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+
+    /// The cluster's CA certificate (it signs the API server's certificate
+    /// and client certificates; its key is beside it).
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
     /// The process ids of kube-apiserver and etcd (for CPU and memory readings).
     pub fn pids(&self) -> (Option<u32>, Option<u32>) {
         (self.apiserver.pid(), self.etcd.pid())
@@ -251,9 +357,11 @@ fn write_kubeconfig(
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// A throwaway CA, the API server's serving certificate (valid for 127.0.0.1
-/// and localhost) and the service-account signing key pair, made with openssl.
-fn make_pki(pki: &Path) -> Result<()> {
+/// A throwaway CA, the API server's serving certificate (valid for its
+/// address, localhost and `opts.extra_sans`) and the service-account signing
+/// key pair, made with openssl; for a node, also the API server's client
+/// certificate for the kubelet.
+fn make_pki(pki: &Path, opts: &ApiServerOptions) -> Result<()> {
     let ossl = |args: &[&str]| run(Command::new("openssl").current_dir(pki).args(args));
     ossl(&[
         "req",
@@ -282,9 +390,25 @@ fn make_pki(pki: &Path) -> Result<()> {
         "-out",
         "apiserver.csr",
     ])?;
+    let mut sans = vec![
+        "IP:127.0.0.1".to_string(),
+        "DNS:localhost".into(),
+        "DNS:kubernetes.default.svc".into(),
+    ];
+    if opts.address != "127.0.0.1" {
+        sans.push(format!("IP:{}", opts.address));
+    }
+    for san in &opts.extra_sans {
+        let kind = if san.parse::<std::net::IpAddr>().is_ok() {
+            "IP"
+        } else {
+            "DNS"
+        };
+        sans.push(format!("{kind}:{san}"));
+    }
     std::fs::write(
         pki.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n",
+        format!("subjectAltName={}\n", sans.join(",")),
     )?;
     ossl(&[
         "x509",
@@ -305,5 +429,34 @@ fn make_pki(pki: &Path) -> Result<()> {
     ])?;
     ossl(&["genrsa", "-out", "sa.key", "2048"])?;
     ossl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
+    if opts.node {
+        ossl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "-keyout",
+            "apiserver-kubelet-client.key",
+            "-out",
+            "apiserver-kubelet-client.csr",
+        ])?;
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            "apiserver-kubelet-client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-out",
+            "apiserver-kubelet-client.crt",
+        ])?;
+    }
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! - [`kube()`]: etcd + kube-apiserver with RBAC on, the CRDs applied;
 //! - [`temporal()`]: the Temporal CLI dev server, namespace ready;
 //! - [`postgres()`]: PostgreSQL with a throwaway data directory;
-//! - [`sim()`] and [`api()`]: paysaga's simulators and HTTP API, as processes.
+//! - [`sim()`] and [`api()`]: paysaga's simulators and HTTP API, as processes;
+//! - [`node::NodeEnv`]: a real one-node cluster where pods run (one per
+//!   machine; the cluster tier and `make cluster` start it themselves).
 //!
 //! Each is started once per test binary, on free loopback ports, and shared by
 //! its tests; isolation comes from a fresh Kubernetes namespace
@@ -13,8 +15,10 @@
 //! Logs are kept under `target/testenv/<run>/`; a test that fails prints
 //! where they are.
 
+pub mod cluster;
 pub mod dev;
 pub mod kube;
+pub mod node;
 pub mod postgres;
 pub mod process;
 pub mod prom;
@@ -30,6 +34,7 @@ use std::time::Duration;
 
 pub use crate::dev::{DevOptions, DevStack};
 pub use crate::kube::KubeEnv;
+pub use crate::node::NodeEnv;
 pub use crate::postgres::PostgresEnv;
 pub use crate::services::{CALLBACK_SECRET, Service};
 pub use crate::temporal::{TemporalEnv, TemporalOptions};
@@ -266,4 +271,77 @@ pub fn sim() -> &'static Service {
         let callback = format!("{}{}", api().url, "/v1/gateway/callbacks");
         Service::sim(&run_dir().join("sim"), &callback, None, &[])
     })
+}
+
+/// Ctrl-C and SIGTERM, caught from the start so that a long start-up can
+/// stop cleanly between its steps instead of dying half-way (the default
+/// action), and waited for once everything runs.
+pub struct StopSignal {
+    requested: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rx: std::sync::mpsc::Receiver<()>,
+}
+
+impl StopSignal {
+    pub fn install() -> anyhow::Result<StopSignal> {
+        let requested = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = requested.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // The handlers are installed before this returns, so no signal is
+        // missed between here and the thread's first poll.
+        let (mut term, mut int) = rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })?;
+        std::thread::Builder::new()
+            .name("stop-signal".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                });
+                flag.store(true, Ordering::SeqCst);
+                let _ = tx.send(());
+            })?;
+        Ok(StopSignal { requested, rx })
+    }
+
+    /// Whether a stop was asked for.
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Waits for Ctrl-C or SIGTERM (at once if one came already).
+    pub fn wait(&self) {
+        if !self.requested() {
+            let _ = self.rx.recv();
+        }
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Ok`, and returns that; after
+/// `timeout`, panics naming `what` and the last `Err`. The one wait loop
+/// tests need: they wait on state, never for a fixed time.
+pub fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() > deadline => {
+                panic!("{what}: not after {timeout:?}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
 }

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use paysaga_testenv::dev::{DEMO_ACCOUNTS, LOAD_USERS};
-use paysaga_testenv::{DevOptions, DevStack, workspace_root};
+use paysaga_testenv::{DevOptions, DevStack, StopSignal, workspace_root};
 
 fn main() -> Result<()> {
+    let stop = StopSignal::install()?;
     let root = workspace_root();
     let dir = std::env::var_os("PAYSAGA_DEV_DIR")
         .map(PathBuf::from)
@@ -71,23 +72,9 @@ Press Ctrl-C to stop everything.
         example = example.display(),
     );
 
-    wait_for_stop_signal()?;
+    stop.wait();
     eprintln!("paysaga dev: stopping…");
     drop(stack);
     eprintln!("paysaga dev: stopped.");
-    Ok(())
-}
-
-fn wait_for_stop_signal() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    })?;
     Ok(())
 }
