@@ -46,7 +46,7 @@ lint: ## rustfmt and clippy, warnings are errors
 record-histories: ## record the workflow histories replayed by the tests: make record-histories VERSION=v2
 	@test -n "$(VERSION)" || { echo "usage: make record-histories VERSION=vN"; exit 2; }
 	$(CARGO) build --workspace --bins
-	PAYSAGA_RECORD_HISTORIES=$(VERSION) $(CARGO) test -p paysaga-worker --test saga
+	PAYSAGA_RECORD_HISTORIES=$(VERSION) $(CARGO) test -p paysaga-worker --test saga --test review
 
 bench-saga: $(TOOLS)/.stamp ## benchmark: end-to-end time of a payment with an instant gateway (prints numbers)
 	$(CARGO) build --workspace --bins

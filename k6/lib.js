@@ -105,7 +105,8 @@ export function follow(id) {
       if (TERMINAL.includes(view.phase)) {
         // A payment whose confirmation never came waits out the timer by
         // design (MIX timeout=…): tagged, so thresholds can leave it out.
-        e2e.add(Date.now() - began, { timer: view.reason === 'ConfirmationTimeout' ? 'fired' : 'no' });
+        const waited = ['ConfirmationTimeout', 'ConfirmationRecovered'].includes(view.reason);
+        e2e.add(Date.now() - began, { timer: waited ? 'fired' : 'no' });
         finished[view.phase].add(1);
         completed.add(1);
         return view;

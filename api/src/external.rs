@@ -9,6 +9,10 @@ use crate::PaymentMethod;
 /// Paths, relative to a simulator's base URL.
 pub mod paths {
     pub const CHARGES: &str = "/gateway/v1/charges";
+    /// `GET {CHARGES}/{charge_id}`: what became of a charge ([`super::ChargeLookup`]).
+    pub fn charge(charge_id: &str) -> String {
+        format!("{CHARGES}/{charge_id}")
+    }
     pub const REFUNDS: &str = "/gateway/v1/refunds";
     pub const FRAUD_SCORE: &str = "/fraud/v1/score";
     pub const MESSAGES: &str = "/notify/v1/messages";
@@ -58,6 +62,44 @@ pub enum ChargeStatus {
     Succeeded,
     Failed,
     Refunded,
+}
+
+/// `GET /gateway/v1/charges/{chargeId}`: what the gateway knows of a charge.
+/// An unknown charge is a `404`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeLookup {
+    pub charge_id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: ChargeState,
+}
+
+/// A charge's state as the status endpoint words it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ChargeState {
+    /// The money was taken.
+    Captured,
+    Failed,
+    /// Accepted, not settled yet.
+    Pending,
+    /// Taken and given back.
+    Refunded,
+    /// The gateway has no such charge (a `404`), or cannot tell.
+    Unknown,
+}
+
+impl From<ChargeStatus> for ChargeState {
+    fn from(s: ChargeStatus) -> Self {
+        match s {
+            ChargeStatus::Pending => ChargeState::Pending,
+            ChargeStatus::Succeeded => ChargeState::Captured,
+            ChargeStatus::Failed => ChargeState::Failed,
+            ChargeStatus::Refunded => ChargeState::Refunded,
+        }
+    }
 }
 
 /// `POST /gateway/v1/refunds`. Refunds whatever the gateway holds for the
@@ -192,7 +234,9 @@ pub struct SimConfig {
     pub callback_delay_ms: u64,
     /// Share of confirmations that report a failed charge.
     pub callback_failure_rate: f64,
-    /// Share of charges never confirmed (the saga's timeout path).
+    /// Share of charges whose confirmation is lost: the charge succeeds at
+    /// the gateway, the callback never arrives (the saga asks the status
+    /// endpoint when its timer fires).
     pub callback_drop_rate: f64,
     /// Share of fraud scores forced to 100.
     pub fraud_reject_rate: f64,
@@ -217,6 +261,12 @@ pub struct Scenario {
     pub callback_copies: u32,
     /// Fraud score to return instead of the rules' score.
     pub fraud_score: Option<u32>,
+    /// The charge settles as `callback` says, but the confirmation is never
+    /// delivered (a lost callback): only the status endpoint tells.
+    pub lose_callback: bool,
+    /// The status endpoint answers `503` for this payment's charge (the
+    /// gateway cannot be asked).
+    pub status_unavailable: bool,
 }
 
 /// `GET /admin/gateway-ledger`: what the gateway holds, per payment.

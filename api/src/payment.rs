@@ -153,6 +153,9 @@ pub enum Step {
     Debit,
     Charge,
     AwaitConfirmation,
+    /// Waiting for a person: the charge could not be made, or its outcome
+    /// is unknown (`status.review` says which; condition `NeedsReview`).
+    ManualReview,
     Notify,
     Compensate,
     Done,

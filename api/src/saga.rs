@@ -14,6 +14,11 @@ pub const FRAUD_CHECK_WORKFLOW: &str = "FraudCheckWorkflow";
 pub const SIGNAL_GATEWAY_CALLBACK: &str = "gatewayCallback";
 /// Signal carrying a [`CancelRequest`].
 pub const SIGNAL_CANCEL: &str = "cancel";
+/// Signal carrying a reviewer's [`ReviewDecision`] on a payment in
+/// [`Step::ManualReview`](crate::Step::ManualReview).
+pub const SIGNAL_REVIEW: &str = "review";
+/// Signal carrying an [`ExpediteRequest`]: stop waiting now.
+pub const SIGNAL_EXPEDITE: &str = "expedite";
 /// Query answering a [`PaymentProgress`].
 pub const QUERY_STATUS: &str = "status";
 /// Memo field where `PaymentWorkflow` publishes its [`PaymentProgress`] as
@@ -29,6 +34,15 @@ pub fn fraud_workflow_id(payment_workflow_id: &str) -> String {
 
 /// Default wait for the gateway's confirmation.
 pub const DEFAULT_CONFIRMATION_TIMEOUT_SECS: u64 = 300;
+/// Default attempts of a charge (with backoff from 1 s, capped at 10 s:
+/// about 45 s of trying) before the saga waits and tries once more.
+pub const DEFAULT_CHARGE_ATTEMPTS: u32 = 8;
+/// Default wait after a charge kept failing transiently, before one more
+/// attempt (the seeds' 30 minutes).
+pub const DEFAULT_CHARGE_RETRY_WAIT_SECS: u64 = 30 * 60;
+/// Default time a payment waits for a reviewer before it is compensated and
+/// failed.
+pub const DEFAULT_REVIEW_DEADLINE_SECS: u64 = 24 * 60 * 60;
 
 /// What `PaymentWorkflow` is started with.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -54,6 +68,38 @@ pub struct PaymentInput {
     /// Attempts of each compensation before it is reported as failed.
     #[serde(default = "default_compensation_attempts")]
     pub compensation_max_attempts: u32,
+    /// When and how a stuck payment goes to a person (flattened: its fields
+    /// sit beside the others, and inputs recorded before it get the defaults).
+    #[serde(flatten)]
+    pub escalation: Escalation,
+}
+
+/// When and how a stuck payment goes to a person.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Escalation {
+    /// Attempts of the charge before the saga waits `charge_retry_wait_secs`.
+    pub charge_max_attempts: u32,
+    /// How long to wait, after the charge kept failing transiently, before
+    /// the one more attempt that precedes a manual review.
+    pub charge_retry_wait_secs: u64,
+    /// How long a payment waits for a reviewer before it is compensated and
+    /// failed (`ReviewTimeout`).
+    pub review_deadline_secs: u64,
+    /// Who is told when a payment needs a review (email/SMS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<Notify>,
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Escalation {
+            charge_max_attempts: DEFAULT_CHARGE_ATTEMPTS,
+            charge_retry_wait_secs: DEFAULT_CHARGE_RETRY_WAIT_SECS,
+            review_deadline_secs: DEFAULT_REVIEW_DEADLINE_SECS,
+            reviewer: None,
+        }
+    }
 }
 
 /// Default attempts of a compensation: with backoff capped at 30 s, about
@@ -89,6 +135,11 @@ pub mod keys {
     pub fn notification(payment_id: &str, channel: &str) -> String {
         format!("{payment_id}-notify-{channel}")
     }
+    /// A message about the payment to someone else than the payer (`purpose`
+    /// names whom: `review`).
+    pub fn notification_for(payment_id: &str, purpose: &str, channel: &str) -> String {
+        format!("{payment_id}-notify-{purpose}-{channel}")
+    }
 }
 
 /// Payload of the `cancel` signal.
@@ -96,6 +147,87 @@ pub mod keys {
 #[serde(rename_all = "camelCase")]
 pub struct CancelRequest {
     pub reason: String,
+}
+
+/// A reviewer's answer to a payment in manual review.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Decision {
+    /// Retry the charge (it never went through) or accept it (the gateway
+    /// could not tell whether it did).
+    Approve,
+    /// Give up: compensate and fail.
+    Reject,
+}
+
+impl Decision {
+    /// `approve` | `reject`, as the annotation and the HTTP API spell it.
+    pub fn parse(s: &str) -> Option<Decision> {
+        match s.trim() {
+            "approve" => Some(Decision::Approve),
+            "reject" => Some(Decision::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// Payload of the `review` signal.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewDecision {
+    pub decision: Decision,
+    /// Who decided (the annotation's field manager, or the API caller).
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Payload of the `expedite` signal.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpediteRequest {
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why a payment waits for a person.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ReviewCause {
+    /// The charge kept failing transiently past its retries, a wait and one
+    /// more attempt: it never went through.
+    ChargeUnavailable,
+    /// The charge was made but no confirmation came, and the gateway cannot
+    /// tell (still pending, or it did not answer).
+    OutcomeUnknown,
+}
+
+/// A payment's manual review, as the saga publishes it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewState {
+    pub cause: ReviewCause,
+    /// What happened, in words.
+    pub message: String,
+    /// When the review began (workflow time, Unix milliseconds).
+    pub since_ms: i64,
+    /// When it is failed if nobody answers.
+    pub deadline_ms: i64,
+    /// The answer, once given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<ReviewAnswer>,
+}
+
+/// A recorded review decision.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewAnswer {
+    pub decision: Decision,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Workflow time, Unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// Payload of the `gatewayCallback` signal: the verified callback.
@@ -149,6 +281,9 @@ pub struct PaymentProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub history: Vec<StepRecord>,
+    /// The manual review, while one is open or once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewState>,
 }
 
 /// What `FraudCheckWorkflow` is started with: what the fraud service scores.
@@ -176,6 +311,16 @@ pub mod reasons {
     pub const GATEWAY_FAILED: &str = "GatewayFailed";
     pub const CHARGE_FAILED: &str = "ChargeFailed";
     pub const CONFIRMATION_TIMEOUT: &str = "ConfirmationTimeout";
+    /// Succeeded without a confirmation: the gateway, asked when the
+    /// confirmation timer fired, said the charge was captured.
+    pub const CONFIRMATION_RECOVERED: &str = "ConfirmationRecovered";
+    /// Succeeded because a reviewer accepted a charge whose outcome the
+    /// gateway could not tell.
+    pub const REVIEW_APPROVED: &str = "ReviewApproved";
+    /// Failed because a reviewer rejected it.
+    pub const REVIEW_REJECTED: &str = "ReviewRejected";
+    /// Failed because nobody reviewed it before the deadline.
+    pub const REVIEW_TIMEOUT: &str = "ReviewTimeout";
     pub const CANCELLED: &str = "Cancelled";
     pub const COMPENSATION_FAILED: &str = "CompensationFailed";
 }

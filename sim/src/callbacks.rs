@@ -35,12 +35,18 @@ pub struct ConfirmationPlan {
     pub delay_ms: u64,
     /// Identical deliveries to send (at least 1).
     pub copies: u32,
+    /// `false`: the charge settles, but the confirmation is lost on its way
+    /// (a scenario's `loseCallback`).
+    pub deliver: bool,
 }
 
 /// The confirmation of an accepted charge. A scenario decides it whole
-/// (`callback: None` = never send; delay falling back to the global one);
-/// otherwise `callbackDropRate` drops it, then `callbackFailureRate` makes
-/// the outcome `Failed` among those sent.
+/// (`callback: None` = the charge stays pending and nothing is sent;
+/// `loseCallback` = it settles but the confirmation is lost; delay falling
+/// back to the global one); otherwise `callbackDropRate` loses the
+/// confirmation of a charge that succeeds (the gateway has the money, the
+/// payment never hears: its status endpoint tells), then
+/// `callbackFailureRate` makes the outcome `Failed` among the others.
 pub fn plan_confirmation(
     config: &SimConfig,
     scenario: Option<&Scenario>,
@@ -52,19 +58,20 @@ pub fn plan_confirmation(
             outcome: s.callback,
             delay_ms: s.callback_delay_ms.unwrap_or(config.callback_delay_ms),
             copies: s.callback_copies.clamp(1, MAX_CALLBACK_COPIES),
+            deliver: !s.lose_callback,
         },
         None => {
-            let outcome = if happens(config.callback_drop_rate, drop_draw) {
-                None
-            } else if happens(config.callback_failure_rate, failure_draw) {
-                Some(CallbackOutcome::Failed)
+            let lost = happens(config.callback_drop_rate, drop_draw);
+            let outcome = if !lost && happens(config.callback_failure_rate, failure_draw) {
+                CallbackOutcome::Failed
             } else {
-                Some(CallbackOutcome::Succeeded)
+                CallbackOutcome::Succeeded
             };
             ConfirmationPlan {
-                outcome,
+                outcome: Some(outcome),
                 delay_ms: config.callback_delay_ms,
                 copies: 1,
+                deliver: !lost,
             }
         }
     }
@@ -146,6 +153,8 @@ pub(crate) struct Confirmation {
     pub outcome: CallbackOutcome,
     pub delay: Duration,
     pub copies: u32,
+    /// Whether it is delivered once the charge is settled.
+    pub deliver: bool,
     /// From the charge request; the configured URL when `None`.
     pub callback_url: Option<String>,
 }
@@ -173,6 +182,10 @@ async fn confirm(sim: Arc<Sim>, c: Confirmation) {
                 );
                 return;
             }
+        }
+        if !c.deliver {
+            tracing::info!(outcome = ?c.outcome, "charge settled; its confirmation is lost (scenario)");
+            return;
         }
         c.callback_url
             .clone()
@@ -310,9 +323,16 @@ mod tests {
             ..SimConfig::default()
         };
         let plan = |outcome, delay_ms, copies| ConfirmationPlan {
+            deliver: true,
             outcome,
             delay_ms,
             copies,
+        };
+        let lost = |outcome, delay_ms| ConfirmationPlan {
+            deliver: false,
+            outcome: Some(outcome),
+            delay_ms,
+            copies: 1,
         };
         let scenario = |callback, callback_delay_ms, callback_copies| Scenario {
             callback,
@@ -329,9 +349,21 @@ mod tests {
                 0.5,
                 plan(Some(Succeeded), 40, 1),
             ),
-            ("dropped", None, 0.1, 0.5, plan(None, 40, 1)),
+            (
+                "lost: settles, never sent",
+                None,
+                0.1,
+                0.5,
+                lost(Succeeded, 40),
+            ),
             ("failed", None, 0.5, 0.1, plan(Some(Failed), 40, 1)),
-            ("drop wins over failure", None, 0.1, 0.1, plan(None, 40, 1)),
+            (
+                "a loss wins over a failure",
+                None,
+                0.1,
+                0.1,
+                lost(Succeeded, 40),
+            ),
             (
                 "scenario outcome",
                 Some(scenario(Some(Failed), None, 0)),

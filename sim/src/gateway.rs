@@ -19,12 +19,16 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
 use paysaga_api::{
     PaymentMethod,
     external::{
-        CallbackOutcome, ChargeRequest, ChargeResponse, ChargeStatus, GatewayLedgerEntry,
-        RefundRequest, RefundResponse, Scenario, SimConfig,
+        CallbackOutcome, ChargeLookup, ChargeRequest, ChargeResponse, ChargeStatus,
+        GatewayLedgerEntry, RefundRequest, RefundResponse, Scenario, SimConfig,
     },
 };
 
@@ -334,6 +338,7 @@ pub async fn charge(
                     outcome,
                     delay: Duration::from_millis(plan.delay_ms),
                     copies: plan.copies,
+                    deliver: plan.deliver,
                     callback_url: req.callback_url.clone(),
                 });
                 (response, confirmation)
@@ -348,6 +353,39 @@ pub async fn charge(
         }
     }
     Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// `GET /gateway/v1/charges/{chargeId}`: what became of a charge, so a
+/// payment whose confirmation never came can ask. `404` for a charge the
+/// gateway does not know; `503` while the payment's scenario says the
+/// gateway cannot be asked.
+pub async fn charge_status(
+    State(sim): State<Arc<Sim>>,
+    Path(charge_id): Path<String>,
+) -> Result<Json<ChargeLookup>, ApiError> {
+    sim.simulate_latency().await;
+    let state = sim.lock();
+    let charge = state
+        .gateway
+        .charges
+        .get(&charge_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no charge {charge_id:?}")))?;
+    if state
+        .scenarios
+        .get(&charge.payment_id)
+        .is_some_and(|s| s.status_unavailable)
+    {
+        return Err(ApiError::Unavailable(
+            "simulated outage of the status endpoint (scenario)".into(),
+        ));
+    }
+    Ok(Json(ChargeLookup {
+        charge_id: charge.charge_id.clone(),
+        payment_id: charge.payment_id.clone(),
+        amount: charge.amount,
+        currency: charge.currency.clone(),
+        status: charge.status.into(),
+    }))
 }
 
 fn validate_refund(req: &RefundRequest) -> Result<(), ApiError> {
@@ -438,6 +476,7 @@ mod tests {
             outcome,
             delay_ms,
             copies,
+            deliver: true,
         })
     }
 

@@ -388,3 +388,60 @@ async fn the_same_seed_makes_the_same_decisions() {
         assert!(runs[0].contains(&status), "{status} in {:?}", runs[0]);
     }
 }
+
+#[tokio::test]
+async fn the_status_endpoint_tells_what_became_of_a_charge() {
+    let receiver = Receiver::start(&[]).await;
+    let sim = TestSim::start(config_to(&receiver, 50)).await;
+    let (status, _) = sim.get(&paths::charge("ch-nobody-knows")).await;
+    assert_eq!(status, 404, "an unknown charge");
+
+    // A lost confirmation: the charge settles, nothing is delivered, the
+    // status endpoint says captured.
+    sim.set_scenario(
+        "pay-lost",
+        json!({"callback": "succeeded", "callbackDelayMs": 50, "loseCallback": true}),
+    )
+    .await;
+    let (_, lost) = sim
+        .post(paths::CHARGES, &charge("pay-lost", "pay-lost-charge", None))
+        .await;
+    let id = lost["chargeId"].as_str().unwrap().to_string();
+    let (_, pending) = sim.get(&paths::charge(&id)).await;
+    assert_eq!(pending["status"], "pending", "{pending}");
+    let captured = eventually("the charge to settle", async || {
+        let (_, c) = sim.get(&paths::charge(&id)).await;
+        (c["status"] == "captured").then_some(c)
+    })
+    .await;
+    assert_eq!(
+        (captured["paymentId"].as_str(), captured["amount"].as_i64()),
+        (Some("pay-lost"), Some(1250))
+    );
+    // A confirmation of another charge, scheduled later with the same delay,
+    // arrives: the lost one would have by now.
+    sim.post(paths::CHARGES, &charge("pay-sent", "pay-sent-charge", None))
+        .await;
+    receiver.wait_for("pay-sent", 1).await;
+    assert!(
+        receiver.received_for("pay-lost").is_empty(),
+        "a lost confirmation was sent"
+    );
+
+    // The endpoint can be down for one payment.
+    sim.set_scenario(
+        "pay-down",
+        json!({"callback": "succeeded", "statusUnavailable": true}),
+    )
+    .await;
+    let (_, down) = sim
+        .post(paths::CHARGES, &charge("pay-down", "pay-down-charge", None))
+        .await;
+    let (status, body) = sim
+        .get(&paths::charge(down["chargeId"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some(error_codes::UNAVAILABLE))
+    );
+}

@@ -34,6 +34,7 @@ async fn one(client: &Client, queue: &str, fraud_queue: &str, id: String) -> Dur
         confirmation_timeout_secs: 60,
         fraud_task_queue: fraud_queue.to_string(),
         compensation_max_attempts: 20,
+        escalation: Default::default(),
     };
     let t0 = Instant::now();
     let handle = client

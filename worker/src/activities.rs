@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paysaga_api::external::{
-    Channel, ChargeRequest, ChargeResponse, ErrorBody, FraudScoreRequest, FraudScoreResponse,
-    NotificationRequest, RefundRequest, RefundResponse, error_codes, paths,
+    Channel, ChargeLookup, ChargeRequest, ChargeResponse, ChargeState, ErrorBody,
+    FraudScoreRequest, FraudScoreResponse, NotificationRequest, RefundRequest, RefundResponse,
+    error_codes, paths,
 };
 use paysaga_api::saga::keys;
 use paysaga_api::{Notify, PaymentMethod};
@@ -130,6 +131,35 @@ async fn post_json<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
     Ok(Err((status.as_u16(), body)))
 }
 
+/// GETs JSON; classifies the answer like [`post_json`].
+async fn get_json<Resp: for<'de> Deserialize<'de>>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<Result<Resp, (u16, ErrorBody)>, ActivityError> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| transient(format!("GET {url}: {e}")))?;
+    let status = resp.status();
+    if status.is_success() {
+        let parsed = resp
+            .json::<Resp>()
+            .await
+            .map_err(|e| transient(format!("GET {url}: unreadable answer: {e}")))?;
+        return Ok(Ok(parsed));
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
+        code: status.as_str().to_string(),
+        message: text,
+    });
+    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        return Err(transient(format!("GET {url}: {status}: {}", body.message)));
+    }
+    Ok(Err((status.as_u16(), body)))
+}
+
 // ---- inputs and outputs ----------------------------------------------------------
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -160,11 +190,22 @@ pub struct ChargeReceipt {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+pub struct ChargeStatusOp {
+    pub payment_id: String,
+    pub charge_id: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct NotifyOp {
     pub payment_id: String,
     pub notify: Option<Notify>,
     pub subject: String,
     pub body: String,
+    /// Whom the message is for, when not the payer (`review`): part of its
+    /// idempotency key, so it is not mistaken for the payer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -294,6 +335,41 @@ impl SagaActivities {
         }
     }
 
+    /// Asks the gateway what became of a charge whose confirmation did not
+    /// come. A charge it does not know (`404`) is `Unknown`; an outage is
+    /// transient (retried by the policy, then the saga treats the answer as
+    /// unknown).
+    #[activity(name = "chargeStatus")]
+    pub async fn charge_status(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: ChargeStatusOp,
+    ) -> Result<ChargeState, ActivityError> {
+        let url = format!(
+            "{}{}",
+            self.endpoints.gateway_url,
+            paths::charge(&op.charge_id)
+        );
+        match get_json::<ChargeLookup>(&self.http, &url).await? {
+            Ok(found) if found.payment_id == op.payment_id => Ok(found.status),
+            Ok(found) => Err(permanent(
+                failure_types::BAD_REQUEST,
+                format!(
+                    "the gateway says charge {} belongs to payment {}, not {}",
+                    op.charge_id, found.payment_id, op.payment_id
+                ),
+            )),
+            Err((404, _)) => Ok(ChargeState::Unknown),
+            Err((status, body)) => Err(permanent(
+                failure_types::BAD_REQUEST,
+                format!(
+                    "the gateway refused the status request ({status} {}): {}",
+                    body.code, body.message
+                ),
+            )),
+        }
+    }
+
     /// Tells the payer, by email and/or SMS. No contact → nothing to do.
     #[activity(name = "notify")]
     pub async fn notify(
@@ -312,7 +388,10 @@ impl SagaActivities {
                 Channel::Email => "email",
                 Channel::Sms => "sms",
             };
-            let key = keys::notification(&op.payment_id, channel_name);
+            let key = match &op.purpose {
+                Some(purpose) => keys::notification_for(&op.payment_id, purpose, channel_name),
+                None => keys::notification(&op.payment_id, channel_name),
+            };
             let req = NotificationRequest {
                 idempotency_key: key.clone(),
                 payment_id: op.payment_id.clone(),

@@ -47,7 +47,8 @@ fn histories(prefix: &str) -> Vec<(String, WorkflowHistory)> {
 }
 
 /// Histories of every version (v1: before `record-accepted`, v2: with it,
-/// v3: with `progress-memo`).
+/// v3: with `progress-memo`, v4: with `human-in-the-loop`, its review,
+/// recovery and expedite paths among them).
 #[tokio::test]
 async fn recorded_histories_of_every_version_replay_on_todays_code() {
     let replayer = WorkflowReplayer::new(
@@ -58,7 +59,7 @@ async fn recorded_histories_of_every_version_replay_on_todays_code() {
     )
     .unwrap();
     let all = histories("v");
-    for version in ["v1-", "v2-", "v3-"] {
+    for version in ["v1-", "v2-", "v3-", "v4-"] {
         assert!(
             all.iter().any(|(n, _)| n.starts_with(version)),
             "no {version} histories"
@@ -130,7 +131,10 @@ async fn the_same_change_without_patched_is_caught_as_nondeterminism() {
     )
     .unwrap();
     // Each older version lacks at least one change made since.
-    let older = histories("v1-").into_iter().chain(histories("v2-"));
+    let older = histories("v1-")
+        .into_iter()
+        .chain(histories("v2-"))
+        .chain(histories("v3-"));
     for (name, history) in older {
         match replayer.replay_workflow(history).await {
             Err(WorkflowReplayError::Replay(WorkflowReplayFailure::Nondeterminism { message })) => {

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use paysaga_api::external::{CallbackOutcome, GatewayCallback};
+use paysaga_api::external::{CallbackOutcome, ChargeState, GatewayCallback};
 use paysaga_api::saga::{
-    CancelRequest, FraudCheckInput, FraudVerdict, PaymentInput, PaymentOutcome, PaymentProgress,
+    CancelRequest, Decision, ExpediteRequest, FraudCheckInput, FraudVerdict, PaymentInput,
+    PaymentOutcome, PaymentProgress, ReviewAnswer, ReviewCause, ReviewDecision, ReviewState,
     StepEvent, StepRecord, fraud_workflow_id, reasons,
 };
 use paysaga_api::{Phase, Step};
@@ -22,7 +23,8 @@ use temporalio_sdk::{
 };
 
 use crate::activities::{
-    AccountOp, ChargeOp, FraudActivities, NotifyOp, OutcomeOp, SagaActivities, failure_types,
+    AccountOp, ChargeOp, ChargeReceipt, ChargeStatusOp, FraudActivities, NotifyOp, OutcomeOp,
+    SagaActivities, failure_types,
 };
 
 /// Scores at or above this are rejected as fraud.
@@ -44,17 +46,34 @@ fn quick() -> ActivityOptions {
         .build()
 }
 
-/// The gateway charge: exponential backoff on transient faults; a decline is
-/// non-retryable (and so is every other permanent refusal).
-fn charge_options() -> ActivityOptions {
+/// The gateway charge: exponential backoff on transient faults, `attempts`
+/// in all; a decline is non-retryable (and so is every other permanent
+/// refusal).
+fn charge_options(attempts: u32) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15))
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))
                 .backoff_coefficient(2.0)
                 .maximum_interval(Duration::from_secs(10))
-                .maximum_attempts(8)
+                .maximum_attempts(attempts.max(1))
                 .non_retryable_error_types([failure_types::DECLINED, failure_types::BAD_REQUEST])
+                .build(),
+        )
+        .build()
+}
+
+/// Asking the gateway what became of a charge: a few tries, then the saga
+/// takes the outcome as unknown.
+fn status_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(5))
+                .maximum_attempts(5)
+                .non_retryable_error_types([failure_types::BAD_REQUEST])
                 .build(),
         )
         .build()
@@ -95,6 +114,14 @@ pub struct SagaState {
     callback: Option<GatewayCallback>,
     duplicate_callbacks: u32,
     cancel: Option<CancelRequest>,
+    /// The open (or decided) manual review.
+    review: Option<ReviewState>,
+    /// A reviewer's answer, taken while a review is open, not acted on yet.
+    review_decision: Option<ReviewDecision>,
+    /// Answers that came when no review was open (ignored).
+    ignored_reviews: u32,
+    /// Expedite signals received; each wait acts on those after it began.
+    expedites: u32,
 }
 
 impl SagaState {
@@ -105,7 +132,24 @@ impl SagaState {
             reason: self.reason.clone(),
             message: self.message.clone(),
             history: self.history.clone(),
+            review: self.review.clone(),
         }
+    }
+
+    /// Takes a reviewer's answer while a review waits for one; any other
+    /// answer (no review open, or one answered already) is counted and
+    /// ignored.
+    pub(crate) fn offer_review(&mut self, d: ReviewDecision) {
+        let open = self.review.as_ref().is_some_and(|r| r.decision.is_none());
+        if open && self.review_decision.is_none() {
+            self.review_decision = Some(d);
+        } else {
+            self.ignored_reviews += 1;
+        }
+    }
+
+    pub(crate) fn expedite(&mut self, _req: ExpediteRequest) {
+        self.expedites += 1;
     }
 
     pub(crate) fn request_cancel(&mut self, req: CancelRequest) {
@@ -162,6 +206,14 @@ pub const PATCH_COMPENSATE_ALL: &str = "compensate-all";
 /// querying the worker.
 pub const PATCH_PROGRESS_MEMO: &str = "progress-memo";
 
+/// Patch: a person in the loop. The fraud verdict gates the charge (a
+/// rejected payment is never charged); a charge that keeps failing
+/// transiently waits (`chargeRetryWaitSecs`) and tries once more; when the
+/// confirmation timer fires the gateway is asked what became of the charge;
+/// a charge that cannot be made or whose outcome nobody can tell goes to
+/// manual review; `expedite` ends a wait at once.
+pub const PATCH_HUMAN_IN_THE_LOOP: &str = "human-in-the-loop";
+
 /// A workflow type that runs the saga: where its state lives, and whether
 /// versioned changes are guarded by `patched()` (always, except in the test
 /// that proves why they must be).
@@ -214,6 +266,19 @@ impl PaymentWorkflow {
         self.state.request_cancel(req);
     }
 
+    /// A reviewer's answer to an open manual review.
+    #[signal(name = paysaga_api::saga::SIGNAL_REVIEW)]
+    pub fn review(&mut self, _ctx: &mut SyncWorkflowContext<Self>, d: ReviewDecision) {
+        self.state.offer_review(d);
+    }
+
+    /// Stop waiting now: the confirmation wait asks the gateway at once; the
+    /// wait before the last charge attempt retries at once.
+    #[signal(name = paysaga_api::saga::SIGNAL_EXPEDITE)]
+    pub fn expedite(&mut self, _ctx: &mut SyncWorkflowContext<Self>, req: ExpediteRequest) {
+        self.state.expedite(req);
+    }
+
     #[query(name = paysaga_api::saga::QUERY_STATUS)]
     pub fn status(&self, _ctx: &WorkflowContextView) -> PaymentProgress {
         self.state.progress()
@@ -230,9 +295,25 @@ pub async fn run_saga<W: SagaHost>(
         ctx,
         input,
         publish_progress: false,
+        human_in_the_loop: false,
     }
     .run()
     .await
+}
+
+/// How the forward path ended well.
+struct Success {
+    charge_id: String,
+    reason: &'static str,
+    message: String,
+}
+
+/// How a manual review ended, when it did not stop the payment.
+enum Reviewed {
+    /// The reviewer approved.
+    Approved(ReviewAnswer),
+    /// The gateway's confirmation arrived while the payment waited.
+    Confirmed(GatewayCallback),
 }
 
 /// The saga's body, over the workflow's context.
@@ -241,6 +322,8 @@ struct Saga<'a, W: SagaHost> {
     input: &'a PaymentInput,
     /// Whether step changes are published in the memo ([`PATCH_PROGRESS_MEMO`]).
     publish_progress: bool,
+    /// [`PATCH_HUMAN_IN_THE_LOOP`].
+    human_in_the_loop: bool,
 }
 
 impl<W: SagaHost> Saga<'_, W> {
@@ -268,7 +351,11 @@ impl<W: SagaHost> Saga<'_, W> {
         // One upsert per step change is one per workflow task or so: a step
         // completes in the same task as the next one starts. The fraud
         // verdict arrives on its own, so it is published on its own.
-        if self.publish_progress && (event == StepEvent::Started || step == Step::FraudCheck) {
+        if self.publish_progress
+            && (event == StepEvent::Started
+                || step == Step::FraudCheck
+                || step == Step::ManualReview)
+        {
             self.publish();
         }
     }
@@ -331,13 +418,22 @@ impl<W: SagaHost> Saga<'_, W> {
         } else {
             true
         };
+        self.human_in_the_loop = if W::GUARD_PATCHES {
+            self.ctx.patched(PATCH_HUMAN_IN_THE_LOOP)
+        } else {
+            true
+        };
         if record_accepted {
             self.record_outcome(Phase::Processing, "Accepted").await;
         }
         let mut compensations = Vec::new();
         let forward = self.forward(&mut compensations).await;
         let outcome = match forward {
-            Ok(charge_id) => {
+            Ok(Success {
+                charge_id,
+                reason,
+                message,
+            }) => {
                 let amount = format_amount(self.input.amount, &self.input.currency);
                 self.notify(
                     format!("Payment of {amount} succeeded"),
@@ -349,8 +445,8 @@ impl<W: SagaHost> Saga<'_, W> {
                 .await;
                 PaymentOutcome {
                     phase: Phase::Succeeded,
-                    reason: reasons::CONFIRMED.to_string(),
-                    message: "the gateway confirmed the charge".to_string(),
+                    reason: reason.to_string(),
+                    message,
                     charge_id: Some(charge_id),
                     history: Vec::new(),
                 }
@@ -403,8 +499,10 @@ impl<W: SagaHost> Saga<'_, W> {
     }
 
     /// Validate → fraud check (child, in parallel) → debit → charge → wait for
-    /// the confirmation and the fraud verdict. Returns the charge ID.
-    async fn forward(&self, compensations: &mut Vec<Compensation>) -> Result<String, Stop> {
+    /// the confirmation. Before [`PATCH_HUMAN_IN_THE_LOOP`] the fraud verdict
+    /// joined the confirmation wait (a fraudulent payment was charged, then
+    /// refunded); since, it gates the charge.
+    async fn forward(&self, compensations: &mut Vec<Compensation>) -> Result<Success, Stop> {
         let ctx = &*self.ctx;
         let input = self.input;
 
@@ -469,18 +567,43 @@ impl<W: SagaHost> Saga<'_, W> {
         self.record(Step::Debit, StepEvent::Completed, None);
         self.check_cancel()?;
 
+        // 3½. No money leaves before the fraud verdict: it ran alongside the
+        // validation and the debit, and is awaited here.
+        let mut fraud_passed = false;
+        if self.human_in_the_loop {
+            let stop = select! {
+                _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => Some(self.cancelled_stop()),
+                _ = ctx.cancelled() => {
+                    Some(Stop::Cancelled { message: "the workflow was cancelled".into() })
+                }
+                v = verdict => self.take_verdict(v.map_err(|e| e.to_string())),
+            };
+            if let Some(stop) = stop {
+                return Err(stop);
+            }
+            fraud_passed = true;
+        }
+
         // 4. Charge through the gateway; the refund is registered first.
         self.record(Step::Charge, StepEvent::Started, None);
         compensations.push(Compensation::Refund);
-        let receipt = match ctx
-            .execute_activity(SagaActivities::charge, self.charge_op(), charge_options())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let (reason, message) = failure(&e, reasons::GATEWAY_FAILED);
-                self.record(Step::Charge, StepEvent::Failed, Some(message.clone()));
-                return Err(Stop::Failed { reason, message });
+        let receipt = if self.human_in_the_loop {
+            self.charge_or_review().await?
+        } else {
+            match ctx
+                .execute_activity(
+                    SagaActivities::charge,
+                    self.charge_op(),
+                    charge_options(input.escalation.charge_max_attempts),
+                )
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let (reason, message) = failure(&e, reasons::GATEWAY_FAILED);
+                    self.record(Step::Charge, StepEvent::Failed, Some(message.clone()));
+                    return Err(Stop::Failed { reason, message });
+                }
             }
         };
         self.record(
@@ -493,52 +616,51 @@ impl<W: SagaHost> Saga<'_, W> {
         );
         self.check_cancel()?;
 
-        // 5. Wait for the gateway's confirmation under a durable timer; the
-        // fraud verdict joins here; a cancel may arrive at any time.
+        // 5. Wait for the gateway's confirmation under a durable timer; a
+        // cancel may arrive at any time (and, before the patch, the fraud
+        // verdict joins here). When the timer fires, or the wait is
+        // expedited, the gateway is asked what became of the charge.
         self.record(Step::AwaitConfirmation, StepEvent::Started, None);
         let mut timer = ctx.timer(Duration::from_secs(input.confirmation_timeout_secs));
-        let mut fraud_passed = false;
+        let expedited_before = ctx.state(|w| w.saga().expedites);
+        let human = self.human_in_the_loop;
         let mut confirmed = false;
-        let stop = loop {
+        enum Waited {
+            Done,
+            Stopped(Stop),
+            /// The timer fired or the wait was expedited: ask the gateway.
+            Ask(&'static str),
+        }
+        let waited = loop {
             if fraud_passed && confirmed {
-                break None;
+                break Waited::Done;
             }
             select! {
                 _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => {
-                    break Some(Stop::Cancelled { message: format!(
-                        "cancelled: {}", self.cancel_requested().unwrap_or_default()) });
+                    break Waited::Stopped(self.cancelled_stop());
                 }
                 _ = ctx.cancelled() => {
-                    break Some(Stop::Cancelled { message: "the workflow was cancelled".into() });
+                    break Waited::Stopped(Stop::Cancelled { message: "the workflow was cancelled".into() });
                 }
-                v = verdict => match v {
-                    Ok(FraudVerdict { pass: true, score, .. }) => {
-                        self.record(Step::FraudCheck, StepEvent::Completed, Some(format!("score {score}")));
-                        fraud_passed = true;
-                    }
-                    Ok(FraudVerdict { reason, .. }) => {
-                        self.record(Step::FraudCheck, StepEvent::Failed, Some(reason.clone()));
-                        break Some(Stop::Failed { reason: reasons::FRAUD_REJECTED, message: reason });
-                    }
-                    Err(e) => {
-                        let message = format!("the fraud check failed: {e}");
-                        self.record(Step::FraudCheck, StepEvent::Failed, Some(message.clone()));
-                        break Some(Stop::Failed { reason: reasons::FRAUD_CHECK_FAILED, message });
-                    }
+                v = verdict => match self.take_verdict(v.map_err(|e| e.to_string())) {
+                    Some(stop) => break Waited::Stopped(stop),
+                    None => fraud_passed = true,
                 },
                 _ = ctx.wait_condition(move |w| !confirmed && w.saga().callback.is_some()) => {
                     let cb = ctx.state(|w| w.saga().callback.clone()).expect("checked by the condition");
                     match cb.outcome {
                         CallbackOutcome::Succeeded => confirmed = true,
-                        CallbackOutcome::Failed => break Some(Stop::Failed {
-                            reason: reasons::CHARGE_FAILED,
-                            message: format!("the gateway reported the charge failed: {}",
-                                cb.reason.unwrap_or_else(|| "no reason given".into())),
-                        }),
+                        CallbackOutcome::Failed => break Waited::Stopped(callback_failed(cb)),
                     }
                 }
+                _ = ctx.wait_condition(move |w| human && w.saga().expedites > expedited_before) => {
+                    break Waited::Ask("the wait was expedited");
+                }
                 _ = timer => {
-                    break Some(Stop::Failed {
+                    if human {
+                        break Waited::Ask("the confirmation timer fired");
+                    }
+                    break Waited::Stopped(Stop::Failed {
                         reason: reasons::CONFIRMATION_TIMEOUT,
                         message: format!("no confirmation from the gateway within {} s", input.confirmation_timeout_secs),
                     });
@@ -547,15 +669,357 @@ impl<W: SagaHost> Saga<'_, W> {
         };
         // The timer lives on the server until cancelled.
         timer.cancel();
-        if let Some(stop) = stop {
-            let detail = match &stop {
-                Stop::Failed { message, .. } | Stop::Cancelled { message } => message.clone(),
-            };
-            self.record(Step::AwaitConfirmation, StepEvent::Failed, Some(detail));
-            return Err(stop);
+        let success = match waited {
+            Waited::Done => Success {
+                charge_id: receipt.charge_id,
+                reason: reasons::CONFIRMED,
+                message: "the gateway confirmed the charge".into(),
+            },
+            Waited::Stopped(stop) => {
+                self.record(
+                    Step::AwaitConfirmation,
+                    StepEvent::Failed,
+                    Some(stop_detail(&stop)),
+                );
+                return Err(stop);
+            }
+            Waited::Ask(why) => match self.recover_confirmation(&receipt.charge_id, why).await {
+                Ok(success) => success,
+                Err(stop) => {
+                    let step = if ctx.state(|w| w.saga().review.is_some()) {
+                        Step::ManualReview
+                    } else {
+                        Step::AwaitConfirmation
+                    };
+                    self.record(step, StepEvent::Failed, Some(stop_detail(&stop)));
+                    return Err(stop);
+                }
+            },
+        };
+        self.record(
+            Step::AwaitConfirmation,
+            StepEvent::Completed,
+            Some(success.message.clone()),
+        );
+        Ok(success)
+    }
+
+    fn cancelled_stop(&self) -> Stop {
+        Stop::Cancelled {
+            message: format!("cancelled: {}", self.cancel_requested().unwrap_or_default()),
         }
-        self.record(Step::AwaitConfirmation, StepEvent::Completed, None);
-        Ok(receipt.charge_id)
+    }
+
+    /// Records the fraud verdict; a rejection (or no verdict) stops the payment.
+    fn take_verdict(&self, v: Result<FraudVerdict, String>) -> Option<Stop> {
+        match v {
+            Ok(FraudVerdict {
+                pass: true, score, ..
+            }) => {
+                self.record(
+                    Step::FraudCheck,
+                    StepEvent::Completed,
+                    Some(format!("score {score}")),
+                );
+                None
+            }
+            Ok(FraudVerdict { reason, .. }) => {
+                self.record(Step::FraudCheck, StepEvent::Failed, Some(reason.clone()));
+                Some(Stop::Failed {
+                    reason: reasons::FRAUD_REJECTED,
+                    message: reason,
+                })
+            }
+            Err(e) => {
+                let message = format!("the fraud check failed: {e}");
+                self.record(Step::FraudCheck, StepEvent::Failed, Some(message.clone()));
+                Some(Stop::Failed {
+                    reason: reasons::FRAUD_CHECK_FAILED,
+                    message,
+                })
+            }
+        }
+    }
+
+    /// The charge with a person in the loop: its retries; if it still fails
+    /// transiently, a wait (`chargeRetryWaitSecs`, cut short by expedite) and
+    /// one more attempt; then a manual review, whose approval retries it.
+    /// A permanent refusal (a decline) fails at once.
+    async fn charge_or_review(&self) -> Result<ChargeReceipt, Stop> {
+        let input = self.input;
+        let attempts = input.escalation.charge_max_attempts;
+        let first = match self.charge(attempts).await? {
+            Ok(receipt) => return Ok(receipt),
+            Err(why) => why,
+        };
+        let wait = input.escalation.charge_retry_wait_secs;
+        self.record(
+            Step::Charge,
+            StepEvent::Failed,
+            Some(format!(
+                "still unavailable after {attempts} attempt(s) ({first}); one more attempt in {wait} s"
+            )),
+        );
+        let expedited = self.wait(Duration::from_secs(wait)).await?;
+        self.record(
+            Step::Charge,
+            StepEvent::Started,
+            Some(if expedited {
+                "one more attempt (expedited)".into()
+            } else {
+                "one more attempt".into()
+            }),
+        );
+        let last = match self.charge(1).await? {
+            Ok(receipt) => return Ok(receipt),
+            Err(why) => why,
+        };
+        self.record(Step::Charge, StepEvent::Failed, Some(last.clone()));
+        let message = format!(
+            "the gateway did not take the charge after {attempts} attempt(s), a {wait} s wait and one more attempt: {last}"
+        );
+        match self.review(ReviewCause::ChargeUnavailable, message).await? {
+            Reviewed::Approved(answer) => {
+                self.record(
+                    Step::Charge,
+                    StepEvent::Started,
+                    Some(format!("retried: approved by {}", answer.by)),
+                );
+                match self.charge(attempts).await? {
+                    Ok(receipt) => Ok(receipt),
+                    Err(why) => Err(Stop::Failed {
+                        reason: reasons::GATEWAY_FAILED,
+                        message: format!(
+                            "the charge failed again after {} approved a retry: {why}",
+                            answer.by
+                        ),
+                    }),
+                }
+            }
+            // No charge was made, so no confirmation can come.
+            Reviewed::Confirmed(cb) => Err(Stop::Failed {
+                reason: reasons::CHARGE_FAILED,
+                message: format!(
+                    "an unexpected confirmation for charge {} came while no charge was made",
+                    cb.charge_id
+                ),
+            }),
+        }
+    }
+
+    /// One charge call with `attempts` tries: the receipt, a transient
+    /// failure past the tries (`Ok(Err(why))`), or a permanent refusal.
+    async fn charge(&self, attempts: u32) -> Result<Result<ChargeReceipt, String>, Stop> {
+        match self
+            .ctx
+            .execute_activity(
+                SagaActivities::charge,
+                self.charge_op(),
+                charge_options(attempts),
+            )
+            .await
+        {
+            Ok(receipt) => Ok(Ok(receipt)),
+            Err(e) if is_permanent(&e) => {
+                let (reason, message) = failure(&e, reasons::GATEWAY_FAILED);
+                self.record(Step::Charge, StepEvent::Failed, Some(message.clone()));
+                Err(Stop::Failed { reason, message })
+            }
+            Err(e) => Ok(Err(failure(&e, reasons::GATEWAY_FAILED).1)),
+        }
+    }
+
+    /// Waits `d`; `Ok(true)` when cut short by expedite, a stop on cancel.
+    async fn wait(&self, d: Duration) -> Result<bool, Stop> {
+        let ctx = &*self.ctx;
+        let before = ctx.state(|w| w.saga().expedites);
+        let mut timer = ctx.timer(d);
+        let result = select! {
+            _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => Err(self.cancelled_stop()),
+            _ = ctx.cancelled() => Err(Stop::Cancelled { message: "the workflow was cancelled".into() }),
+            _ = ctx.wait_condition(move |w| w.saga().expedites > before) => Ok(true),
+            _ = timer => Ok(false),
+        };
+        timer.cancel();
+        result
+    }
+
+    /// No confirmation came (`why`): ask the gateway. Captured → success
+    /// (`ConfirmationRecovered`); failed → stop; pending, unknown or no
+    /// answer → manual review.
+    async fn recover_confirmation(&self, charge_id: &str, why: &str) -> Result<Success, Stop> {
+        let op = ChargeStatusOp {
+            payment_id: self.input.payment_id.clone(),
+            charge_id: charge_id.to_string(),
+        };
+        let state = self
+            .ctx
+            .execute_activity(SagaActivities::charge_status, op, status_options())
+            .await;
+        let told = match &state {
+            Ok(s) => format!("{s:?}").to_lowercase(),
+            Err(e) => format!("no answer ({e})"),
+        };
+        self.record(
+            Step::AwaitConfirmation,
+            StepEvent::Completed,
+            Some(format!(
+                "{why}; the gateway says charge {charge_id}: {told}"
+            )),
+        );
+        match state {
+            Ok(ChargeState::Captured) => Ok(Success {
+                charge_id: charge_id.to_string(),
+                reason: reasons::CONFIRMATION_RECOVERED,
+                message: format!(
+                    "no confirmation came ({why}); the gateway says charge {charge_id} was captured"
+                ),
+            }),
+            Ok(ChargeState::Failed) | Ok(ChargeState::Refunded) => Err(Stop::Failed {
+                reason: reasons::CHARGE_FAILED,
+                message: format!(
+                    "no confirmation came ({why}); the gateway says charge {charge_id}: {told}"
+                ),
+            }),
+            Ok(ChargeState::Pending) | Ok(ChargeState::Unknown) | Err(_) => {
+                let message = format!(
+                    "no confirmation came ({why}) and the gateway cannot tell what became of charge {charge_id}: {told}"
+                );
+                match self.review(ReviewCause::OutcomeUnknown, message).await? {
+                    Reviewed::Approved(answer) => Ok(Success {
+                        charge_id: charge_id.to_string(),
+                        reason: reasons::REVIEW_APPROVED,
+                        message: format!(
+                            "charge {charge_id} accepted by {}{}",
+                            answer.by,
+                            answer.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                        ),
+                    }),
+                    Reviewed::Confirmed(cb) => match cb.outcome {
+                        CallbackOutcome::Succeeded => Ok(Success {
+                            charge_id: charge_id.to_string(),
+                            reason: reasons::CONFIRMED,
+                            message: "the gateway confirmed the charge (late, during the review)"
+                                .into(),
+                        }),
+                        CallbackOutcome::Failed => Err(callback_failed(cb)),
+                    },
+                }
+            }
+        }
+    }
+
+    /// A person decides: the payment stays `Processing` in step
+    /// `ManualReview` until a reviewer approves (`Ok`) or rejects (a stop),
+    /// the deadline passes (a stop), it is cancelled, or — for an unknown
+    /// outcome — the gateway's confirmation arrives after all.
+    async fn review(&self, cause: ReviewCause, message: String) -> Result<Reviewed, Stop> {
+        let ctx = &*self.ctx;
+        let since_ms = self.now_ms();
+        let deadline = self.input.escalation.review_deadline_secs;
+        ctx.state_mut(|w| {
+            w.saga_mut().review = Some(ReviewState {
+                cause,
+                message: message.clone(),
+                since_ms,
+                deadline_ms: since_ms + (deadline as i64) * 1000,
+                decision: None,
+            });
+            w.saga_mut().review_decision = None;
+        });
+        let told = self.notify_reviewer(cause, &message).await;
+        self.record(
+            Step::ManualReview,
+            StepEvent::Started,
+            Some(format!("{cause:?}: {message}; {told}")),
+        );
+        let mut timer = ctx.timer(Duration::from_secs(deadline));
+        let wait_callback = cause == ReviewCause::OutcomeUnknown;
+        enum Ended {
+            Decided(ReviewDecision),
+            Confirmed(GatewayCallback),
+        }
+        let ended = select! {
+            _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => Err(self.cancelled_stop()),
+            _ = ctx.cancelled() => Err(Stop::Cancelled { message: "the workflow was cancelled".into() }),
+            _ = ctx.wait_condition(|w| w.saga().review_decision.is_some()) => {
+                Ok(Ended::Decided(ctx.state(|w| w.saga().review_decision.clone()).expect("checked by the condition")))
+            }
+            _ = ctx.wait_condition(move |w| wait_callback && w.saga().callback.is_some()) => {
+                Ok(Ended::Confirmed(ctx.state(|w| w.saga().callback.clone()).expect("checked by the condition")))
+            }
+            _ = timer => Err(Stop::Failed {
+                reason: reasons::REVIEW_TIMEOUT,
+                message: format!("no reviewer decided within {deadline} s ({message})"),
+            }),
+        };
+        timer.cancel();
+        let d = match ended? {
+            Ended::Decided(d) => d,
+            Ended::Confirmed(cb) => {
+                self.record(
+                    Step::ManualReview,
+                    StepEvent::Completed,
+                    Some(format!(
+                        "the gateway's confirmation arrived: {:?}",
+                        cb.outcome
+                    )),
+                );
+                return Ok(Reviewed::Confirmed(cb));
+            }
+        };
+        let answer = ReviewAnswer {
+            decision: d.decision,
+            by: d.by.clone(),
+            reason: d.reason.clone(),
+            at_ms: self.now_ms(),
+        };
+        ctx.state_mut(|w| {
+            if let Some(r) = w.saga_mut().review.as_mut() {
+                r.decision = Some(answer.clone());
+            }
+        });
+        let because = d.reason.map(|r| format!(": {r}")).unwrap_or_default();
+        match d.decision {
+            Decision::Approve => {
+                self.record(
+                    Step::ManualReview,
+                    StepEvent::Completed,
+                    Some(format!("approved by {}{because}", d.by)),
+                );
+                Ok(Reviewed::Approved(answer))
+            }
+            Decision::Reject => Err(Stop::Failed {
+                reason: reasons::REVIEW_REJECTED,
+                message: format!("rejected by {}{because}", d.by),
+            }),
+        }
+    }
+
+    /// Tells the reviewer (email/SMS) that a payment waits; what was done, in
+    /// words for the history.
+    async fn notify_reviewer(&self, cause: ReviewCause, message: &str) -> String {
+        if self.input.escalation.reviewer.is_none() {
+            return "no reviewer contact configured".into();
+        }
+        let op = NotifyOp {
+            payment_id: self.input.payment_id.clone(),
+            notify: self.input.escalation.reviewer.clone(),
+            subject: format!("Payment {} needs a review", self.input.payment_id),
+            body: format!(
+                "{cause:?}: {message}. Approve or reject it: kubectl annotate payment <name> \
+                 paysaga.dev/review=approve|reject, or POST /v1/payments/<id>/review."
+            ),
+            purpose: Some("review".into()),
+        };
+        match self
+            .ctx
+            .execute_activity(SagaActivities::notify, op, quick())
+            .await
+        {
+            Ok(n) => format!("reviewer told by {n} message(s)"),
+            Err(e) => format!("telling the reviewer failed: {e}"),
+        }
     }
 
     /// Runs the registered compensations in reverse order. Each is idempotent
@@ -615,6 +1079,7 @@ impl<W: SagaHost> Saga<'_, W> {
             notify: self.input.notify.clone(),
             subject,
             body,
+            purpose: None,
         };
         match self
             .ctx
@@ -691,6 +1156,29 @@ fn failure(e: &ActivityExecutionError, fallback: &'static str) -> (&'static str,
     (reason, message)
 }
 
+/// A refusal the retry policy does not retry (a decline, a malformed
+/// request): trying again later would not help.
+fn is_permanent(e: &ActivityExecutionError) -> bool {
+    matches!(e.cause(), Some(IncomingError::Application(af))
+        if matches!(af.type_name(), Some(failure_types::DECLINED) | Some(failure_types::BAD_REQUEST)))
+}
+
+fn callback_failed(cb: GatewayCallback) -> Stop {
+    Stop::Failed {
+        reason: reasons::CHARGE_FAILED,
+        message: format!(
+            "the gateway reported the charge failed: {}",
+            cb.reason.unwrap_or_else(|| "no reason given".into())
+        ),
+    }
+}
+
+fn stop_detail(stop: &Stop) -> String {
+    match stop {
+        Stop::Failed { message, .. } | Stop::Cancelled { message } => message.clone(),
+    }
+}
+
 /// `1250 EUR` → `12.50 EUR` for messages (two-decimal display; the amount
 /// itself stays in minor units everywhere).
 fn format_amount(minor: i64, currency: &str) -> String {
@@ -747,6 +1235,33 @@ mod tests {
     fn amounts_are_formatted_from_minor_units() {
         assert_eq!(format_amount(1250, "EUR"), "12.50 EUR");
         assert_eq!(format_amount(5, "USD"), "0.05 USD");
+    }
+
+    #[test]
+    fn a_review_answer_counts_only_while_a_review_waits_for_one() {
+        let answer = |decision| ReviewDecision {
+            decision,
+            by: "ops".into(),
+            reason: None,
+        };
+        let mut s = SagaState::default();
+        s.offer_review(answer(Decision::Approve));
+        assert!(s.review_decision.is_none(), "taken with no review open");
+        s.review = Some(ReviewState {
+            cause: ReviewCause::OutcomeUnknown,
+            message: "?".into(),
+            since_ms: 0,
+            deadline_ms: 1,
+            decision: None,
+        });
+        s.offer_review(answer(Decision::Reject));
+        s.offer_review(answer(Decision::Approve));
+        assert_eq!(
+            s.review_decision.unwrap().decision,
+            Decision::Reject,
+            "the first counts"
+        );
+        assert_eq!(s.ignored_reviews, 2);
     }
 
     #[test]

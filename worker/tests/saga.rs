@@ -59,11 +59,12 @@ async fn happy_path_succeeds_debits_once_and_notifies() {
     assert_eq!(progress.step, Step::Done);
     assert_eq!(
         steps(&progress, StepEvent::Completed),
+        // The fraud verdict comes before the charge: no money leaves first.
         [
             Step::ValidateAccount,
             Step::Debit,
-            Step::Charge,
             Step::FraudCheck,
+            Step::Charge,
             Step::AwaitConfirmation,
             Step::Notify,
             Step::Done
@@ -135,13 +136,15 @@ async fn invalid_accounts_fail_at_once_and_are_notified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_path_compensates_to_the_cent() {
     let h = Harness::start("failures").await;
-    let cases: [(&str, Scenario, u64, &str); 4] = [
+    // (name, scenario, confirmation timeout, review deadline, reason)
+    let cases: [(&str, Scenario, u64, u64, &str); 4] = [
         (
             "fraud",
             Scenario {
                 fraud_score: Some(95),
                 ..confirm()
             },
+            60,
             60,
             reasons::FRAUD_REJECTED,
         ),
@@ -152,6 +155,7 @@ async fn each_failure_path_compensates_to_the_cent() {
                 ..confirm()
             },
             60,
+            60,
             reasons::DECLINED,
         ),
         (
@@ -161,9 +165,12 @@ async fn each_failure_path_compensates_to_the_cent() {
                 ..confirm()
             },
             60,
+            60,
             reasons::CHARGE_FAILED,
         ),
-        // No confirmation ever: the durable timer (short here) fires.
+        // No confirmation ever: the durable timer (short here) fires, the
+        // gateway says the charge is still pending, a review opens, and
+        // nobody answers before its deadline (short here too).
         (
             "timeout",
             Scenario {
@@ -171,14 +178,16 @@ async fn each_failure_path_compensates_to_the_cent() {
                 ..Scenario::default()
             },
             2,
-            reasons::CONFIRMATION_TIMEOUT,
+            2,
+            reasons::REVIEW_TIMEOUT,
         ),
     ];
-    for (name, s, timeout, reason) in cases {
+    for (name, s, timeout, deadline, reason) in cases {
         let id = unique(&format!("pay-{name}"));
         scenario(&id, s).await;
         let mut input = h.input(&id, 2_000);
         input.confirmation_timeout_secs = timeout;
+        input.escalation.review_deadline_secs = deadline;
         let (outcome, progress) = h.pay_and_record(input, Some(name)).await;
         assert_eq!(outcome.phase, Phase::Failed, "{name}: {outcome:?}");
         assert_eq!(outcome.reason, reason, "{name}: {outcome:?}");

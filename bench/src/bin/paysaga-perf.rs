@@ -353,6 +353,7 @@ async fn probe(
             confirmation_timeout_secs: paysaga_api::saga::DEFAULT_CONFIRMATION_TIMEOUT_SECS,
             fraud_task_queue: paysaga_api::names::FRAUD_TASK_QUEUE.into(),
             compensation_max_attempts: paysaga_api::saga::DEFAULT_COMPENSATION_ATTEMPTS,
+            escalation: Default::default(),
         };
         i += 1;
         tally.lock().unwrap().started += 1;

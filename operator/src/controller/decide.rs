@@ -102,6 +102,7 @@ pub fn workflow_input(p: &Payment, settings: &Settings) -> PaymentInput {
         confirmation_timeout_secs: settings.confirmation_timeout_secs,
         fraud_task_queue: settings.fraud_task_queue.clone(),
         compensation_max_attempts: paysaga_api::saga::DEFAULT_COMPENSATION_ATTEMPTS,
+        escalation: Default::default(),
     }
 }
 
@@ -132,7 +133,8 @@ pub fn conditions_from(
             Step::AwaitConfirmation => CONFIRMED,
             Step::Notify => NOTIFIED,
             Step::Compensate => COMPENSATED,
-            Step::Done => continue,
+            // Told by the review itself, not by its history lines.
+            Step::ManualReview | Step::Done => continue,
         };
         let (status, reason) = match r.event {
             StepEvent::Started => continue,
@@ -587,6 +589,7 @@ mod tests {
                 reason: None,
                 message: None,
                 history,
+                review: None,
             }),
         }
     }
@@ -722,6 +725,7 @@ mod tests {
                 reason: None,
                 message: None,
                 history: vec![],
+                review: None,
             }),
         };
         let plan = plan(&p, &wf);
@@ -1100,6 +1104,7 @@ mod tests {
                     StepEvent::Completed,
                     1_800_000_000_456,
                 )],
+                review: None,
             }),
         };
         let decided = plan(&p, &wf).status;

@@ -442,6 +442,7 @@ mod tests {
                 at_ms: 5,
                 detail: None,
             }],
+            review: None,
         }
     }
 

@@ -139,6 +139,7 @@ impl Harness {
             confirmation_timeout_secs: 60,
             fraud_task_queue: self.fraud_queue.clone(),
             compensation_max_attempts: 5,
+            escalation: Default::default(),
         }
     }
 
