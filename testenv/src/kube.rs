@@ -378,18 +378,6 @@ fn make_pki(pki: &Path, opts: &ApiServerOptions) -> Result<()> {
         "-out",
         "ca.crt",
     ])?;
-    ossl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=kube-apiserver",
-        "-keyout",
-        "apiserver.key",
-        "-out",
-        "apiserver.csr",
-    ])?;
     let mut sans = vec![
         "IP:127.0.0.1".to_string(),
         "DNS:localhost".into(),
@@ -410,11 +398,37 @@ fn make_pki(pki: &Path, opts: &ApiServerOptions) -> Result<()> {
         pki.join("san.ext"),
         format!("subjectAltName={}\n", sans.join(",")),
     )?;
+    issue_cert(pki, "apiserver", "/CN=kube-apiserver", Some("san.ext"))?;
+    ossl(&["genrsa", "-out", "sa.key", "2048"])?;
+    ossl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
+    if opts.node {
+        issue_cert(
+            pki,
+            "apiserver-kubelet-client",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// `<name>.key` and `<name>.crt` signed by the CA in `pki`, for `subject`,
+/// with the extensions in `extfile` if any.
+fn issue_cert(pki: &Path, name: &str, subject: &str, extfile: Option<&str>) -> Result<()> {
+    let ossl = |args: &[&str]| run(Command::new("openssl").current_dir(pki).args(args));
+    let (key, csr, crt) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
     ossl(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out", &csr,
+    ])?;
+    let mut sign = vec![
         "x509",
         "-req",
         "-in",
-        "apiserver.csr",
+        &csr,
         "-CA",
         "ca.crt",
         "-CAkey",
@@ -422,41 +436,12 @@ fn make_pki(pki: &Path, opts: &ApiServerOptions) -> Result<()> {
         "-CAcreateserial",
         "-days",
         "30",
-        "-extfile",
-        "san.ext",
         "-out",
-        "apiserver.crt",
-    ])?;
-    ossl(&["genrsa", "-out", "sa.key", "2048"])?;
-    ossl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
-    if opts.node {
-        ossl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/O=system:masters/CN=kube-apiserver-kubelet-client",
-            "-keyout",
-            "apiserver-kubelet-client.key",
-            "-out",
-            "apiserver-kubelet-client.csr",
-        ])?;
-        ossl(&[
-            "x509",
-            "-req",
-            "-in",
-            "apiserver-kubelet-client.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-out",
-            "apiserver-kubelet-client.crt",
-        ])?;
+        &crt,
+    ];
+    if let Some(ext) = extfile {
+        sign.extend(["-extfile", ext]);
     }
+    ossl(&sign)?;
     Ok(())
 }

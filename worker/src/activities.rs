@@ -95,7 +95,7 @@ pub fn http_client() -> reqwest::Client {
         .expect("building the HTTP client")
 }
 
-/// POSTs JSON; classifies the answer. `Ok(Err(body))` is a 4xx the caller judges.
+/// POSTs JSON; classifies the answer ([`classify`]).
 async fn post_json<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
     http: &reqwest::Client,
     url: &str,
@@ -110,43 +110,34 @@ async fn post_json<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
         )
         .json(body)
         .send()
-        .await
-        .map_err(|e| transient(format!("POST {url}: {e}")))?;
-    let status = resp.status();
-    if status.is_success() {
-        let parsed = resp
-            .json::<Resp>()
-            .await
-            .map_err(|e| transient(format!("POST {url}: unreadable answer: {e}")))?;
-        return Ok(Ok(parsed));
-    }
-    let text = resp.text().await.unwrap_or_default();
-    let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
-        code: status.as_str().to_string(),
-        message: text,
-    });
-    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-        return Err(transient(format!("POST {url}: {status}: {}", body.message)));
-    }
-    Ok(Err((status.as_u16(), body)))
+        .await;
+    classify("POST", url, resp).await
 }
 
-/// GETs JSON; classifies the answer like [`post_json`].
+/// GETs JSON; classifies the answer ([`classify`]).
 async fn get_json<Resp: for<'de> Deserialize<'de>>(
     http: &reqwest::Client,
     url: &str,
 ) -> Result<Result<Resp, (u16, ErrorBody)>, ActivityError> {
-    let resp = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| transient(format!("GET {url}: {e}")))?;
+    let resp = http.get(url).send().await;
+    classify("GET", url, resp).await
+}
+
+/// A network error, a 5xx, 408 or 429 is transient (the retry policy tries
+/// again); a success is parsed; any other answer, `Ok(Err(body))`, is for
+/// the caller to judge.
+async fn classify<Resp: for<'de> Deserialize<'de>>(
+    method: &str,
+    url: &str,
+    resp: reqwest::Result<reqwest::Response>,
+) -> Result<Result<Resp, (u16, ErrorBody)>, ActivityError> {
+    let resp = resp.map_err(|e| transient(format!("{method} {url}: {e}")))?;
     let status = resp.status();
     if status.is_success() {
         let parsed = resp
             .json::<Resp>()
             .await
-            .map_err(|e| transient(format!("GET {url}: unreadable answer: {e}")))?;
+            .map_err(|e| transient(format!("{method} {url}: unreadable answer: {e}")))?;
         return Ok(Ok(parsed));
     }
     let text = resp.text().await.unwrap_or_default();
@@ -155,7 +146,10 @@ async fn get_json<Resp: for<'de> Deserialize<'de>>(
         message: text,
     });
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-        return Err(transient(format!("GET {url}: {status}: {}", body.message)));
+        return Err(transient(format!(
+            "{method} {url}: {status}: {}",
+            body.message
+        )));
     }
     Ok(Err((status.as_u16(), body)))
 }

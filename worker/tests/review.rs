@@ -14,16 +14,9 @@ use paysaga_api::saga::{
 };
 use paysaga_api::{Notify, Phase, Step};
 use paysaga_worker::workflows::PaymentWorkflow;
-use temporalio_client::{WorkflowGetResultOptions, WorkflowSignalOptions};
+use temporalio_client::WorkflowSignalOptions;
 
 const REVIEWER: &str = "reviewer@example.com";
-
-async fn result(handle: &Handle) -> paysaga_api::saga::PaymentOutcome {
-    handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .expect("the payment workflow's result")
-}
 
 async fn decide(handle: &Handle, decision: Decision, reason: &str) {
     let d = ReviewDecision {

@@ -14,7 +14,7 @@ use paysaga_api::{Phase, Step};
 use paysaga_worker::audit;
 use paysaga_worker::ledger::Applied;
 use paysaga_worker::workflows::PaymentWorkflow;
-use temporalio_client::{WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowSignalOptions};
+use temporalio_client::{WorkflowCancelOptions, WorkflowSignalOptions};
 
 async fn cancel(handle: &Handle, reason: &str) {
     let req = CancelRequest {
@@ -28,13 +28,6 @@ async fn cancel(handle: &Handle, reason: &str) {
         )
         .await
         .expect("signalling cancel");
-}
-
-async fn result(handle: &Handle) -> paysaga_api::saga::PaymentOutcome {
-    handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .expect("the payment workflow's result")
 }
 
 fn never_confirm() -> Scenario {

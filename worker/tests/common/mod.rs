@@ -225,6 +225,14 @@ pub async fn maybe_record(handle: &Handle, name: &str) {
     std::fs::write(dir.join(format!("{version}-{name}.json")), json).unwrap();
 }
 
+/// The workflow's result, once it has one.
+pub async fn result(handle: &Handle) -> PaymentOutcome {
+    handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .expect("the payment workflow's result")
+}
+
 pub async fn progress(handle: &Handle) -> PaymentProgress {
     handle
         .query(PaymentWorkflow::status, (), WorkflowQueryOptions::default())
