@@ -6,6 +6,8 @@
 //   BASE_URL   the HTTP API (the ingress in kind, http://127.0.0.1:8080 in make dev)
 //   SIM_URL    the simulators' admin endpoint; when set, setup() applies MIX
 //   MIX        outcome mix, e.g. "decline=0.02,fraud=0.01,timeout=0.005,callbackFailure=0.01,transient=0.05"
+//              (timeout: the confirmation is lost; the payment waits out its timer and is
+//              recovered from the gateway's status endpoint)
 //   USERS      how many load accounts to spread payments over (load-0 … load-N-1; make dev opens 50)
 //   CURRENCY   their currency (EUR)
 //   FOLLOW_TIMEOUT_S  give up following one payment after this long (default 120)
