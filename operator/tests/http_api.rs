@@ -557,7 +557,7 @@ async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
         .json()
         .await
         .unwrap();
-    assert_eq!(served, paysaga_operator::api::openapi::document());
+    assert_eq!(served, paysaga_operator::http::openapi::document());
     // Its cache goes in the run's directory, not the source tree.
     let out = tokio::process::Command::new(paysaga_testenv::tool("schemathesis"))
         .current_dir(paysaga_testenv::run_dir())

@@ -1,13 +1,5 @@
-//! The controller's Prometheus metrics and its admin endpoints
-//! (`/metrics`, `/healthz`, `/readyz`).
+//! The controller's Prometheus metrics (served by [`super::admin`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -62,10 +54,6 @@ pub struct Metrics {
     pub watched_workflows: Gauge,
     /// History long polls made, by filter.
     pub history_polls: Family<FilterLabel, Counter>,
-    /// Temporal answered the last call.
-    pub temporal_ok: AtomicBool,
-    /// The API server answered the last readiness probe.
-    pub kube_ok: AtomicBool,
     registry: Registry,
 }
 
@@ -80,8 +68,6 @@ impl Default for Metrics {
             status_latency: Family::new_with_constructor(latency_histogram),
             watched_workflows: Gauge::default(),
             history_polls: Family::default(),
-            temporal_ok: AtomicBool::new(false),
-            kube_ok: AtomicBool::new(false),
             registry: Registry::with_prefix("paysaga_controller"),
         };
         let r = &mut m.registry;
@@ -134,7 +120,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn status_latency(&self, change: super::decide::Change, latency: std::time::Duration) {
+    pub fn status_latency(&self, change: super::plan::pace::Change, latency: std::time::Duration) {
         self.status_latency
             .get_or_create(&ChangeLabel {
                 change: change.label().to_string(),
@@ -156,41 +142,4 @@ impl Metrics {
             .expect("writing to a String");
         out
     }
-}
-
-/// `/metrics`, `/healthz` (the process answers), `/readyz` (the API server
-/// and Temporal answered their last calls).
-pub fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move {
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    m.encode(),
-                )
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(m): State<Arc<Metrics>>| async move {
-                let kube = m.kube_ok.load(Ordering::Relaxed);
-                let temporal = m.temporal_ok.load(Ordering::Relaxed);
-                if kube && temporal {
-                    (StatusCode::OK, "ready".to_string())
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "not ready: kubernetes reachable={kube}, temporal reachable={temporal}"
-                        ),
-                    )
-                }
-            }),
-        )
-        .with_state(metrics)
 }
