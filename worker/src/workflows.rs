@@ -162,28 +162,6 @@ pub const PATCH_COMPENSATE_ALL: &str = "compensate-all";
 /// querying the worker.
 pub const PATCH_PROGRESS_MEMO: &str = "progress-memo";
 
-/// A workflow type that runs the saga: where its state lives, and whether
-/// versioned changes are guarded by `patched()` (always, except in the test
-/// that proves why they must be).
-pub trait SagaHost: 'static {
-    fn saga(&self) -> &SagaState;
-    fn saga_mut(&mut self) -> &mut SagaState;
-    fn set_payment_id(&mut self, id: &str);
-    const GUARD_PATCHES: bool = true;
-}
-
-impl SagaHost for PaymentWorkflow {
-    fn saga(&self) -> &SagaState {
-        &self.state
-    }
-    fn saga_mut(&mut self) -> &mut SagaState {
-        &mut self.state
-    }
-    fn set_payment_id(&mut self, id: &str) {
-        self.payment_id = id.to_string();
-    }
-}
-
 #[workflow]
 #[derive(Default)]
 pub struct PaymentWorkflow {
@@ -220,12 +198,12 @@ impl PaymentWorkflow {
     }
 }
 
-/// Runs the saga in any [`SagaHost`] workflow.
-pub async fn run_saga<W: SagaHost>(
-    ctx: &mut WorkflowContext<W>,
+/// Runs the saga.
+async fn run_saga(
+    ctx: &mut WorkflowContext<PaymentWorkflow>,
     input: &PaymentInput,
 ) -> WorkflowResult<PaymentOutcome> {
-    ctx.state_mut(|w| w.set_payment_id(&input.payment_id));
+    ctx.state_mut(|w| w.payment_id = input.payment_id.clone());
     Saga {
         ctx,
         input,
@@ -236,14 +214,14 @@ pub async fn run_saga<W: SagaHost>(
 }
 
 /// The saga's body, over the workflow's context.
-struct Saga<'a, W: SagaHost> {
-    ctx: &'a mut WorkflowContext<W>,
+struct Saga<'a> {
+    ctx: &'a mut WorkflowContext<PaymentWorkflow>,
     input: &'a PaymentInput,
     /// Whether step changes are published in the memo ([`PATCH_PROGRESS_MEMO`]).
     publish_progress: bool,
 }
 
-impl<W: SagaHost> Saga<'_, W> {
+impl Saga<'_> {
     fn now_ms(&self) -> i64 {
         self.ctx
             .workflow_time()
@@ -256,9 +234,9 @@ impl<W: SagaHost> Saga<'_, W> {
         let at_ms = self.now_ms();
         self.ctx.state_mut(|w| {
             if event == StepEvent::Started {
-                w.saga_mut().step = Some(step);
+                w.state.step = Some(step);
             }
-            w.saga_mut().history.push(StepRecord {
+            w.state.history.push(StepRecord {
                 step,
                 event,
                 at_ms,
@@ -277,7 +255,7 @@ impl<W: SagaHost> Saga<'_, W> {
     /// of ours, not the payment's: it is logged and the saga goes on (the
     /// status query and the result still tell the truth).
     fn publish(&self) {
-        let progress = self.ctx.state(|w| w.saga().progress());
+        let progress = self.ctx.state(|w| w.state.progress());
         if let Err(e) = self.ctx.upsert_memo([(
             paysaga_api::saga::PROGRESS_MEMO,
             Some(MemoValue::new(progress)),
@@ -288,7 +266,7 @@ impl<W: SagaHost> Saga<'_, W> {
 
     fn cancel_requested(&self) -> Option<String> {
         self.ctx
-            .state(|w| w.saga().cancel.as_ref().map(|c| c.reason.clone()))
+            .state(|w| w.state.cancel.as_ref().map(|c| c.reason.clone()))
     }
 
     fn check_cancel(&self) -> Result<(), Stop> {
@@ -320,17 +298,9 @@ impl<W: SagaHost> Saga<'_, W> {
 
     async fn run(mut self) -> WorkflowResult<PaymentOutcome> {
         self.ctx
-            .state_mut(|w| w.saga_mut().phase = Some(Phase::Processing));
-        let record_accepted = if W::GUARD_PATCHES {
-            self.ctx.patched(PATCH_RECORD_ACCEPTED)
-        } else {
-            true
-        };
-        self.publish_progress = if W::GUARD_PATCHES {
-            self.ctx.patched(PATCH_PROGRESS_MEMO)
-        } else {
-            true
-        };
+            .state_mut(|w| w.state.phase = Some(Phase::Processing));
+        let record_accepted = self.ctx.patched(PATCH_RECORD_ACCEPTED);
+        self.publish_progress = self.ctx.patched(PATCH_PROGRESS_MEMO);
         if record_accepted {
             self.record_outcome(Phase::Processing, "Accepted").await;
         }
@@ -398,7 +368,7 @@ impl<W: SagaHost> Saga<'_, W> {
             }
         };
         self.finish(&outcome).await;
-        let history = self.ctx.state(|w| w.saga().history.clone());
+        let history = self.ctx.state(|w| w.state.history.clone());
         Ok(PaymentOutcome { history, ..outcome })
     }
 
@@ -504,7 +474,7 @@ impl<W: SagaHost> Saga<'_, W> {
                 break None;
             }
             select! {
-                _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => {
+                _ = ctx.wait_condition(|w| w.state.cancel.is_some()) => {
                     break Some(Stop::Cancelled { message: format!(
                         "cancelled: {}", self.cancel_requested().unwrap_or_default()) });
                 }
@@ -526,8 +496,8 @@ impl<W: SagaHost> Saga<'_, W> {
                         break Some(Stop::Failed { reason: reasons::FRAUD_CHECK_FAILED, message });
                     }
                 },
-                _ = ctx.wait_condition(move |w| !confirmed && w.saga().callback.is_some()) => {
-                    let cb = ctx.state(|w| w.saga().callback.clone()).expect("checked by the condition");
+                _ = ctx.wait_condition(move |w| !confirmed && w.state.callback.is_some()) => {
+                    let cb = ctx.state(|w| w.state.callback.clone()).expect("checked by the condition");
                     match cb.outcome {
                         CallbackOutcome::Succeeded => confirmed = true,
                         CallbackOutcome::Failed => break Some(Stop::Failed {
@@ -588,12 +558,7 @@ impl<W: SagaHost> Saga<'_, W> {
                     let message = format!("{c:?} failed after retries: {e}");
                     self.record(Step::Compensate, StepEvent::Failed, Some(message.clone()));
                     failures.push(message);
-                    let keep_going = if W::GUARD_PATCHES {
-                        self.ctx.patched(PATCH_COMPENSATE_ALL)
-                    } else {
-                        true
-                    };
-                    if !keep_going {
+                    if !self.ctx.patched(PATCH_COMPENSATE_ALL) {
                         break;
                     }
                 }
@@ -664,10 +629,10 @@ impl<W: SagaHost> Saga<'_, W> {
         self.record_outcome(outcome.phase, &outcome.reason).await;
         self.record(Step::Done, StepEvent::Completed, None);
         self.ctx.state_mut(|w| {
-            w.saga_mut().step = Some(Step::Done);
-            w.saga_mut().phase = Some(outcome.phase);
-            w.saga_mut().reason = Some(outcome.reason.clone());
-            w.saga_mut().message = Some(outcome.message.clone());
+            w.state.step = Some(Step::Done);
+            w.state.phase = Some(outcome.phase);
+            w.state.reason = Some(outcome.reason.clone());
+            w.state.message = Some(outcome.message.clone());
         });
     }
 }
