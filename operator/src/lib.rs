@@ -4,4 +4,5 @@
 pub mod controller;
 pub mod crdgen;
 pub mod http;
+pub mod openmetrics;
 pub mod temporal;

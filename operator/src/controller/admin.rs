@@ -67,15 +67,7 @@ pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
             "/metrics",
             get(move || {
                 let text = metrics.encode();
-                async move {
-                    (
-                        [(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
+                async move { ([("content-type", crate::openmetrics::CONTENT_TYPE)], text) }
             }),
         )
         .route("/healthz", get(|| async { "ok" }))

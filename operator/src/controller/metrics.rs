@@ -57,57 +57,65 @@ pub struct Metrics {
     registry: Registry,
 }
 
+/// Registers `metric` under `name`, and gives it back.
+fn register<M>(r: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    r.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut m = Metrics {
-            reconciles: Counter::default(),
-            failures: Family::default(),
-            status_patches: Family::default(),
-            workflows_started: Counter::default(),
-            start_latency: latency_histogram(),
-            status_latency: Family::new_with_constructor(latency_histogram),
-            watched_workflows: Gauge::default(),
-            history_polls: Family::default(),
-            registry: Registry::with_prefix("paysaga_controller"),
-        };
-        let r = &mut m.registry;
-        r.register("reconciles", "Reconciles run", m.reconciles.clone());
-        r.register(
-            "reconcile_failures",
-            "Reconciles failed, by category",
-            m.failures.clone(),
-        );
-        r.register(
-            "status_patches",
-            "Status writes by outcome (applied, applied_step, paced, unchanged, error)",
-            m.status_patches.clone(),
-        );
-        r.register(
-            "workflows_started",
-            "Payment workflows started",
-            m.workflows_started.clone(),
-        );
-        r.register(
-            "start_latency_seconds",
-            "From a Payment accepted by the API (or first seen) to its workflow started",
-            m.start_latency.clone(),
-        );
-        r.register(
-            "status_latency_seconds",
-            "From a workflow change to the Payment status written, by change (phase: at once; step: paced)",
-            m.status_latency.clone(),
-        );
-        r.register(
-            "history_polls",
-            "Workflow history long polls made, by filter (close, all)",
-            m.history_polls.clone(),
-        );
-        r.register(
-            "watched_workflows",
-            "Running workflows whose history is long-polled",
-            m.watched_workflows.clone(),
-        );
-        m
+        let mut registry = Registry::with_prefix("paysaga_controller");
+        let r = &mut registry;
+        Metrics {
+            reconciles: register(r, "reconciles", "Reconciles run", Counter::default()),
+            failures: register(
+                r,
+                "reconcile_failures",
+                "Reconciles failed, by category",
+                Family::default(),
+            ),
+            status_patches: register(
+                r,
+                "status_patches",
+                "Status writes by outcome (applied, applied_step, paced, unchanged, error)",
+                Family::default(),
+            ),
+            workflows_started: register(
+                r,
+                "workflows_started",
+                "Payment workflows started",
+                Counter::default(),
+            ),
+            start_latency: register(
+                r,
+                "start_latency_seconds",
+                "From a Payment accepted by the API (or first seen) to its workflow started",
+                latency_histogram(),
+            ),
+            status_latency: register(
+                r,
+                "status_latency_seconds",
+                "From a workflow change to the Payment status written, by change (phase: at once; step: paced)",
+                Family::new_with_constructor(latency_histogram),
+            ),
+            history_polls: register(
+                r,
+                "history_polls",
+                "Workflow history long polls made, by filter (close, all)",
+                Family::default(),
+            ),
+            watched_workflows: register(
+                r,
+                "watched_workflows",
+                "Running workflows whose history is long-polled",
+                Gauge::default(),
+            ),
+            registry,
+        }
     }
 }
 
@@ -137,9 +145,6 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
-        out
+        crate::openmetrics::encode(&self.registry)
     }
 }

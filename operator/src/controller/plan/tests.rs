@@ -225,6 +225,19 @@ struct Case {
     requeue: Requeue,
 }
 
+/// A row's defaults: no action, nothing written or told, wait for a change.
+fn row() -> Case {
+    Case {
+        name: "",
+        given: observed(Object::Gone),
+        settings: settings(),
+        actions: vec![],
+        status: Written::Nothing,
+        events: vec![],
+        requeue: Requeue::AwaitChange,
+    }
+}
+
 #[test]
 fn every_branch_of_a_reconcile() {
     use Written::*;
@@ -245,30 +258,33 @@ fn every_branch_of_a_reconcile() {
         let p = payment(Some("changed my mind"), Some(validating.clone()));
         status_after(&p, &running(vec![], Step::ValidateAccount))
     };
+    // The debit seen, this long after the status showed the validation.
+    let debit_seen = |ms| {
+        let p = payment(None, Some(validating.clone()));
+        seen(
+            p,
+            Ok(running(debiting.clone(), Step::Debit)),
+            written_ago(ms),
+        )
+    };
     let down = desired::unreachable(&payment(None, None), &unreachable().to_string(), now());
     let cases = vec![
         Case {
             name: "a Payment without the finalizer gets it first, and nothing else",
-            given: with(finalizers(payment(None, None), &[]), Observation::Absent),
-            settings: settings(),
             actions: vec![Action::AddFinalizer { existing: vec![] }],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::AwaitChange,
+            given: with(finalizers(payment(None, None), &[]), Observation::Absent),
+            ..row()
         },
         Case {
             name: "the finalizer goes after those already there",
+            actions: vec![Action::AddFinalizer {
+                existing: vec!["other".into()],
+            }],
             given: with(
                 finalizers(payment(None, None), &["other"]),
                 Observation::Absent,
             ),
-            settings: settings(),
-            actions: vec![Action::AddFinalizer {
-                existing: vec!["other".into()],
-            }],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::AwaitChange,
+            ..row()
         },
         Case {
             name: "deleted without the finalizer: nothing to hold",
@@ -276,128 +292,110 @@ fn every_branch_of_a_reconcile() {
                 deleted(finalizers(payment(None, None), &[])),
                 Observation::Absent,
             ),
-            settings: settings(),
-            actions: vec![],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::AwaitChange,
+            ..row()
         },
         Case {
             name: "a new payment: start it, write it at once, follow it",
-            given: with(payment(None, None), Observation::Absent),
-            settings: settings(),
             actions: vec![start(), Action::Follow],
             status: Now(Change::Phase, Some(Phase::Pending)),
-            events: vec![],
             requeue: Requeue::After(SAFETY_NET),
+            given: with(payment(None, None), Observation::Absent),
+            ..row()
         },
         Case {
             name: "a cancel asked before the start waits for the workflow",
-            given: with(payment(Some("early"), None), Observation::Absent),
-            settings: settings(),
             actions: vec![start(), Action::Follow],
             status: Now(Change::Phase, Some(Phase::Pending)),
-            events: vec![],
             requeue: Requeue::After(SAFETY_NET),
+            given: with(payment(Some("early"), None), Observation::Absent),
+            ..row()
         },
         Case {
             name: "running: what it shows is written, and it is followed",
-            given: with(payment(None, None), running(debiting.clone(), Step::Debit)),
-            settings: settings(),
             actions: vec![Action::Follow],
             status: Now(Change::Phase, Some(Phase::Processing)),
-            events: vec![],
             requeue: Requeue::After(SAFETY_NET),
+            given: with(payment(None, None), running(debiting.clone(), Step::Debit)),
+            ..row()
         },
         Case {
             name: "a step soon after the last write is paced: come back then",
-            given: seen(
-                payment(None, Some(validating.clone())),
-                Ok(running(debiting.clone(), Step::Debit)),
-                written_ago(300),
-            ),
-            settings: settings(),
             actions: vec![Action::Follow],
             status: Paced(Duration::from_millis(700)),
-            events: vec![],
             requeue: Requeue::After(Duration::from_millis(700)),
+            given: debit_seen(300),
+            ..row()
         },
         Case {
             name: "a step once the interval has passed is written",
-            given: seen(
-                payment(None, Some(validating.clone())),
-                Ok(running(debiting.clone(), Step::Debit)),
-                written_ago(1000),
-            ),
-            settings: settings(),
             actions: vec![Action::Follow],
             status: Now(Change::Step, Some(Phase::Processing)),
-            events: vec![],
             requeue: Requeue::After(SAFETY_NET),
+            given: debit_seen(1000),
+            ..row()
         },
         Case {
             name: "nothing new: nothing written",
+            actions: vec![Action::Follow],
+            status: Unchanged,
+            requeue: Requeue::After(SAFETY_NET),
             given: with(
                 payment(None, Some(validating.clone())),
                 running(vec![], Step::ValidateAccount),
             ),
-            settings: settings(),
-            actions: vec![Action::Follow],
-            status: Unchanged,
-            events: vec![],
-            requeue: Requeue::After(SAFETY_NET),
+            ..row()
         },
         Case {
             name: "a cancel in flight is signalled, said, and written at once",
+            actions: vec![cancel("changed my mind"), Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            events: vec![reasons::CANCEL_REQUESTED],
+            requeue: Requeue::After(SAFETY_NET),
             given: seen(
                 payment(Some("changed my mind"), Some(validating.clone())),
                 Ok(running(vec![], Step::ValidateAccount)),
                 written_ago(0),
             ),
-            settings: settings(),
-            actions: vec![cancel("changed my mind"), Action::Follow],
-            status: Now(Change::Phase, Some(Phase::Processing)),
-            events: vec![reasons::CANCEL_REQUESTED],
-            requeue: Requeue::After(SAFETY_NET),
+            ..row()
         },
         Case {
             name: "a cancel already signalled is not signalled again",
+            actions: vec![Action::Follow],
+            status: Unchanged,
+            requeue: Requeue::After(SAFETY_NET),
             given: with(
                 payment(Some("changed my mind"), Some(asked_to_cancel.clone())),
                 running(vec![], Step::ValidateAccount),
             ),
-            settings: settings(),
-            actions: vec![Action::Follow],
-            status: Unchanged,
-            events: vec![],
-            requeue: Requeue::After(SAFETY_NET),
+            ..row()
         },
         Case {
             name: "a cancel after the end is too late: said, and the end told",
+            actions: vec![Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Succeeded)),
+            events: vec![reasons::TOO_LATE_TO_CANCEL, reasons::SUCCEEDED],
             given: with(
                 payment(Some("too late"), None),
                 closed(Phase::Succeeded, "Confirmed", vec![]),
             ),
-            settings: settings(),
-            actions: vec![Action::Forget],
-            status: Now(Change::Phase, Some(Phase::Succeeded)),
-            events: vec![reasons::TOO_LATE_TO_CANCEL, reasons::SUCCEEDED],
-            requeue: Requeue::AwaitChange,
+            ..row()
         },
         Case {
             name: "a cancel of a recorded end is too late",
+            actions: vec![Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Succeeded)),
+            events: vec![reasons::TOO_LATE_TO_CANCEL],
             given: with(
                 payment(Some("oops"), Some(done.clone())),
                 Observation::Recorded,
             ),
-            settings: settings(),
-            actions: vec![Action::Forget],
-            status: Now(Change::Phase, Some(Phase::Succeeded)),
-            events: vec![reasons::TOO_LATE_TO_CANCEL],
-            requeue: Requeue::AwaitChange,
+            ..row()
         },
         Case {
             name: "a failure ends with a Warning per failed step and one for the end",
+            actions: vec![Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Failed)),
+            events: vec![reasons::CHARGE_FAILED, reasons::FAILED],
             given: with(
                 payment(None, Some(validating.clone())),
                 closed(
@@ -410,167 +408,134 @@ fn every_branch_of_a_reconcile() {
                     ],
                 ),
             ),
-            settings: settings(),
-            actions: vec![Action::Forget],
-            status: Now(Change::Phase, Some(Phase::Failed)),
-            events: vec![reasons::CHARGE_FAILED, reasons::FAILED],
-            requeue: Requeue::AwaitChange,
+            ..row()
         },
         Case {
             name: "an abnormal end is a failure with a reason",
-            given: with(payment(None, Some(validating.clone())), closed_at(10)),
-            settings: settings(),
             actions: vec![Action::Forget],
             status: Now(Change::Phase, Some(Phase::Failed)),
             events: vec![reasons::FAILED],
-            requeue: Requeue::AwaitChange,
+            given: with(payment(None, Some(validating.clone())), closed_at(10)),
+            ..row()
         },
         Case {
             name: "finished with a TTL: kept until it runs out",
-            given: with(payment(None, None), closed_at(10)),
             settings: with_ttl(60),
             actions: vec![Action::Forget],
             status: Now(Change::Phase, Some(Phase::Failed)),
             events: vec![reasons::FAILED],
             requeue: Requeue::After(Duration::from_secs(50)),
+            given: with(payment(None, None), closed_at(10)),
         },
         Case {
             name: "finished past its TTL: written, then deleted",
-            given: with(payment(None, None), closed_at(61)),
             settings: with_ttl(60),
             actions: vec![Action::Forget, Action::DeleteExpired],
             status: Now(Change::Phase, Some(Phase::Failed)),
             events: vec![reasons::FAILED],
-            requeue: Requeue::AwaitChange,
+            given: with(payment(None, None), closed_at(61)),
+            ..row()
         },
         Case {
             name: "a recorded end is kept as it is",
-            given: with(payment(None, Some(done.clone())), Observation::Recorded),
-            settings: settings(),
             actions: vec![Action::Forget],
             status: Unchanged,
-            events: vec![],
-            requeue: Requeue::AwaitChange,
+            given: with(payment(None, Some(done.clone())), Observation::Recorded),
+            ..row()
         },
         Case {
             name: "Temporal unreachable: said on the Payment, then back off",
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            requeue: Requeue::Backoff,
             given: seen(
                 payment(None, Some(validating.clone())),
                 Err(unreachable()),
                 Pacing::default(),
             ),
-            settings: settings(),
-            actions: vec![],
-            status: Now(Change::Phase, Some(Phase::Processing)),
-            events: vec![],
-            requeue: Requeue::Backoff,
+            ..row()
         },
         Case {
             name: "Temporal still unreachable: said once",
+            status: Unchanged,
+            requeue: Requeue::Backoff,
             given: seen(
                 payment(None, Some(down)),
                 Err(unreachable()),
                 Pacing::default(),
             ),
-            settings: settings(),
-            actions: vec![],
-            status: Unchanged,
-            events: vec![],
-            requeue: Requeue::Backoff,
+            ..row()
         },
         Case {
             name: "deleted in flight: cancelled, and held while it compensates",
+            actions: vec![cancel("the Payment object was deleted"), Action::Follow],
+            events: vec![reasons::CANCEL_REQUESTED],
+            requeue: Requeue::After(COMPENSATING),
             given: with(
                 deleted(payment(None, Some(validating.clone()))),
                 running(vec![], Step::ValidateAccount),
             ),
-            settings: settings(),
-            actions: vec![cancel("the Payment object was deleted"), Action::Follow],
-            status: Nothing,
-            events: vec![reasons::CANCEL_REQUESTED],
-            requeue: Requeue::After(COMPENSATING),
+            ..row()
         },
         Case {
             name: "deleted in flight after a cancel: only held",
+            actions: vec![Action::Follow],
+            requeue: Requeue::After(COMPENSATING),
             given: with(
                 deleted(payment(None, Some(asked_to_cancel))),
                 running(vec![], Step::Compensate),
             ),
-            settings: settings(),
-            actions: vec![Action::Follow],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::After(COMPENSATING),
+            ..row()
         },
         Case {
             name: "deleted once finished: let go",
+            actions: vec![Action::Forget, Action::ReleaseFinalizer { index: 1 }],
             given: with(
                 deleted(finalizers(payment(None, Some(done)), &["other", FINALIZER])),
                 Observation::Recorded,
             ),
-            settings: settings(),
-            actions: vec![Action::Forget, Action::ReleaseFinalizer { index: 1 }],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::AwaitChange,
+            ..row()
         },
         Case {
             name: "deleted before its workflow ever ran: let go",
-            given: with(deleted(payment(None, None)), Observation::Absent),
-            settings: settings(),
             actions: vec![Action::Forget, Action::ReleaseFinalizer { index: 0 }],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::AwaitChange,
+            given: with(deleted(payment(None, None)), Observation::Absent),
+            ..row()
         },
         Case {
             name: "deleted while Temporal is unreachable: back off, status untouched",
+            requeue: Requeue::Backoff,
             given: seen(
                 deleted(payment(None, Some(validating))),
                 Err(unreachable()),
                 Pacing::default(),
             ),
-            settings: settings(),
-            actions: vec![],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::Backoff,
+            ..row()
         },
         Case {
             name: "finished in the cache, its TTL running: looked at when it runs out",
-            given: observed(Object::Ended(Timestamp::try_from(secs_ago(10)).unwrap())),
             settings: with_ttl(60),
             actions: vec![Action::Forget],
-            status: Nothing,
-            events: vec![],
             requeue: Requeue::After(Duration::from_secs(50)),
+            given: observed(Object::Ended(Timestamp::try_from(secs_ago(10)).unwrap())),
+            ..row()
         },
         Case {
             name: "finished in the cache, kept for ever: left alone",
-            given: observed(Object::Ended(now())),
-            settings: settings(),
             actions: vec![Action::Forget],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::AwaitChange,
+            given: observed(Object::Ended(now())),
+            ..row()
         },
         Case {
             name: "gone since the cache showed it: forgotten",
-            given: observed(Object::Gone),
-            settings: settings(),
             actions: vec![Action::Forget],
-            status: Nothing,
-            events: vec![],
-            requeue: Requeue::AwaitChange,
+            given: observed(Object::Gone),
+            ..row()
         },
         Case {
             name: "not a Payment: a Warning, then wait for a change",
-            given: observed(Object::Invalid("unknown variant `cash`".into())),
-            settings: settings(),
-            actions: vec![],
-            status: Nothing,
             events: vec![reasons::INVALID_OBJECT],
-            requeue: Requeue::AwaitChange,
+            given: observed(Object::Invalid("unknown variant `cash`".into())),
+            ..row()
         },
     ];
     for case in cases {
