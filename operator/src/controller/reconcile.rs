@@ -20,20 +20,27 @@ use crate::temporal::{SignalError, TemporalError};
 /// What can go wrong in a reconcile, by the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    // observe
+    /// A finished Payment, read whole because something was asked of it.
     #[error("failed to read the payment: {0}")]
     Read(#[source] kube::Error),
     #[error("failed to observe the workflow: {0}")]
     Observe(#[source] TemporalError),
+    // act
     #[error("failed to add the finalizer: {0}")]
     AddFinalizer(#[source] kube::Error),
+    /// The finalizer of a payment deleted once it could go.
     #[error("failed to remove the finalizer: {0}")]
     RemoveFinalizer(#[source] kube::Error),
     #[error("failed to start the workflow: {0}")]
     Start(#[source] TemporalError),
+    /// A `cancel` signal that Temporal refused (not one to a closed workflow).
     #[error("failed to signal cancel: {0}")]
     Cancel(#[source] SignalError),
+    /// Deleting a finished payment whose TTL has run out.
     #[error("failed to delete an expired payment: {0}")]
     Expire(#[source] kube::Error),
+    // write_status
     #[error("failed to write status: {0}")]
     WriteStatus(#[source] kube::Error),
 }
