@@ -271,8 +271,7 @@ fn run(
         }
     });
 
-    let finished = matches!(wf, Observation::Closed { .. } | Observation::Recorded);
-    plan.requeue = if finished && come_back.is_none() {
+    plan.requeue = if status.finished().is_some() && come_back.is_none() {
         plan.actions.push(Action::Forget);
         let ended = status.completed_at.as_ref().map(|t| t.0);
         match ended.and_then(|at| time::ttl_left(at, settings.finished_ttl, now)) {
