@@ -250,43 +250,69 @@ fn run(
     } else {
         pace(&current, &status, pacing, settings.status_step_interval)
     };
-    let mut come_back = None;
-    plan.status = Some(match write {
+    let (mut then, requeue) = afterwards(&status, write, now, settings);
+    plan.status = Some(status_write(
+        &current,
+        status,
+        write,
+        pending,
+        &mut plan.events,
+    ));
+    plan.actions.append(&mut then);
+    plan.requeue = requeue;
+    plan
+}
+
+/// The write of `status` over `current`; written now, it tells its Events.
+fn status_write(
+    current: &PaymentStatus,
+    status: PaymentStatus,
+    write: Write,
+    pending: Pending,
+    events: &mut Vec<Event>,
+) -> StatusWrite {
+    match write {
         Write::Unchanged => StatusWrite::Unchanged,
-        Write::After(wait) => {
-            come_back = Some(wait);
-            StatusWrite::Paced(wait)
-        }
+        Write::After(wait) => StatusWrite::Paced(wait),
         Write::Now(change) => {
-            plan.events.extend(events::step_failures(
+            events.extend(events::step_failures(
                 &current.conditions,
                 &status.conditions,
             ));
-            plan.events.extend(events::ended(&current, &status));
+            events.extend(events::ended(current, &status));
             StatusWrite::Now {
-                status: Box::new(status.clone()),
+                status: Box::new(status),
                 change,
                 shows: pending,
             }
         }
-    });
+    }
+}
 
-    plan.requeue = if status.finished().is_some() && come_back.is_none() {
-        plan.actions.push(Action::Forget);
-        let ended = status.completed_at.as_ref().map(|t| t.0);
-        match ended.and_then(|at| time::ttl_left(at, settings.finished_ttl, now)) {
-            Some(left) if left.is_zero() => {
-                plan.actions.push(Action::DeleteExpired);
-                Requeue::AwaitChange
-            }
-            Some(left) => Requeue::After(left),
-            None => Requeue::AwaitChange,
-        }
-    } else {
-        plan.actions.push(Action::Follow);
-        Requeue::After(come_back.unwrap_or(SAFETY_NET))
-    };
-    plan
+/// What follows the write: a payment in flight is followed, and looked at
+/// again when a paced write is due (or after the safety net); a finished
+/// one, once written, is forgotten and kept until its TTL runs out.
+fn afterwards(
+    status: &PaymentStatus,
+    write: Write,
+    now: Timestamp,
+    settings: &Settings,
+) -> (Vec<Action>, Requeue) {
+    if let Write::After(wait) = write {
+        return (vec![Action::Follow], Requeue::After(wait));
+    }
+    if status.finished().is_none() {
+        return (vec![Action::Follow], Requeue::After(SAFETY_NET));
+    }
+    let ended = status.completed_at.as_ref().map(|t| t.0);
+    match ended.and_then(|at| time::ttl_left(at, settings.finished_ttl, now)) {
+        Some(left) if left.is_zero() => (
+            vec![Action::Forget, Action::DeleteExpired],
+            Requeue::AwaitChange,
+        ),
+        Some(left) => (vec![Action::Forget], Requeue::After(left)),
+        None => (vec![Action::Forget], Requeue::AwaitChange),
+    }
 }
 
 #[cfg(test)]
