@@ -1,7 +1,7 @@
 //! Names fixed by the design: annotations, finalizer, task queues, IDs.
 
-/// API group of every paysaga resource.
-pub const GROUP: &str = "paysaga.dev";
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 /// Setting this annotation (value = reason) asks for the payment to be cancelled.
 pub const CANCEL_ANNOTATION: &str = "paysaga.dev/cancel";
 /// When the HTTP API accepted the payment (RFC 3339, milliseconds): the
@@ -18,11 +18,19 @@ pub const PAYMENTS_TASK_QUEUE: &str = "payments";
 /// Task queue of `FraudCheckWorkflow` and its activities.
 pub const FRAUD_TASK_QUEUE: &str = "fraud";
 
-/// The workflow ID of a Payment object: deterministic, so a second start of the
-/// same object is refused by Temporal as a duplicate instead of paying twice.
-/// The UID makes a re-created object with the same name a new payment.
-pub fn workflow_id(namespace: &str, name: &str, uid: &str) -> String {
-    format!("payment-{namespace}-{name}-{uid}")
+/// The workflow ID of a Payment object, from its metadata: deterministic, so
+/// a second start of the same object is refused by Temporal as a duplicate
+/// instead of paying twice. The UID makes a re-created object with the same
+/// name a new payment. The only place this ID is made.
+pub fn workflow_id(meta: &ObjectMeta) -> String {
+    let field = |f: &Option<String>| f.clone().unwrap_or_default();
+    let name = meta.name.clone().or_else(|| meta.generate_name.clone());
+    format!(
+        "payment-{}-{}-{}",
+        field(&meta.namespace),
+        name.unwrap_or_default(),
+        field(&meta.uid)
+    )
 }
 
 #[cfg(test)]
@@ -31,9 +39,15 @@ mod tests {
 
     #[test]
     fn workflow_id_is_deterministic_and_unique_per_object() {
-        let a = workflow_id("shop", "order-1", "0d1f");
+        let meta = |uid: &str| ObjectMeta {
+            namespace: Some("shop".into()),
+            name: Some("order-1".into()),
+            uid: Some(uid.into()),
+            ..ObjectMeta::default()
+        };
+        let a = workflow_id(&meta("0d1f"));
         assert_eq!(a, "payment-shop-order-1-0d1f");
-        assert_eq!(a, workflow_id("shop", "order-1", "0d1f"));
-        assert_ne!(a, workflow_id("shop", "order-1", "77aa"));
+        assert_eq!(a, workflow_id(&meta("0d1f")));
+        assert_ne!(a, workflow_id(&meta("77aa")));
     }
 }

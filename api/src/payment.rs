@@ -128,6 +128,24 @@ pub struct PaymentStatus {
     pub completed_at: Option<Time>,
 }
 
+impl PaymentStatus {
+    /// The terminal phase the payment ended in, if it has finished. The one
+    /// place that says "finished": nothing changes a finished payment any
+    /// more, so a cancel asked of it is too late (the HTTP API answers 409,
+    /// the controller sets `TooLateToCancel`), and it no longer counts as in
+    /// flight.
+    pub fn finished(&self) -> Option<Phase> {
+        self.phase.filter(|p| p.is_terminal())
+    }
+
+    /// When the payment ended, if this status records its end whole: a
+    /// terminal phase with its completion time. Then there is nothing left to
+    /// ask Temporal about it.
+    pub fn recorded_end(&self) -> Option<&Time> {
+        self.finished().and(self.completed_at.as_ref())
+    }
+}
+
 /// The life of a payment: `Pending` → `Processing` → `Succeeded` | `Failed` | `Cancelled`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Phase {
@@ -181,6 +199,31 @@ mod tests {
         assert_eq!(
             terminal,
             [Phase::Succeeded, Phase::Failed, Phase::Cancelled]
+        );
+    }
+
+    #[test]
+    fn finished_is_a_terminal_phase_and_a_recorded_end_has_its_time() {
+        let at = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let status = |phase, completed_at: Option<&Time>| PaymentStatus {
+            phase,
+            completed_at: completed_at.cloned(),
+            ..PaymentStatus::default()
+        };
+        assert_eq!(status(None, None).finished(), None);
+        assert_eq!(status(Some(Phase::Processing), Some(&at)).finished(), None);
+        assert_eq!(
+            status(Some(Phase::Cancelled), None).finished(),
+            Some(Phase::Cancelled)
+        );
+        assert_eq!(status(Some(Phase::Failed), None).recorded_end(), None);
+        assert_eq!(
+            status(Some(Phase::Failed), Some(&at)).recorded_end(),
+            Some(&at)
+        );
+        assert_eq!(
+            status(Some(Phase::Processing), Some(&at)).recorded_end(),
+            None
         );
     }
 

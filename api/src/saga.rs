@@ -3,14 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::external::GatewayCallback;
 use crate::{Notify, PaymentMethod, Phase, Step};
 
 /// Workflow type of the payment saga (task queue [`crate::names::PAYMENTS_TASK_QUEUE`]).
 pub const PAYMENT_WORKFLOW: &str = "PaymentWorkflow";
 /// Workflow type of the fraud check child (task queue [`crate::names::FRAUD_TASK_QUEUE`]).
 pub const FRAUD_CHECK_WORKFLOW: &str = "FraudCheckWorkflow";
-/// Signal carrying a verified [`GatewayCallback`].
+/// Signal carrying a verified [`crate::external::GatewayCallback`].
 pub const SIGNAL_GATEWAY_CALLBACK: &str = "gatewayCallback";
 /// Signal carrying a [`CancelRequest`].
 pub const SIGNAL_CANCEL: &str = "cancel";
@@ -118,14 +117,10 @@ fn default_fraud_task_queue() -> String {
     crate::names::FRAUD_TASK_QUEUE.to_string()
 }
 
-/// Idempotency keys of a payment's side effects, all derived from its ID.
+/// Idempotency keys of a payment's calls to the outside world, all derived
+/// from its ID. (The ledger needs none: its entries are unique on payment and
+/// kind.)
 pub mod keys {
-    pub fn debit(payment_id: &str) -> String {
-        format!("{payment_id}-debit")
-    }
-    pub fn credit(payment_id: &str) -> String {
-        format!("{payment_id}-credit")
-    }
     pub fn charge(payment_id: &str) -> String {
         format!("{payment_id}-charge")
     }
@@ -230,9 +225,6 @@ pub struct ReviewAnswer {
     pub at_ms: i64,
 }
 
-/// Payload of the `gatewayCallback` signal: the verified callback.
-pub type CallbackSignal = GatewayCallback;
-
 /// What a payment ended as: the workflow's result.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -243,7 +235,7 @@ pub struct PaymentOutcome {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charge_id: Option<String>,
-    /// The step history, as the `status` query last answered it.
+    /// Every step's record, from the start to the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<StepRecord>,
 }

@@ -3,9 +3,9 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use paysaga_common::temporal::{self, TemporalOpts};
 use paysaga_common::{LogFormat, hostname, init_logging, shutdown_signal};
-use paysaga_operator::api::{self, AppState, callbacks::CallbackVerifier};
-use paysaga_operator::controller::{self, decide::Settings};
+use paysaga_operator::controller::{self, admin, leader, plan::Settings};
 use paysaga_operator::crdgen;
+use paysaga_operator::http::{self, AppState, callbacks::CallbackVerifier};
 use paysaga_operator::temporal::PaymentWorkflows;
 
 /// paysaga-operator: payments as Kubernetes custom resources, run as Temporal sagas.
@@ -128,19 +128,20 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crdgen::payment_crd_yaml()?);
         }
         Command::Openapi => {
-            print!("{}", paysaga_operator::api::openapi::document_text());
+            print!("{}", paysaga_operator::http::openapi::document_text());
         }
         Command::Controller { temporal, opts } => {
             init_logging(cli.log_format);
             let kube = kube::Client::try_default().await?;
             let identity = format!("paysaga-controller@{}", hostname());
-            let metrics = std::sync::Arc::new(controller::metrics::Metrics::default());
-            let admin = tokio::net::TcpListener::bind(&opts.admin_listen).await?;
-            tracing::info!(admin = %admin.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz) listening");
-            controller::spawn_readiness_probe(kube.clone(), metrics.clone());
-            let admin_router = controller::metrics::router(metrics.clone());
+            let metrics = Arc::new(controller::metrics::Metrics::default());
+            let readiness = Arc::new(admin::Readiness::default());
+            let listener = tokio::net::TcpListener::bind(&opts.admin_listen).await?;
+            tracing::info!(admin = %listener.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz) listening");
+            admin::spawn_readiness_probe(kube.clone(), readiness.clone());
+            let router = admin::router(metrics.clone(), readiness.clone());
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(admin, admin_router).await {
+                if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!(error = %e, "admin endpoints stopped");
                 }
             });
@@ -156,9 +157,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             };
-            metrics
-                .temporal_ok
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            readiness.temporal(true);
             let settings = Settings {
                 payments_task_queue: opts.payments_task_queue,
                 fraud_task_queue: opts.fraud_task_queue,
@@ -169,71 +168,31 @@ async fn main() -> anyhow::Result<()> {
                     opts.status_step_interval_ms,
                 ),
             };
-
-            tracing::info!(concurrency = opts.concurrency, "controller started");
-            if !opts.leader_election {
+            let concurrency = opts.concurrency;
+            tracing::info!(concurrency, "controller started");
+            let run = |stop: leader::Stop| {
                 controller::run(
-                    kube,
+                    kube.clone(),
                     temporal,
                     settings,
-                    opts.concurrency,
+                    concurrency,
                     metrics,
-                    shutdown_signal(),
+                    readiness,
+                    stop,
                 )
-                .await;
-                tracing::info!("controller stopped");
-                return Ok(());
-            }
-            let identity = std::env::var("POD_NAME")
-                .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-            let lease =
-                kube_lease_manager::LeaseManagerBuilder::new(kube.clone(), &opts.lease_name)
-                    .with_namespace(&opts.lease_namespace)
-                    .with_identity(&identity)
-                    .with_duration(opts.lease_duration_secs)
-                    .with_grace((opts.lease_duration_secs / 3).max(1))
-                    .build()
-                    .await?;
-            let (mut leader, lease_task) = lease.watch().await;
-            tracing::info!(lease = %opts.lease_name, %identity, "waiting to lead");
-            let mut signal = Box::pin(shutdown_signal());
-            loop {
-                if *leader.borrow_and_update() {
-                    break;
-                }
-                tokio::select! {
-                    changed = leader.changed() => changed?,
-                    _ = &mut signal => {
-                        tracing::info!("stopped before leading");
-                        return Ok(());
-                    }
-                }
-            }
-            tracing::info!(%identity, "leading: reconciling payments");
-            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
-            let mut watch_leader = leader.clone();
-            tokio::spawn(async move {
-                let lost = tokio::select! {
-                    _ = signal => false,
-                    _ = async { while watch_leader.changed().await.is_ok() && *watch_leader.borrow() {} } => true,
+            };
+            if opts.leader_election {
+                let lease = leader::Lease {
+                    name: opts.lease_name,
+                    namespace: opts.lease_namespace,
+                    duration_secs: opts.lease_duration_secs,
                 };
-                let _ = lost_tx.send(lost);
-            });
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let lost = tokio::spawn(async move {
-                let lost = lost_rx.await.unwrap_or(false);
-                let _ = stop_tx.send(());
-                lost
-            });
-            controller::run(kube, temporal, settings, opts.concurrency, metrics, async {
-                let _ = stop_rx.await;
-            })
-            .await;
-            // Release the Lease so another replica takes over at once.
-            drop(leader);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), lease_task).await;
-            if lost.await.unwrap_or(false) {
-                anyhow::bail!("lost the lease; exiting so that a fresh start waits to lead again");
+                let identity = std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+                leader::while_leading(kube.clone(), &lease, &identity, shutdown_signal(), run)
+                    .await?;
+            } else {
+                run(Box::new(Box::pin(shutdown_signal()))).await;
             }
             tracing::info!("controller stopped");
         }
@@ -249,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let base_url = opts.public_url.trim_end_matches('/').to_string();
-            let watched = Arc::new(api::watched::Watched::new(&base_url));
+            let watched = Arc::new(http::watched::Watched::new(&base_url));
             if let Some(client) = &kube {
                 watched.clone().watch(client.clone(), &opts.namespace);
             }
@@ -268,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
             });
             let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
             tracing::info!(listen = %listener.local_addr()?, "HTTP API listening");
-            axum::serve(listener, api::router(state, opts.max_in_flight))
+            axum::serve(listener, http::router(state, opts.max_in_flight))
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
         }

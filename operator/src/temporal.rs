@@ -86,7 +86,9 @@ pub enum Observation {
     Running {
         run_id: String,
         started_at: Option<SystemTime>,
-        /// The `status` query's answer; `None` while no worker has run it yet.
+        /// The newest progress: as published in the memo (the followed
+        /// history), or the `status` query's answer; `None` until a worker
+        /// has told any.
         progress: Option<PaymentProgress>,
     },
     /// Finished. `outcome` is `None` when the workflow did not return one

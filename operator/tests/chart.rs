@@ -89,18 +89,19 @@ fn every_render_is_accepted_by_the_api_server() {
             || env.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &rendered);
         // A namespace just created may not have reached the admission
         // plugin's cache yet; that, and only that, is retried.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let out = loop {
-            let out = dry_run();
-            let err = String::from_utf8_lossy(&out.stderr);
-            if out.status.success()
-                || !err.contains("namespaces \"paysaga-system\" not found")
-                || std::time::Instant::now() > deadline
-            {
-                break out;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        };
+        let out = paysaga_testenv::eventually(
+            std::time::Duration::from_secs(10),
+            "the new namespace known to admission",
+            || {
+                let out = dry_run();
+                let err = String::from_utf8_lossy(&out.stderr);
+                if err.contains("namespaces \"paysaga-system\" not found") {
+                    Err(err.into_owned())
+                } else {
+                    Ok(out)
+                }
+            },
+        );
         assert!(
             out.status.success(),
             "{name}: the API server refused the render:\n{}",

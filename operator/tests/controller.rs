@@ -4,23 +4,21 @@
 //! as a process too, with a token of the chart's controller ServiceAccount:
 //! the RBAC in `charts/paysaga` is all it has.
 //!
-//! The tests share one set of simulators and change their global knobs, so
-//! they run one at a time.
+//! The tests share one set of simulators; each steers only its own payments
+//! (by scenario), in a namespace of its own, so they run in parallel.
 
 mod common;
 
 use common::*;
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use kube::api::DeleteParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use paysaga_api::Phase;
-use paysaga_testenv::Service;
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use paysaga_testenv::{Service, eventually};
 
 /// The worker and the controller shared by this test binary.
 fn stack() -> &'static (Service, Service) {
@@ -67,7 +65,6 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_watch_phases_in_order_with_conditions_and_events() {
-    let _serial = SERIAL.lock().await;
     stack();
     let kube = paysaga_testenv::kube();
     let ns = kube.namespace("ctl-happy").unwrap();
@@ -193,7 +190,6 @@ async fn apply_watch_phases_in_order_with_conditions_and_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotate_to_cancel_in_flight_and_after_completion() {
-    let _serial = SERIAL.lock().await;
     stack();
     let kube = paysaga_testenv::kube();
     let ns = kube.namespace("ctl-cancel").unwrap();
@@ -211,8 +207,7 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
     .unwrap();
     let p = wait_for(&api, "pay-wait", "Cancelled", |p| {
         phase(p) == Some(Phase::Cancelled)
-    })
-    .await;
+    });
     assert_eq!(
         condition(&p, "Compensated"),
         Some(("True".into(), "Succeeded".into()))
@@ -233,8 +228,7 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
     kubectl_apply(&ns.name, &manifest("pay-done", 300));
     let done = wait_for(&api, "pay-done", "Succeeded", |p| {
         phase(p) == Some(Phase::Succeeded)
-    })
-    .await;
+    });
     kube.kubectl_ok(&[
         "annotate",
         "payment",
@@ -246,8 +240,7 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
     .unwrap();
     let p = wait_for(&api, "pay-done", "a too-late condition", |p| {
         condition(p, "CancelRequested").is_some()
-    })
-    .await;
+    });
     assert_eq!(
         condition(&p, "CancelRequested"),
         Some(("False".into(), "TooLateToCancel".into()))
@@ -261,7 +254,6 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_waits_for_compensation_in_flight_and_is_immediate_when_finished() {
-    let _serial = SERIAL.lock().await;
     stack();
     let kube = paysaga_testenv::kube();
     let ns = kube.namespace("ctl-delete").unwrap();
@@ -277,14 +269,7 @@ async fn deleting_waits_for_compensation_in_flight_and_is_immediate_when_finishe
         .await
         .unwrap();
     // Gone only once the workflow has compensated and finished.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while api.get_opt("pay-inflight").await.unwrap().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the in-flight payment was never released"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_gone(&api, "pay-inflight", "released once compensated");
     let t = paysaga_testenv::temporal();
     let described = paysaga_testenv::process::run(
         std::process::Command::new(paysaga_testenv::tool("temporal")).args([
@@ -311,8 +296,7 @@ async fn deleting_waits_for_compensation_in_flight_and_is_immediate_when_finishe
     kubectl_apply(&ns.name, &manifest("pay-finished", 100));
     wait_for(&api, "pay-finished", "Succeeded", |p| {
         phase(p) == Some(Phase::Succeeded)
-    })
-    .await;
+    });
     kube.kubectl_ok(&[
         "delete",
         "payment",
@@ -328,7 +312,6 @@ async fn deleting_waits_for_compensation_in_flight_and_is_immediate_when_finishe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_that_cannot_be_read_does_not_wedge_the_controller() {
-    let _serial = SERIAL.lock().await;
     stack();
     let kube = paysaga_testenv::kube();
     let ns = kube.namespace("ctl-malformed").unwrap();
@@ -342,18 +325,18 @@ async fn a_payment_that_cannot_be_read_does_not_wedge_the_controller() {
         r#"[{"op":"remove","path":"/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/method/enum"}]"#,
     ])
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = kube.kubectl_with_input(&["create", "-n", &ns.name, "-f", "-"], &bad);
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the loosened CRD never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the loosened CRD to take effect",
+        || {
+            let out = kube.kubectl_with_input(&["create", "-n", &ns.name, "-f", "-"], &bad);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
     let crds = paysaga_testenv::workspace_root().join("crds");
     kube.kubectl_ok(&[
         "apply",
@@ -365,21 +348,16 @@ async fn a_payment_that_cannot_be_read_does_not_wedge_the_controller() {
     .unwrap();
 
     // The controller says it cannot read it, and goes on with the others.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), "an InvalidObject event", || {
         let reasons = event_reasons(&ns.name);
         if reasons.contains("InvalidObject") {
-            break;
+            Ok(())
+        } else {
+            Err(reasons)
         }
-        assert!(
-            Instant::now() < deadline,
-            "no InvalidObject event: {reasons}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    });
     kubectl_apply(&ns.name, &manifest("pay-good", 100));
     wait_for(&api, "pay-good", "Succeeded", |p| {
         phase(p) == Some(Phase::Succeeded)
-    })
-    .await;
+    });
 }

@@ -4,12 +4,13 @@
 mod common;
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use paysaga_api::Phase;
+use paysaga_api::external::Scenario;
 use paysaga_api::http::{PaymentPage, PaymentView};
-use paysaga_testenv::Service;
+use paysaga_testenv::{Service, block_on, eventually};
 use serde_json::json;
 
 /// The namespace, the worker, the controller and two APIs: one as deployed,
@@ -50,10 +51,6 @@ fn stack() -> &'static Stack {
     })
 }
 
-/// Taken by tests that need confirmations sent, or none sent: one of them
-/// turns the simulators' confirmations off for a while.
-static CONFIRMATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn url(path: &str) -> String {
     format!("{}{path}", stack().api.url)
 }
@@ -83,22 +80,23 @@ async fn view(resp: reqwest::Response) -> PaymentView {
 }
 
 /// Follows a payment through the API until `pred` holds.
-async fn follow(status_url: &str, what: &str, pred: impl Fn(&PaymentView) -> bool) -> PaymentView {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let resp = http().get(url(status_url)).send().await.unwrap();
-        if resp.status() == 200 {
-            let v: PaymentView = resp.json().await.unwrap();
-            if pred(&v) {
-                return v;
+fn follow(status_url: &str, what: &str, pred: impl Fn(&PaymentView) -> bool) -> PaymentView {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{status_url}: {what}"),
+        || {
+            let resp = block_on(http().get(url(status_url)).send()).map_err(|e| e.to_string())?;
+            if resp.status() != 200 {
+                return Err(resp.status().to_string());
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{status_url}: timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            let v: PaymentView = block_on(resp.json()).map_err(|e| e.to_string())?;
+            if pred(&v) {
+                Ok(v)
+            } else {
+                Err(format!("{v:?}"))
+            }
+        },
+    )
 }
 
 /// Asserts an RFC 9457 problem with `status` whose detail contains `words`.
@@ -114,7 +112,6 @@ async fn problem(resp: reqwest::Response, status: u16, words: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_follow_the_status_url_to_succeeded() {
-    let _confirmations = CONFIRMATIONS.lock().await;
     let resp = create(&body("alice", 1250), None).await;
     assert_eq!(resp.status(), 202);
     let created = view(resp).await;
@@ -123,8 +120,7 @@ async fn create_then_follow_the_status_url_to_succeeded() {
     assert_eq!(created.spec.amount, 1250);
     let done = follow(&created.status_url, "Succeeded", |v| {
         v.phase == Phase::Succeeded
-    })
-    .await;
+    });
     assert_eq!(done.reason.as_deref(), Some("Confirmed"));
     assert!(done.started_at.is_some() && done.completed_at.is_some() && done.created_at.is_some());
     assert!(
@@ -231,7 +227,6 @@ async fn unknown_ids_are_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_in_flight_and_after_completion() {
-    let _confirmations = CONFIRMATIONS.lock().await;
     let stack = stack();
     let api = payments(&stack.namespace).await;
     let name = paysaga_testenv::unique_name("pay-cancel");
@@ -248,15 +243,13 @@ async fn cancel_in_flight_and_after_completion() {
     assert!(view(resp).await.cancel_requested);
     let done = follow(&format!("/v1/payments/{id}"), "Cancelled", |v| {
         v.phase == Phase::Cancelled
-    })
-    .await;
+    });
     assert!(done.message.unwrap().contains("changed my mind"));
 
     let finished = view(create(&body("alice", 10), None).await).await;
     follow(&finished.status_url, "Succeeded", |v| {
         v.phase == Phase::Succeeded
-    })
-    .await;
+    });
     let late = http()
         .post(url(&format!("{}/cancel", finished.status_url)))
         .send()
@@ -272,25 +265,21 @@ async fn list_filters_by_user_and_phase_and_pages() {
     for _ in 0..3 {
         assert_eq!(create(&body(&user, 7), None).await.status(), 202);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let failed = loop {
-        let page: PaymentPage = http()
-            .get(url(&format!("/v1/payments?userId={user}&phase=Failed")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if page.items.len() == 3 {
-            break page;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the three payments never failed: {page:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let failed = eventually(
+        Duration::from_secs(60),
+        "the three payments to fail",
+        || {
+            let listed = url(&format!("/v1/payments?userId={user}&phase=Failed"));
+            let page: PaymentPage =
+                block_on(async { http().get(listed).send().await?.json().await })
+                    .map_err(|e| e.to_string())?;
+            if page.items.len() == 3 {
+                Ok(page)
+            } else {
+                Err(format!("{page:?}"))
+            }
+        },
+    );
     assert!(
         failed
             .items
@@ -383,7 +372,6 @@ async fn past_its_bound_the_api_sheds_load_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates_nothing() {
-    let _confirmations = CONFIRMATIONS.lock().await;
     stack();
     let kube = paysaga_testenv::kube();
     let ns = kube.namespace("http-admit").unwrap();
@@ -402,8 +390,8 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
             .json(&body("alice", 100))
             .send()
     };
-    // Two payments that stay in flight: no confirmation comes.
-    sim_config(json!({"callbackDropRate": 1.0})).await;
+    // Payments that stay in flight: no confirmation comes for this namespace.
+    scenario(&format!("payment-{}-", ns.name), Scenario::default()).await;
     let mut ids = Vec::new();
     for _ in 0..2 {
         let resp = post().await.unwrap();
@@ -430,7 +418,6 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
     }
 
     // Once they finish, there is room again.
-    sim_config(json!({"callbackDropRate": 0.0})).await;
     for id in &ids {
         let resp = http()
             .post(format!("{}/v1/payments/{id}/cancel", admit.url))
@@ -440,16 +427,14 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
             .unwrap();
         assert_eq!(resp.status(), 202);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let resp = post().await.unwrap();
-        if resp.status() == 202 {
-            break;
+    eventually(Duration::from_secs(60), "admitted again", || {
+        let resp = block_on(post()).map_err(|e| e.to_string())?;
+        match resp.status().as_u16() {
+            202 => Ok(()),
+            429 => Err(block_on(resp.text()).unwrap_or_default()),
+            other => panic!("{other}: {}", block_on(resp.text()).unwrap_or_default()),
         }
-        assert_eq!(resp.status(), 429, "{}", resp.text().await.unwrap());
-        assert!(Instant::now() < deadline, "never admitted again");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    });
 
     // Reads of a payment the watch has shown are answered from it, and say
     // what the object says. Only this test reads through this API.
@@ -471,19 +456,16 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
     };
     for id in &ids {
         // Once the watch has shown the end (it may lag the object a little)...
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let resp = http()
-                .get(format!("{}/v1/payments/{id}", admit.url))
-                .send()
-                .await
-                .unwrap();
-            if view(resp).await.phase == Phase::Cancelled {
-                break;
+        eventually(Duration::from_secs(60), &format!("{id}: Cancelled"), || {
+            let read = http().get(format!("{}/v1/payments/{id}", admit.url));
+            let v: PaymentView =
+                block_on(async { read.send().await?.json().await }).map_err(|e| e.to_string())?;
+            if v.phase == Phase::Cancelled {
+                Ok(())
+            } else {
+                Err(format!("{v:?}"))
             }
-            assert!(Instant::now() < deadline, "{id}: never Cancelled");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        });
         let object = api.get(id).await.unwrap();
         let before = (reads("watch").await, reads("apiserver").await);
         let served: PaymentView = http()
@@ -557,7 +539,7 @@ async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
         .json()
         .await
         .unwrap();
-    assert_eq!(served, paysaga_operator::api::openapi::document());
+    assert_eq!(served, paysaga_operator::http::openapi::document());
     // Its cache goes in the run's directory, not the source tree.
     let out = tokio::process::Command::new(paysaga_testenv::tool("schemathesis"))
         .current_dir(paysaga_testenv::run_dir())

@@ -1,25 +1,27 @@
 //! Two controller replicas on one Lease: only the leader acts; when it stops
 //! mid-saga the other takes over, and no payment gets a second workflow.
-//! In a test binary of its own: it stops controllers, and changes the
-//! simulators' knobs.
+//! In a test binary of its own: it stops controllers.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use paysaga_api::Phase;
+use paysaga_testenv::eventually;
 
 fn log_of(controller: &paysaga_testenv::Service) -> String {
     std::fs::read_to_string(controller.log()).unwrap_or_default()
 }
 
 fn wait_log(controller: &paysaga_testenv::Service, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log_of(controller).contains(text) {
-        assert!(Instant::now() < deadline, "{text:?} never logged");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(30), &format!("{text:?} logged"), || {
+        if log_of(controller).contains(text) {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
 }
 
 async fn reconciles(controller: &paysaga_testenv::Service) -> String {
@@ -74,8 +76,7 @@ async fn one_leader_at_a_time_and_a_takeover_mid_saga_starts_no_second_workflow(
     .unwrap();
     let p = wait_for(&api, "pay-takeover", "Cancelled", |p| {
         phase(p) == Some(Phase::Cancelled)
-    })
-    .await;
+    });
     assert!(
         p.status
             .unwrap()
@@ -98,16 +99,8 @@ async fn one_leader_at_a_time_and_a_takeover_mid_saga_starts_no_second_workflow(
     kubectl_apply(&ns.name, &manifest("pay-after", 100));
     wait_for(&api, "pay-after", "Succeeded", |p| {
         phase(p) == Some(Phase::Succeeded)
-    })
-    .await;
+    });
 
     // Finished payments go after their TTL (2 s here).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.get_opt("pay-after").await.unwrap().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the finished payment was never deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_gone(&api, "pay-after", "deleted after its TTL");
 }

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use paysaga_api::Phase;
-use paysaga_testenv::{TemporalEnv, TemporalOptions, free_port};
+use paysaga_testenv::{TemporalEnv, TemporalOptions, block_on, eventually, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_says_temporal_is_gone_and_catches_up_when_it_returns() {
@@ -48,8 +48,7 @@ async fn the_controller_says_temporal_is_gone_and_catches_up_when_it_returns() {
             condition(p, "TemporalReachable")
                 == Some(("False".into(), "TemporalUnavailable".into()))
         },
-    )
-    .await;
+    );
     assert_eq!(phase(&p), Some(Phase::Processing), "nothing else changed");
     let ready = reqwest::get(format!("{}/readyz", controller.url))
         .await
@@ -60,22 +59,19 @@ async fn the_controller_says_temporal_is_gone_and_catches_up_when_it_returns() {
     let _temporal = TemporalEnv::start(&dir, opts).unwrap();
     let p = wait_for(&api, "pay-outage", "Cancelled", |p| {
         phase(p) == Some(Phase::Cancelled)
-    })
-    .await;
+    });
     assert!(
         condition(&p, "TemporalReachable").is_none(),
         "the outage condition stayed"
     );
     assert!(p.status.unwrap().message.unwrap().contains("during outage"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = reqwest::get(format!("{}/readyz", controller.url))
-            .await
-            .unwrap();
+    eventually(Duration::from_secs(30), "ready again", || {
+        let ready = block_on(reqwest::get(format!("{}/readyz", controller.url)))
+            .map_err(|e| e.to_string())?;
         if ready.status() == 200 {
-            break;
+            Ok(())
+        } else {
+            Err(ready.status().to_string())
         }
-        assert!(Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    });
 }

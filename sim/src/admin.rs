@@ -109,7 +109,8 @@ pub async fn get_scenario(
 }
 
 /// `PUT /admin/scenarios/{paymentId}`: stores (or replaces) the payment's
-/// scenario; answers it.
+/// scenario; answers it. `{prefix}*` sets it for every payment whose ID
+/// starts with `prefix` and has none of its own.
 pub async fn put_scenario(
     State(sim): State<Arc<Sim>>,
     Path(payment_id): Path<String>,
@@ -240,5 +241,45 @@ mod tests {
         for (scenario, ok) in table {
             assert_eq!(validate_scenario(&scenario).is_ok(), ok, "{scenario:?}");
         }
+    }
+
+    #[test]
+    fn a_prefix_scenario_steers_each_payment_it_names_on_its_own() {
+        let flaky = Scenario {
+            transient_failures: 2,
+            ..Scenario::default()
+        };
+        let declined = Scenario {
+            decline: true,
+            ..Scenario::default()
+        };
+        let mut all = std::collections::HashMap::from([
+            ("payment-ns-a-*".to_string(), flaky),
+            ("payment-ns-*".to_string(), declined),
+            ("payment-ns-a-1".to_string(), Scenario::default()),
+        ]);
+        let mut scenario = |id: &str| crate::scenario(&mut all, id).cloned();
+        assert_eq!(
+            scenario("payment-ns-a-1"),
+            Some(Scenario::default()),
+            "its own first"
+        );
+        assert_eq!(
+            scenario("payment-ns-a-2").unwrap().transient_failures,
+            2,
+            "the longest prefix"
+        );
+        assert!(scenario("payment-ns-b-1").unwrap().decline);
+        assert_eq!(scenario("payment-other-1"), None);
+        // What one payment uses up is its own.
+        crate::scenario(&mut all, "payment-ns-a-2")
+            .unwrap()
+            .transient_failures = 0;
+        assert_eq!(
+            crate::scenario(&mut all, "payment-ns-a-3")
+                .unwrap()
+                .transient_failures,
+            2
+        );
     }
 }

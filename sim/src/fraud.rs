@@ -103,7 +103,7 @@ pub async fn score(
         let draw = state.rng.next_f64();
         decide_score(
             &req,
-            state.scenarios.get(&req.payment_id),
+            crate::scenario(&mut state.scenarios, &req.payment_id).as_deref(),
             state.config.fraud_reject_rate,
             draw,
         )

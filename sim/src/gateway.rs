@@ -291,7 +291,7 @@ pub async fn charge(
         }
 
         let draws = ChargeDraws::draw(&mut state.rng);
-        let scenario = state.scenarios.get_mut(&req.payment_id);
+        let scenario = crate::scenario(&mut state.scenarios, &req.payment_id);
         match decide_charge(&state.config, scenario.as_deref(), draws) {
             ChargeDecision::Unavailable { from_scenario } => {
                 let why = match scenario {

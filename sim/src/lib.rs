@@ -93,11 +93,33 @@ pub struct Sim {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) config: SimConfig,
+    /// By payment ID, or by an ID prefix and `*` (see [`scenario`]).
     pub(crate) scenarios: HashMap<String, Scenario>,
     pub(crate) rng: rng::SplitMix64,
     pub(crate) gateway: gateway::Gateway,
     pub(crate) outbox: notify::Outbox,
     pub(crate) ids: Ids,
+}
+
+/// The payment's scenario: its own, else that of the longest prefix (a key
+/// `prefix*`) its ID starts with, copied to the payment the first time so
+/// that what it uses up (transient failures) is its own. A prefix steers
+/// payments whose IDs are not known in advance: every payment of one
+/// Kubernetes namespace, say.
+pub(crate) fn scenario<'a>(
+    scenarios: &'a mut HashMap<String, Scenario>,
+    payment_id: &str,
+) -> Option<&'a mut Scenario> {
+    if !scenarios.contains_key(payment_id) {
+        let by_prefix = scenarios
+            .iter()
+            .filter_map(|(k, s)| Some((k.strip_suffix('*')?, s)))
+            .filter(|(prefix, _)| payment_id.starts_with(prefix))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, s)| s.clone())?;
+        scenarios.insert(payment_id.to_string(), by_prefix);
+    }
+    scenarios.get_mut(payment_id)
 }
 
 /// IDs like `ch_000001`, unique within one simulator run (and the same from

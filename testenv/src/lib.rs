@@ -345,3 +345,9 @@ pub fn eventually<T>(
         }
     }
 }
+
+/// Runs `f` to completion from synchronous code inside an async test (on a
+/// multi-thread runtime): what [`eventually`]'s check needs to ask an API.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}

@@ -2,7 +2,7 @@
 //! are real, and components never outlive their owner.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use paysaga_testenv::{kube, tool};
 
@@ -105,12 +105,15 @@ fn components_stop_when_their_owner_panics() {
             .unwrap()
             .success()
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while running() {
-        assert!(
-            Instant::now() < deadline,
-            "sleep {marker} outlived its owner"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    paysaga_testenv::eventually(
+        Duration::from_secs(15),
+        &format!("sleep {marker} to stop with its owner"),
+        || {
+            if running() {
+                Err("still running".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
 }

@@ -49,15 +49,6 @@ impl LedgerError {
     pub fn is_permanent(&self) -> bool {
         !matches!(self, LedgerError::Database(_) | LedgerError::Migrate(_))
     }
-
-    /// The machine reason the saga reports for a permanent refusal.
-    pub fn reason(&self) -> &'static str {
-        use paysaga_api::saga::reasons;
-        match self {
-            LedgerError::InsufficientFunds { .. } => reasons::INSUFFICIENT_FUNDS,
-            _ => reasons::ACCOUNT_INVALID,
-        }
-    }
 }
 
 /// The outcome of an idempotent money movement.

@@ -4,16 +4,19 @@
 
 use std::path::PathBuf;
 
-use paysaga_api::external::GatewayCallback;
-use paysaga_api::saga::{CancelRequest, PaymentInput, PaymentOutcome, PaymentProgress};
 use temporalio_client::WorkflowHistory;
-use temporalio_macros::{workflow, workflow_methods};
+use temporalio_common::protos::temporal::api::history::v1::History;
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_sdk::workflow_replayer::{
     WorkflowReplayError, WorkflowReplayFailure, WorkflowReplayer, WorkflowReplayerOptions,
 };
-use temporalio_sdk::{SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
 
-use crate::workflows::{PaymentWorkflow, SagaHost, SagaState, run_saga};
+use crate::workflows::{
+    PATCH_HUMAN_IN_THE_LOOP, PATCH_PROGRESS_MEMO, PATCH_RECORD_ACCEPTED, PaymentWorkflow,
+};
+
+/// The marker `patched()` records.
+const PATCH_MARKER: &str = "core_patch";
 
 fn histories(prefix: &str) -> Vec<(String, WorkflowHistory)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
@@ -72,75 +75,92 @@ async fn recorded_histories_of_every_version_replay_on_todays_code() {
     }
 }
 
-/// Today's saga with its versioned change applied unconditionally, i.e.
-/// without `patched()`: what a careless change would have shipped.
-#[workflow]
-#[derive(Default)]
-struct UnguardedPaymentWorkflow {
-    state: SagaState,
-    payment_id: String,
+/// The patch IDs a history's markers carry, in order.
+fn patches(history: &History) -> Vec<String> {
+    history
+        .events
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(Attributes::MarkerRecordedEventAttributes(m)) if m.marker_name == PATCH_MARKER => {
+                m.details.get("patch-data")?.payloads.first()
+            }
+            _ => None,
+        })
+        .filter_map(|p| serde_json::from_slice::<serde_json::Value>(&p.data).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect()
 }
 
-impl SagaHost for UnguardedPaymentWorkflow {
-    fn saga(&self) -> &SagaState {
-        &self.state
-    }
-    fn saga_mut(&mut self) -> &mut SagaState {
-        &mut self.state
-    }
-    fn set_payment_id(&mut self, id: &str) {
-        self.payment_id = id.to_string();
-    }
-    const GUARD_PATCHES: bool = false;
+fn recorded(name: &str) -> History {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/histories/{name}.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).expect("a recorded history")
 }
 
-#[workflow_methods]
-impl UnguardedPaymentWorkflow {
-    #[run(name = paysaga_api::saga::PAYMENT_WORKFLOW)]
-    async fn run(
-        ctx: &mut WorkflowContext<Self>,
-        input: PaymentInput,
-    ) -> WorkflowResult<PaymentOutcome> {
-        run_saga(ctx, &input).await
-    }
-
-    #[signal(name = paysaga_api::saga::SIGNAL_GATEWAY_CALLBACK)]
-    fn gateway_callback(&mut self, _ctx: &mut SyncWorkflowContext<Self>, cb: GatewayCallback) {
-        let id = self.payment_id.clone();
-        self.state.accept_callback(&id, cb);
-    }
-
-    #[signal(name = paysaga_api::saga::SIGNAL_CANCEL)]
-    fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>, req: CancelRequest) {
-        self.state.request_cancel(req);
-    }
-
-    #[query(name = paysaga_api::saga::QUERY_STATUS)]
-    fn status(&self, _ctx: &WorkflowContextView) -> PaymentProgress {
-        self.state.progress()
-    }
-}
-
+/// Each versioned change is taken on replay exactly where its history's
+/// `patched()` marker says it was taken when recorded: histories recorded
+/// before a change carry no marker of it and replay on today's code (above),
+/// and a history that took a change, with that change's marker renamed, no
+/// longer replays — today's code, told the change was not taken, issues
+/// other commands than the history holds. Without the guard the change
+/// would run regardless of the marker, and the older histories would fail
+/// the same way.
 #[tokio::test]
-async fn the_same_change_without_patched_is_caught_as_nondeterminism() {
+async fn each_change_is_taken_only_where_its_marker_says() {
+    for (version, before) in [
+        ("v1", vec![]),
+        ("v2", vec![PATCH_RECORD_ACCEPTED]),
+        ("v3", vec![PATCH_RECORD_ACCEPTED, PATCH_PROGRESS_MEMO]),
+    ] {
+        for (name, _) in histories(&format!("{version}-")) {
+            assert_eq!(patches(&recorded(&name)), before, "{name}");
+        }
+    }
     let replayer = WorkflowReplayer::new(
         WorkflowReplayerOptions::new()
-            .register_workflow::<UnguardedPaymentWorkflow>()
+            .register_workflow::<PaymentWorkflow>()
             .unwrap()
             .build(),
     )
     .unwrap();
-    // Each older version lacks at least one change made since.
-    let older = histories("v1-")
-        .into_iter()
-        .chain(histories("v2-"))
-        .chain(histories("v3-"));
-    for (name, history) in older {
-        match replayer.replay_workflow(history).await {
-            Err(WorkflowReplayError::Replay(WorkflowReplayFailure::Nondeterminism { message })) => {
-                assert!(!message.is_empty(), "{name}");
+    for (name, patch) in [
+        ("v2-succeeded", PATCH_RECORD_ACCEPTED),
+        ("v3-succeeded", PATCH_RECORD_ACCEPTED),
+        ("v3-succeeded", PATCH_PROGRESS_MEMO),
+        ("v4-succeeded", PATCH_HUMAN_IN_THE_LOOP),
+        ("v4-review-approved", PATCH_HUMAN_IN_THE_LOOP),
+    ] {
+        let mut history = recorded(name);
+        assert!(
+            patches(&history).contains(&patch.to_string()),
+            "{name}: {patch}"
+        );
+        for e in history.events.iter_mut() {
+            if let Some(Attributes::MarkerRecordedEventAttributes(m)) = &mut e.attributes
+                && let Some(data) = m.details.get_mut("patch-data")
+            {
+                for p in data.payloads.iter_mut() {
+                    if serde_json::from_slice::<serde_json::Value>(&p.data)
+                        .is_ok_and(|v| v["id"] == patch)
+                    {
+                        p.data = serde_json::to_vec(
+                            &serde_json::json!({"id": "renamed", "deprecated": false}),
+                        )
+                        .unwrap();
+                    }
+                }
             }
-            other => panic!("{name}: expected nondeterminism, got {other:?}"),
+        }
+        match replayer
+            .replay_workflow(WorkflowHistory::from(history))
+            .await
+        {
+            Err(WorkflowReplayError::Replay(WorkflowReplayFailure::Nondeterminism { message })) => {
+                assert!(!message.is_empty(), "{name}: {patch}");
+            }
+            other => {
+                panic!("{name} without its {patch} marker: expected nondeterminism, got {other:?}")
+            }
         }
     }
 }

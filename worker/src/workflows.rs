@@ -214,28 +214,6 @@ pub const PATCH_PROGRESS_MEMO: &str = "progress-memo";
 /// manual review; `expedite` ends a wait at once.
 pub const PATCH_HUMAN_IN_THE_LOOP: &str = "human-in-the-loop";
 
-/// A workflow type that runs the saga: where its state lives, and whether
-/// versioned changes are guarded by `patched()` (always, except in the test
-/// that proves why they must be).
-pub trait SagaHost: 'static {
-    fn saga(&self) -> &SagaState;
-    fn saga_mut(&mut self) -> &mut SagaState;
-    fn set_payment_id(&mut self, id: &str);
-    const GUARD_PATCHES: bool = true;
-}
-
-impl SagaHost for PaymentWorkflow {
-    fn saga(&self) -> &SagaState {
-        &self.state
-    }
-    fn saga_mut(&mut self) -> &mut SagaState {
-        &mut self.state
-    }
-    fn set_payment_id(&mut self, id: &str) {
-        self.payment_id = id.to_string();
-    }
-}
-
 #[workflow]
 #[derive(Default)]
 pub struct PaymentWorkflow {
@@ -285,12 +263,12 @@ impl PaymentWorkflow {
     }
 }
 
-/// Runs the saga in any [`SagaHost`] workflow.
-pub async fn run_saga<W: SagaHost>(
-    ctx: &mut WorkflowContext<W>,
+/// Runs the saga.
+async fn run_saga(
+    ctx: &mut WorkflowContext<PaymentWorkflow>,
     input: &PaymentInput,
 ) -> WorkflowResult<PaymentOutcome> {
-    ctx.state_mut(|w| w.set_payment_id(&input.payment_id));
+    ctx.state_mut(|w| w.payment_id = input.payment_id.clone());
     Saga {
         ctx,
         input,
@@ -317,8 +295,8 @@ enum Reviewed {
 }
 
 /// The saga's body, over the workflow's context.
-struct Saga<'a, W: SagaHost> {
-    ctx: &'a mut WorkflowContext<W>,
+struct Saga<'a> {
+    ctx: &'a mut WorkflowContext<PaymentWorkflow>,
     input: &'a PaymentInput,
     /// Whether step changes are published in the memo ([`PATCH_PROGRESS_MEMO`]).
     publish_progress: bool,
@@ -326,7 +304,7 @@ struct Saga<'a, W: SagaHost> {
     human_in_the_loop: bool,
 }
 
-impl<W: SagaHost> Saga<'_, W> {
+impl Saga<'_> {
     fn now_ms(&self) -> i64 {
         self.ctx
             .workflow_time()
@@ -339,9 +317,9 @@ impl<W: SagaHost> Saga<'_, W> {
         let at_ms = self.now_ms();
         self.ctx.state_mut(|w| {
             if event == StepEvent::Started {
-                w.saga_mut().step = Some(step);
+                w.state.step = Some(step);
             }
-            w.saga_mut().history.push(StepRecord {
+            w.state.history.push(StepRecord {
                 step,
                 event,
                 at_ms,
@@ -364,7 +342,7 @@ impl<W: SagaHost> Saga<'_, W> {
     /// of ours, not the payment's: it is logged and the saga goes on (the
     /// status query and the result still tell the truth).
     fn publish(&self) {
-        let progress = self.ctx.state(|w| w.saga().progress());
+        let progress = self.ctx.state(|w| w.state.progress());
         if let Err(e) = self.ctx.upsert_memo([(
             paysaga_api::saga::PROGRESS_MEMO,
             Some(MemoValue::new(progress)),
@@ -375,7 +353,7 @@ impl<W: SagaHost> Saga<'_, W> {
 
     fn cancel_requested(&self) -> Option<String> {
         self.ctx
-            .state(|w| w.saga().cancel.as_ref().map(|c| c.reason.clone()))
+            .state(|w| w.state.cancel.as_ref().map(|c| c.reason.clone()))
     }
 
     fn check_cancel(&self) -> Result<(), Stop> {
@@ -407,22 +385,10 @@ impl<W: SagaHost> Saga<'_, W> {
 
     async fn run(mut self) -> WorkflowResult<PaymentOutcome> {
         self.ctx
-            .state_mut(|w| w.saga_mut().phase = Some(Phase::Processing));
-        let record_accepted = if W::GUARD_PATCHES {
-            self.ctx.patched(PATCH_RECORD_ACCEPTED)
-        } else {
-            true
-        };
-        self.publish_progress = if W::GUARD_PATCHES {
-            self.ctx.patched(PATCH_PROGRESS_MEMO)
-        } else {
-            true
-        };
-        self.human_in_the_loop = if W::GUARD_PATCHES {
-            self.ctx.patched(PATCH_HUMAN_IN_THE_LOOP)
-        } else {
-            true
-        };
+            .state_mut(|w| w.state.phase = Some(Phase::Processing));
+        let record_accepted = self.ctx.patched(PATCH_RECORD_ACCEPTED);
+        self.publish_progress = self.ctx.patched(PATCH_PROGRESS_MEMO);
+        self.human_in_the_loop = self.ctx.patched(PATCH_HUMAN_IN_THE_LOOP);
         if record_accepted {
             self.record_outcome(Phase::Processing, "Accepted").await;
         }
@@ -494,7 +460,7 @@ impl<W: SagaHost> Saga<'_, W> {
             }
         };
         self.finish(&outcome).await;
-        let history = self.ctx.state(|w| w.saga().history.clone());
+        let history = self.ctx.state(|w| w.state.history.clone());
         Ok(PaymentOutcome { history, ..outcome })
     }
 
@@ -572,7 +538,7 @@ impl<W: SagaHost> Saga<'_, W> {
         let mut fraud_passed = false;
         if self.human_in_the_loop {
             let stop = select! {
-                _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => Some(self.cancelled_stop()),
+                _ = ctx.wait_condition(|w| w.state.cancel.is_some()) => Some(self.cancelled_stop()),
                 _ = ctx.cancelled() => {
                     Some(Stop::Cancelled { message: "the workflow was cancelled".into() })
                 }
@@ -622,7 +588,7 @@ impl<W: SagaHost> Saga<'_, W> {
         // expedited, the gateway is asked what became of the charge.
         self.record(Step::AwaitConfirmation, StepEvent::Started, None);
         let mut timer = ctx.timer(Duration::from_secs(input.confirmation_timeout_secs));
-        let expedited_before = ctx.state(|w| w.saga().expedites);
+        let expedited_before = ctx.state(|w| w.state.expedites);
         let human = self.human_in_the_loop;
         let mut confirmed = false;
         enum Waited {
@@ -636,7 +602,7 @@ impl<W: SagaHost> Saga<'_, W> {
                 break Waited::Done;
             }
             select! {
-                _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => {
+                _ = ctx.wait_condition(|w| w.state.cancel.is_some()) => {
                     break Waited::Stopped(self.cancelled_stop());
                 }
                 _ = ctx.cancelled() => {
@@ -646,14 +612,14 @@ impl<W: SagaHost> Saga<'_, W> {
                     Some(stop) => break Waited::Stopped(stop),
                     None => fraud_passed = true,
                 },
-                _ = ctx.wait_condition(move |w| !confirmed && w.saga().callback.is_some()) => {
-                    let cb = ctx.state(|w| w.saga().callback.clone()).expect("checked by the condition");
+                _ = ctx.wait_condition(move |w| !confirmed && w.state.callback.is_some()) => {
+                    let cb = ctx.state(|w| w.state.callback.clone()).expect("checked by the condition");
                     match cb.outcome {
                         CallbackOutcome::Succeeded => confirmed = true,
                         CallbackOutcome::Failed => break Waited::Stopped(callback_failed(cb)),
                     }
                 }
-                _ = ctx.wait_condition(move |w| human && w.saga().expedites > expedited_before) => {
+                _ = ctx.wait_condition(move |w| human && w.state.expedites > expedited_before) => {
                     break Waited::Ask("the wait was expedited");
                 }
                 _ = timer => {
@@ -686,7 +652,7 @@ impl<W: SagaHost> Saga<'_, W> {
             Waited::Ask(why) => match self.recover_confirmation(&receipt.charge_id, why).await {
                 Ok(success) => success,
                 Err(stop) => {
-                    let step = if ctx.state(|w| w.saga().review.is_some()) {
+                    let step = if ctx.state(|w| w.state.review.is_some()) {
                         Step::ManualReview
                     } else {
                         Step::AwaitConfirmation
@@ -832,12 +798,12 @@ impl<W: SagaHost> Saga<'_, W> {
     /// Waits `d`; `Ok(true)` when cut short by expedite, a stop on cancel.
     async fn wait(&self, d: Duration) -> Result<bool, Stop> {
         let ctx = &*self.ctx;
-        let before = ctx.state(|w| w.saga().expedites);
+        let before = ctx.state(|w| w.state.expedites);
         let mut timer = ctx.timer(d);
         let result = select! {
-            _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => Err(self.cancelled_stop()),
+            _ = ctx.wait_condition(|w| w.state.cancel.is_some()) => Err(self.cancelled_stop()),
             _ = ctx.cancelled() => Err(Stop::Cancelled { message: "the workflow was cancelled".into() }),
-            _ = ctx.wait_condition(move |w| w.saga().expedites > before) => Ok(true),
+            _ = ctx.wait_condition(move |w| w.state.expedites > before) => Ok(true),
             _ = timer => Ok(false),
         };
         timer.cancel();
@@ -918,14 +884,14 @@ impl<W: SagaHost> Saga<'_, W> {
         let since_ms = self.now_ms();
         let deadline = self.input.escalation.review_deadline_secs;
         ctx.state_mut(|w| {
-            w.saga_mut().review = Some(ReviewState {
+            w.state.review = Some(ReviewState {
                 cause,
                 message: message.clone(),
                 since_ms,
                 deadline_ms: since_ms + (deadline as i64) * 1000,
                 decision: None,
             });
-            w.saga_mut().review_decision = None;
+            w.state.review_decision = None;
         });
         let told = self.notify_reviewer(cause, &message).await;
         self.record(
@@ -940,13 +906,13 @@ impl<W: SagaHost> Saga<'_, W> {
             Confirmed(GatewayCallback),
         }
         let ended = select! {
-            _ = ctx.wait_condition(|w| w.saga().cancel.is_some()) => Err(self.cancelled_stop()),
+            _ = ctx.wait_condition(|w| w.state.cancel.is_some()) => Err(self.cancelled_stop()),
             _ = ctx.cancelled() => Err(Stop::Cancelled { message: "the workflow was cancelled".into() }),
-            _ = ctx.wait_condition(|w| w.saga().review_decision.is_some()) => {
-                Ok(Ended::Decided(ctx.state(|w| w.saga().review_decision.clone()).expect("checked by the condition")))
+            _ = ctx.wait_condition(|w| w.state.review_decision.is_some()) => {
+                Ok(Ended::Decided(ctx.state(|w| w.state.review_decision.clone()).expect("checked by the condition")))
             }
-            _ = ctx.wait_condition(move |w| wait_callback && w.saga().callback.is_some()) => {
-                Ok(Ended::Confirmed(ctx.state(|w| w.saga().callback.clone()).expect("checked by the condition")))
+            _ = ctx.wait_condition(move |w| wait_callback && w.state.callback.is_some()) => {
+                Ok(Ended::Confirmed(ctx.state(|w| w.state.callback.clone()).expect("checked by the condition")))
             }
             _ = timer => Err(Stop::Failed {
                 reason: reasons::REVIEW_TIMEOUT,
@@ -975,7 +941,7 @@ impl<W: SagaHost> Saga<'_, W> {
             at_ms: self.now_ms(),
         };
         ctx.state_mut(|w| {
-            if let Some(r) = w.saga_mut().review.as_mut() {
+            if let Some(r) = w.state.review.as_mut() {
                 r.decision = Some(answer.clone());
             }
         });
@@ -1052,12 +1018,7 @@ impl<W: SagaHost> Saga<'_, W> {
                     let message = format!("{c:?} failed after retries: {e}");
                     self.record(Step::Compensate, StepEvent::Failed, Some(message.clone()));
                     failures.push(message);
-                    let keep_going = if W::GUARD_PATCHES {
-                        self.ctx.patched(PATCH_COMPENSATE_ALL)
-                    } else {
-                        true
-                    };
-                    if !keep_going {
+                    if !self.ctx.patched(PATCH_COMPENSATE_ALL) {
                         break;
                     }
                 }
@@ -1129,10 +1090,10 @@ impl<W: SagaHost> Saga<'_, W> {
         self.record_outcome(outcome.phase, &outcome.reason).await;
         self.record(Step::Done, StepEvent::Completed, None);
         self.ctx.state_mut(|w| {
-            w.saga_mut().step = Some(Step::Done);
-            w.saga_mut().phase = Some(outcome.phase);
-            w.saga_mut().reason = Some(outcome.reason.clone());
-            w.saga_mut().message = Some(outcome.message.clone());
+            w.state.step = Some(Step::Done);
+            w.state.phase = Some(outcome.phase);
+            w.state.reason = Some(outcome.reason.clone());
+            w.state.message = Some(outcome.message.clone());
         });
     }
 }

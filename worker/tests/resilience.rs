@@ -1,7 +1,6 @@
 //! Failures of the saga's own machinery: a compensation that keeps failing,
 //! and a worker stopped in the middle of an activity. These tests change the
-//! simulators' global knobs, so they run in a test binary of their own (with
-//! simulators of their own) and one at a time.
+//! simulators' global knobs, so each has simulators of its own.
 
 mod common;
 
@@ -11,16 +10,12 @@ use paysaga_api::saga::{StepEvent, reasons};
 use paysaga_api::{Phase, Step};
 use temporalio_client::WorkflowGetResultOptions;
 
-/// One test at a time: they share the simulators' global knobs.
-static KNOBS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_compensation_is_retried_surfaced_and_does_not_stop_the_others() {
-    let _knobs = KNOBS.lock().await;
-    let h = Harness::start("comp-fail").await;
+    let h = Harness::start_with_own_sim("comp-fail").await;
     let id = unique("pay-refund-fails");
     // The charge is declined (deterministically); every refund call gets a 503.
-    scenario(
+    h.scenario(
         &id,
         Scenario {
             decline: true,
@@ -28,11 +23,13 @@ async fn a_failing_compensation_is_retried_surfaced_and_does_not_stop_the_others
         },
     )
     .await;
-    sim_config(serde_json::json!({"transientFailureRate": 1.0})).await;
+    h.sim_config(serde_json::json!({"transientFailureRate": 1.0}))
+        .await;
     let mut input = h.input(&id, 900);
     input.compensation_max_attempts = 3;
     let (outcome, progress) = h.pay(input).await;
-    sim_config(serde_json::json!({"transientFailureRate": 0.0})).await;
+    h.sim_config(serde_json::json!({"transientFailureRate": 0.0}))
+        .await;
 
     assert_eq!(outcome.phase, Phase::Failed, "{outcome:?}");
     assert_eq!(outcome.reason, reasons::COMPENSATION_FAILED, "{outcome:?}");
@@ -55,7 +52,8 @@ async fn a_failing_compensation_is_retried_surfaced_and_does_not_stop_the_others
     // The credit still ran after the refund gave up: the payer has the money back.
     assert_eq!(h.balance().await, OPENING);
     // And the payer is not told that nothing was taken.
-    let told: Vec<String> = messages(&id)
+    let told: Vec<String> = h
+        .messages(&id)
         .await
         .into_iter()
         .map(|m| m.request.body)
@@ -73,19 +71,19 @@ async fn a_failing_compensation_is_retried_surfaced_and_does_not_stop_the_others
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_finishes_its_in_flight_activity_first() {
-    let _knobs = KNOBS.lock().await;
-    let mut h = Harness::start("shutdown").await;
+    let mut h = Harness::start_with_own_sim("shutdown").await;
     let id = unique("pay-shutdown");
-    scenario(&id, confirm()).await;
+    h.scenario(&id, confirm()).await;
     // Every simulator answer takes 2 s, so the charge is surely in flight.
-    sim_config(serde_json::json!({"latencyMs": 2000})).await;
+    h.sim_config(serde_json::json!({"latencyMs": 2000})).await;
     let handle = h.begin(h.input(&id, 600)).await;
-    wait_for(&handle, "the charge to start", |p| p.step == Step::Charge).await;
+    wait_for(&handle, "the charge to start", |p| p.step == Step::Charge);
     h.stop_worker();
-    sim_config(serde_json::json!({"latencyMs": 0})).await;
+    h.sim_config(serde_json::json!({"latencyMs": 0})).await;
 
     // The gateway took the charge before the worker stopped...
-    let g = gateway_entry(&id)
+    let g = h
+        .gateway_entry(&id)
         .await
         .expect("the in-flight charge reached the gateway");
     assert_eq!(g.attempts, 1);
@@ -105,6 +103,6 @@ async fn a_stopped_worker_finishes_its_in_flight_activity_first() {
         .and_then(|r| r.detail.clone())
         .unwrap();
     assert!(charged.ends_with("on attempt 1"), "{charged}");
-    assert_eq!(gateway_entry(&id).await.unwrap().attempts, 1);
+    assert_eq!(h.gateway_entry(&id).await.unwrap().attempts, 1);
     h.audit_is_clean().await;
 }

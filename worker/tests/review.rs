@@ -59,11 +59,10 @@ fn input(h: &Harness, id: &str, amount: i64) -> PaymentInput {
     input
 }
 
-async fn in_review(handle: &Handle, cause: ReviewCause) -> PaymentProgress {
+fn in_review(handle: &Handle, cause: ReviewCause) -> PaymentProgress {
     let p = wait_for(handle, "the manual review", |p| {
         p.step == Step::ManualReview
-    })
-    .await;
+    });
     assert_eq!(p.phase, Phase::Processing);
     let review = p.review.clone().expect("the review is published");
     assert_eq!(review.cause, cause, "{review:?}");
@@ -73,8 +72,8 @@ async fn in_review(handle: &Handle, cause: ReviewCause) -> PaymentProgress {
 }
 
 /// The reviewer was told, once, by the email provider.
-async fn reviewer_was_told(id: &str) {
-    let sent = messages(id).await;
+async fn reviewer_was_told(h: &Harness, id: &str) {
+    let sent = h.messages(id).await;
     let told: Vec<_> = sent.iter().filter(|m| m.request.to == REVIEWER).collect();
     assert_eq!(told.len(), 1, "{sent:?}");
     assert!(
@@ -85,8 +84,8 @@ async fn reviewer_was_told(id: &str) {
 
 /// Nothing is held at the gateway for `id` (the balance is checked apart:
 /// these tests pay more than once from one account).
-async fn nothing_held(id: &str) {
-    if let Some(g) = gateway_entry(id).await {
+async fn nothing_held(h: &Harness, id: &str) {
+    if let Some(g) = h.gateway_entry(id).await {
         assert!(
             g.status != ChargeStatus::Succeeded && g.status != ChargeStatus::Pending,
             "{id}: the gateway still holds the charge: {g:?}"
@@ -105,7 +104,7 @@ fn charge_attempts(p: &PaymentProgress) -> usize {
 async fn a_fraudulent_payment_is_never_charged() {
     let h = Harness::start("review-fraud").await;
     let id = unique("pay-fraud-gate");
-    scenario(
+    h.scenario(
         &id,
         Scenario {
             fraud_score: Some(99),
@@ -124,7 +123,7 @@ async fn a_fraudulent_payment_is_never_charged() {
         progress.history
     );
     assert!(
-        gateway_entry(&id).await.is_none(),
+        h.gateway_entry(&id).await.is_none(),
         "the gateway saw a charge"
     );
     assert_restored(&h, &id).await;
@@ -136,7 +135,7 @@ async fn a_lost_callback_is_recovered_from_the_gateway() {
     let h = Harness::start("review-lost").await;
     // Captured at the gateway, the confirmation lost: succeeded, no refund.
     let captured = unique("pay-lost-captured");
-    scenario(
+    h.scenario(
         &captured,
         Scenario {
             lose_callback: true,
@@ -153,13 +152,13 @@ async fn a_lost_callback_is_recovered_from_the_gateway() {
         "{outcome:?}"
     );
     assert!(outcome.message.contains("captured"), "{}", outcome.message);
-    let g = gateway_entry(&captured).await.unwrap();
+    let g = h.gateway_entry(&captured).await.unwrap();
     assert_eq!((g.status, g.refunded_amount), (ChargeStatus::Succeeded, 0));
     assert_eq!(h.balance().await, OPENING - 500);
 
     // Failed at the gateway, the confirmation lost: compensated.
     let failed = unique("pay-lost-failed");
-    scenario(
+    h.scenario(
         &failed,
         Scenario {
             callback: Some(CallbackOutcome::Failed),
@@ -175,7 +174,7 @@ async fn a_lost_callback_is_recovered_from_the_gateway() {
         "{outcome:?}"
     );
     assert!(steps(&progress, StepEvent::Started).contains(&Step::Compensate));
-    nothing_held(&failed).await;
+    nothing_held(&h, &failed).await;
     assert_eq!(h.balance().await, OPENING - 500);
     h.audit_is_clean().await;
 }
@@ -185,14 +184,14 @@ async fn an_unknown_outcome_waits_for_a_reviewer() {
     let h = Harness::start("review-unknown").await;
     // Still pending at the gateway: a review; approved, the charge stands.
     let pending = unique("pay-pending");
-    scenario(&pending, Scenario::default()).await; // callback: None: stays pending
+    h.scenario(&pending, Scenario::default()).await; // callback: None: stays pending
     let handle = h.begin(input(&h, &pending, 600)).await;
-    let p = in_review(&handle, ReviewCause::OutcomeUnknown).await;
+    let p = in_review(&handle, ReviewCause::OutcomeUnknown);
     assert!(
         p.review.unwrap().message.contains("pending"),
         "the review says what the gateway said"
     );
-    reviewer_was_told(&pending).await;
+    reviewer_was_told(&h, &pending).await;
     decide(&handle, Decision::Approve, "the bank statement shows it").await;
     let outcome = result(&handle).await;
     assert_eq!(
@@ -220,7 +219,7 @@ async fn an_unknown_outcome_waits_for_a_reviewer() {
 
     // The gateway cannot be asked at all: a review too; rejected, compensated.
     let down = unique("pay-status-down");
-    scenario(
+    h.scenario(
         &down,
         Scenario {
             status_unavailable: true,
@@ -229,7 +228,7 @@ async fn an_unknown_outcome_waits_for_a_reviewer() {
     )
     .await;
     let handle = h.begin(input(&h, &down, 600)).await;
-    let p = in_review(&handle, ReviewCause::OutcomeUnknown).await;
+    let p = in_review(&handle, ReviewCause::OutcomeUnknown);
     assert!(p.review.unwrap().message.contains("no answer"));
     decide(&handle, Decision::Reject, "the customer disputes it").await;
     let outcome = result(&handle).await;
@@ -239,11 +238,11 @@ async fn an_unknown_outcome_waits_for_a_reviewer() {
         "{outcome:?}"
     );
     maybe_record(&handle, "review-rejected").await;
-    nothing_held(&down).await;
+    nothing_held(&h, &down).await;
 
     // The confirmation arrives late, during the review: it decides.
     let late = unique("pay-late-callback");
-    scenario(
+    h.scenario(
         &late,
         Scenario {
             callback: Some(CallbackOutcome::Succeeded),
@@ -253,7 +252,7 @@ async fn an_unknown_outcome_waits_for_a_reviewer() {
     )
     .await;
     let handle = h.begin(input(&h, &late, 600)).await;
-    in_review(&handle, ReviewCause::OutcomeUnknown).await;
+    in_review(&handle, ReviewCause::OutcomeUnknown);
     let outcome = result(&handle).await;
     assert_eq!(
         (outcome.phase, outcome.reason.as_str()),
@@ -270,7 +269,7 @@ async fn a_charge_that_keeps_failing_waits_tries_once_more_then_asks_a_person() 
     // 2 attempts, a wait, 1 more attempt: 3 transient faults reach the
     // review; approved, the 4th attempt goes through.
     let approved = unique("pay-charge-approved");
-    scenario(
+    h.scenario(
         &approved,
         Scenario {
             transient_failures: 3,
@@ -279,14 +278,14 @@ async fn a_charge_that_keeps_failing_waits_tries_once_more_then_asks_a_person() 
     )
     .await;
     let handle = h.begin(input(&h, &approved, 700)).await;
-    let p = in_review(&handle, ReviewCause::ChargeUnavailable).await;
+    let p = in_review(&handle, ReviewCause::ChargeUnavailable);
     assert_eq!(
         charge_attempts(&p),
         2,
         "the first round and one more: {:?}",
         p.history
     );
-    reviewer_was_told(&approved).await;
+    reviewer_was_told(&h, &approved).await;
     decide(&handle, Decision::Approve, "gateway is back").await;
     let outcome = result(&handle).await;
     assert_eq!(
@@ -294,13 +293,13 @@ async fn a_charge_that_keeps_failing_waits_tries_once_more_then_asks_a_person() 
         (Phase::Succeeded, reasons::CONFIRMED),
         "{outcome:?}"
     );
-    let g = gateway_entry(&approved).await.unwrap();
+    let g = h.gateway_entry(&approved).await.unwrap();
     assert_eq!((g.attempts, g.status), (4, ChargeStatus::Succeeded));
     maybe_record(&handle, "charge-review-approved").await;
 
     // Rejected: nothing was charged, the debit is credited back.
     let rejected = unique("pay-charge-rejected");
-    scenario(
+    h.scenario(
         &rejected,
         Scenario {
             transient_failures: 100,
@@ -309,7 +308,7 @@ async fn a_charge_that_keeps_failing_waits_tries_once_more_then_asks_a_person() 
     )
     .await;
     let handle = h.begin(input(&h, &rejected, 700)).await;
-    in_review(&handle, ReviewCause::ChargeUnavailable).await;
+    in_review(&handle, ReviewCause::ChargeUnavailable);
     decide(&handle, Decision::Reject, "gateway outage").await;
     let outcome = result(&handle).await;
     assert_eq!(
@@ -317,11 +316,11 @@ async fn a_charge_that_keeps_failing_waits_tries_once_more_then_asks_a_person() 
         (Phase::Failed, reasons::REVIEW_REJECTED),
         "{outcome:?}"
     );
-    nothing_held(&rejected).await;
+    nothing_held(&h, &rejected).await;
 
     // Unanswered past the deadline: compensated and failed, never left.
     let ignored = unique("pay-charge-ignored");
-    scenario(
+    h.scenario(
         &ignored,
         Scenario {
             transient_failures: 100,
@@ -337,7 +336,7 @@ async fn a_charge_that_keeps_failing_waits_tries_once_more_then_asks_a_person() 
         (Phase::Failed, reasons::REVIEW_TIMEOUT),
         "{outcome:?}"
     );
-    nothing_held(&ignored).await;
+    nothing_held(&h, &ignored).await;
     assert_eq!(h.balance().await, OPENING - 700);
     h.audit_is_clean().await;
 }
@@ -347,7 +346,7 @@ async fn expedite_ends_a_wait_at_once() {
     let h = Harness::start("review-expedite").await;
     // The wait before the last charge attempt (an hour here): cut short.
     let retry = unique("pay-expedite-retry");
-    scenario(
+    h.scenario(
         &retry,
         Scenario {
             transient_failures: 2,
@@ -362,8 +361,7 @@ async fn expedite_ends_a_wait_at_once() {
         p.history
             .iter()
             .any(|r| r.step == Step::Charge && r.event == StepEvent::Failed)
-    })
-    .await;
+    });
     expedite(&handle).await;
     let outcome = result(&handle).await;
     assert_eq!(outcome.phase, Phase::Succeeded, "{outcome:?}");
@@ -378,7 +376,7 @@ async fn expedite_ends_a_wait_at_once() {
 
     // The confirmation wait (an hour here): the gateway is asked at once.
     let wait = unique("pay-expedite-wait");
-    scenario(
+    h.scenario(
         &wait,
         Scenario {
             lose_callback: true,
@@ -391,8 +389,7 @@ async fn expedite_ends_a_wait_at_once() {
     let handle = h.begin(i).await;
     wait_for(&handle, "the confirmation wait", |p| {
         p.step == Step::AwaitConfirmation
-    })
-    .await;
+    });
     expedite(&handle).await;
     let outcome = result(&handle).await;
     assert_eq!(
@@ -409,9 +406,9 @@ async fn expedite_ends_a_wait_at_once() {
 async fn a_payment_in_review_can_be_cancelled() {
     let h = Harness::start("review-cancel").await;
     let id = unique("pay-review-cancel");
-    scenario(&id, Scenario::default()).await;
+    h.scenario(&id, Scenario::default()).await;
     let handle = h.begin(input(&h, &id, 800)).await;
-    in_review(&handle, ReviewCause::OutcomeUnknown).await;
+    in_review(&handle, ReviewCause::OutcomeUnknown);
     let req = paysaga_api::saga::CancelRequest {
         reason: "customer withdrew".into(),
     };

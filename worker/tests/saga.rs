@@ -41,7 +41,7 @@ fn never_confirm() -> Scenario {
 async fn happy_path_succeeds_debits_once_and_notifies() {
     let h = Harness::start("happy").await;
     let id = unique("pay-happy");
-    scenario(&id, confirm()).await;
+    h.scenario(&id, confirm()).await;
     let (outcome, progress) = h
         .pay_and_record(h.input(&id, 1_250), Some("succeeded"))
         .await;
@@ -71,12 +71,12 @@ async fn happy_path_succeeds_debits_once_and_notifies() {
             .all(|w| w[0].at_ms <= w[1].at_ms)
     );
     assert_eq!(h.balance().await, OPENING - 1_250);
-    let g = gateway_entry(&id).await.expect("a charge at the gateway");
+    let g = h.gateway_entry(&id).await.expect("a charge at the gateway");
     assert_eq!(
         (g.status, g.amount, g.attempts),
         (ChargeStatus::Succeeded, 1_250, 1)
     );
-    let sent = messages(&id).await;
+    let sent = h.messages(&id).await;
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].request.subject.contains("succeeded"), "{sent:?}");
     let report = h.audit_is_clean().await;
@@ -119,8 +119,8 @@ async fn invalid_accounts_fail_at_once_and_are_notified() {
                 .iter()
                 .any(|r| r.step == Step::Debit || r.step == Step::Charge)
         );
-        assert!(gateway_entry(&id).await.is_none());
-        assert_eq!(messages(&id).await.len(), 1, "{user} was not notified");
+        assert!(h.gateway_entry(&id).await.is_none());
+        assert_eq!(h.messages(&id).await.len(), 1, "{user} was not notified");
     }
     assert_eq!(h.balance().await, OPENING);
     h.audit_is_clean().await;
@@ -177,7 +177,7 @@ async fn each_failure_path_compensates_to_the_cent() {
     ];
     for (name, s, timeout, deadline, reason) in cases {
         let id = unique(&format!("pay-{name}"));
-        scenario(&id, s).await;
+        h.scenario(&id, s).await;
         let mut input = h.input(&id, 2_000);
         input.confirmation_timeout_secs = timeout;
         input.escalation.review_deadline_secs = deadline;
@@ -190,7 +190,7 @@ async fn each_failure_path_compensates_to_the_cent() {
             progress.history
         );
         assert_restored(&h, &id).await;
-        let sent = messages(&id).await;
+        let sent = h.messages(&id).await;
         assert!(
             sent.iter().any(|m| m.request.subject.contains("failed")),
             "{name}: {sent:?}"
@@ -203,7 +203,7 @@ async fn each_failure_path_compensates_to_the_cent() {
 async fn transient_gateway_faults_are_retried_then_succeed() {
     let h = Harness::start("transient").await;
     let id = unique("pay-transient");
-    scenario(
+    h.scenario(
         &id,
         Scenario {
             transient_failures: 2,
@@ -220,7 +220,7 @@ async fn transient_gateway_faults_are_retried_then_succeed() {
         .and_then(|r| r.detail.clone())
         .unwrap();
     assert!(charged.ends_with("on attempt 3"), "{charged}");
-    let g = gateway_entry(&id).await.unwrap();
+    let g = h.gateway_entry(&id).await.unwrap();
     assert_eq!((g.attempts, g.status), (3, ChargeStatus::Succeeded));
     assert_eq!(h.balance().await, OPENING - 700);
     h.audit_is_clean().await;
@@ -230,7 +230,7 @@ async fn transient_gateway_faults_are_retried_then_succeed() {
 async fn duplicated_callbacks_and_replayed_ledger_operations_are_harmless() {
     let h = Harness::start("duplicates").await;
     let id = unique("pay-dup");
-    scenario(
+    h.scenario(
         &id,
         Scenario {
             callback_copies: 3,
@@ -242,8 +242,7 @@ async fn duplicated_callbacks_and_replayed_ledger_operations_are_harmless() {
     // A duplicated confirmation, signalled straight at the workflow too.
     wait_for(&handle, "the charge", |p| {
         steps(p, StepEvent::Completed).contains(&Step::Charge)
-    })
-    .await;
+    });
     let cb = paysaga_api::external::GatewayCallback {
         payment_id: id.clone(),
         charge_id: "whatever".into(),
@@ -337,7 +336,7 @@ async fn cancel_at_each_step() {
 
     // During the charge's retries: the charge finishes, then both are undone.
     let mid = unique("pay-cancel-charge");
-    scenario(
+    h.scenario(
         &mid,
         Scenario {
             transient_failures: 2,
@@ -346,7 +345,7 @@ async fn cancel_at_each_step() {
     )
     .await;
     let handle = h.begin(h.input(&mid, 400)).await;
-    wait_for(&handle, "the charge to start", |p| p.step == Step::Charge).await;
+    wait_for(&handle, "the charge to start", |p| p.step == Step::Charge);
     cancel(&handle, "during charge").await;
     let outcome = result(&handle).await;
     assert_eq!(outcome.phase, Phase::Cancelled, "{outcome:?}");
@@ -354,12 +353,11 @@ async fn cancel_at_each_step() {
 
     // While waiting for the confirmation (none will come).
     let late = unique("pay-cancel-wait");
-    scenario(&late, never_confirm()).await;
+    h.scenario(&late, never_confirm()).await;
     let handle = h.begin(h.input(&late, 400)).await;
     wait_for(&handle, "the wait for confirmation", |p| {
         p.step == Step::AwaitConfirmation
-    })
-    .await;
+    });
     // Accepted payments are visible to the audit while they run.
     let running = audit::audit(&h.ledger.snapshot().await.unwrap());
     assert!(running.in_flight.contains(&late), "{running}");
@@ -383,12 +381,11 @@ async fn cancel_at_each_step() {
 
     // A Temporal-level cancellation is honoured the same way.
     let hard = unique("pay-cancel-temporal");
-    scenario(&hard, never_confirm()).await;
+    h.scenario(&hard, never_confirm()).await;
     let handle = h.begin(h.input(&hard, 400)).await;
     wait_for(&handle, "the wait for confirmation", |p| {
         p.step == Step::AwaitConfirmation
-    })
-    .await;
+    });
     handle
         .cancel(WorkflowCancelOptions::builder().reason("operator").build())
         .await

@@ -1,13 +1,5 @@
-//! The controller's Prometheus metrics and its admin endpoints
-//! (`/metrics`, `/healthz`, `/readyz`).
+//! The controller's Prometheus metrics (served by [`super::admin`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -62,66 +54,68 @@ pub struct Metrics {
     pub watched_workflows: Gauge,
     /// History long polls made, by filter.
     pub history_polls: Family<FilterLabel, Counter>,
-    /// Temporal answered the last call.
-    pub temporal_ok: AtomicBool,
-    /// The API server answered the last readiness probe.
-    pub kube_ok: AtomicBool,
     registry: Registry,
+}
+
+/// Registers `metric` under `name`, and gives it back.
+fn register<M>(r: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    r.register(name, help, metric.clone());
+    metric
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut m = Metrics {
-            reconciles: Counter::default(),
-            failures: Family::default(),
-            status_patches: Family::default(),
-            workflows_started: Counter::default(),
-            start_latency: latency_histogram(),
-            status_latency: Family::new_with_constructor(latency_histogram),
-            watched_workflows: Gauge::default(),
-            history_polls: Family::default(),
-            temporal_ok: AtomicBool::new(false),
-            kube_ok: AtomicBool::new(false),
-            registry: Registry::with_prefix("paysaga_controller"),
-        };
-        let r = &mut m.registry;
-        r.register("reconciles", "Reconciles run", m.reconciles.clone());
-        r.register(
-            "reconcile_failures",
-            "Reconciles failed, by category",
-            m.failures.clone(),
-        );
-        r.register(
-            "status_patches",
-            "Status writes by outcome (applied, applied_step, paced, unchanged, error)",
-            m.status_patches.clone(),
-        );
-        r.register(
-            "workflows_started",
-            "Payment workflows started",
-            m.workflows_started.clone(),
-        );
-        r.register(
-            "start_latency_seconds",
-            "From a Payment accepted by the API (or first seen) to its workflow started",
-            m.start_latency.clone(),
-        );
-        r.register(
-            "status_latency_seconds",
-            "From a workflow change to the Payment status written, by change (phase: at once; step: paced)",
-            m.status_latency.clone(),
-        );
-        r.register(
-            "history_polls",
-            "Workflow history long polls made, by filter (close, all)",
-            m.history_polls.clone(),
-        );
-        r.register(
-            "watched_workflows",
-            "Running workflows whose history is long-polled",
-            m.watched_workflows.clone(),
-        );
-        m
+        let mut registry = Registry::with_prefix("paysaga_controller");
+        let r = &mut registry;
+        Metrics {
+            reconciles: register(r, "reconciles", "Reconciles run", Counter::default()),
+            failures: register(
+                r,
+                "reconcile_failures",
+                "Reconciles failed, by category",
+                Family::default(),
+            ),
+            status_patches: register(
+                r,
+                "status_patches",
+                "Status writes by outcome (applied, applied_step, paced, unchanged, error)",
+                Family::default(),
+            ),
+            workflows_started: register(
+                r,
+                "workflows_started",
+                "Payment workflows started",
+                Counter::default(),
+            ),
+            start_latency: register(
+                r,
+                "start_latency_seconds",
+                "From a Payment accepted by the API (or first seen) to its workflow started",
+                latency_histogram(),
+            ),
+            status_latency: register(
+                r,
+                "status_latency_seconds",
+                "From a workflow change to the Payment status written, by change (phase: at once; step: paced)",
+                Family::new_with_constructor(latency_histogram),
+            ),
+            history_polls: register(
+                r,
+                "history_polls",
+                "Workflow history long polls made, by filter (close, all)",
+                Family::default(),
+            ),
+            watched_workflows: register(
+                r,
+                "watched_workflows",
+                "Running workflows whose history is long-polled",
+                Gauge::default(),
+            ),
+            registry,
+        }
     }
 }
 
@@ -134,7 +128,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn status_latency(&self, change: super::decide::Change, latency: std::time::Duration) {
+    pub fn status_latency(&self, change: super::plan::pace::Change, latency: std::time::Duration) {
         self.status_latency
             .get_or_create(&ChangeLabel {
                 change: change.label().to_string(),
@@ -151,46 +145,6 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
-        out
+        crate::openmetrics::encode(&self.registry)
     }
-}
-
-/// `/metrics`, `/healthz` (the process answers), `/readyz` (the API server
-/// and Temporal answered their last calls).
-pub fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move {
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    m.encode(),
-                )
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(m): State<Arc<Metrics>>| async move {
-                let kube = m.kube_ok.load(Ordering::Relaxed);
-                let temporal = m.temporal_ok.load(Ordering::Relaxed);
-                if kube && temporal {
-                    (StatusCode::OK, "ready".to_string())
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "not ready: kubernetes reachable={kube}, temporal reachable={temporal}"
-                        ),
-                    )
-                }
-            }),
-        )
-        .with_state(metrics)
 }

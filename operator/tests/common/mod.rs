@@ -3,11 +3,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::Api;
+use paysaga_api::external::{Scenario, paths};
 use paysaga_api::{Payment, Phase};
-use paysaga_testenv::Service;
+use paysaga_testenv::{Service, block_on, eventually};
 
 pub const SYSTEM_NAMESPACE: &str = "paysaga-system";
 
@@ -78,14 +79,22 @@ pub fn start_controller_on(name: &str, temporal_address: &str, extra: &[String])
     .unwrap()
 }
 
-pub async fn sim_config(patch: serde_json::Value) {
+/// Steers the simulators for every payment whose workflow ID starts with
+/// `prefix` (e.g. `payment-<namespace>-`): tests share the simulators, and
+/// each steers only its own payments.
+pub async fn scenario(prefix: &str, scenario: Scenario) {
+    let url = format!(
+        "{}{}/{prefix}*",
+        paysaga_testenv::sim().url,
+        paths::ADMIN_SCENARIOS
+    );
     let resp = reqwest::Client::new()
-        .put(format!("{}/admin/config", paysaga_testenv::sim().url))
-        .json(&patch)
+        .put(url)
+        .json(&scenario)
         .send()
         .await
         .unwrap();
-    assert!(resp.status().is_success());
+    assert!(resp.status().is_success(), "{}", resp.status());
 }
 
 pub fn manifest(name: &str, amount: i64) -> String {
@@ -112,25 +121,32 @@ pub async fn payments(ns: &str) -> Api<Payment> {
 }
 
 /// Waits until the Payment satisfies `pred` (a condition, not a sleep).
-pub async fn wait_for(
+pub fn wait_for(
     api: &Api<Payment>,
     name: &str,
     what: &str,
     pred: impl Fn(&Payment) -> bool,
 ) -> Payment {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(p) = api.get(name).await
-            && pred(&p)
-        {
-            return p;
+    eventually(Duration::from_secs(60), &format!("{name}: {what}"), || {
+        let p = block_on(api.get(name)).map_err(|e| e.to_string())?;
+        if pred(&p) {
+            Ok(p)
+        } else {
+            Err(format!("status {:?}", p.status))
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {name}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+}
+
+/// Waits until the Payment is gone.
+pub fn wait_gone(api: &Api<Payment>, name: &str, what: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{name}: {what}"),
+        || match block_on(api.get_opt(name)).map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(p) => Err(format!("still there: {:?}", p.status)),
+        },
+    )
 }
 
 pub fn phase(p: &Payment) -> Option<Phase> {
@@ -146,17 +162,14 @@ pub fn condition(p: &Payment, type_: &str) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-/// Creates a Payment that stays in flight (no confirmation is sent for it)
-/// and returns it once it waits for the gateway.
+/// Creates a Payment that stays in flight (the gateway never confirms its
+/// charge) and returns it once it waits for the confirmation.
 pub async fn in_flight_payment(api: &Api<Payment>, ns: &str, name: &str, amount: i64) -> Payment {
-    sim_config(serde_json::json!({"callbackDropRate": 1.0})).await;
+    scenario(&format!("payment-{ns}-{name}-"), Scenario::default()).await;
     kubectl_apply(ns, &manifest(name, amount));
-    let p = wait_for(api, name, "waiting for the confirmation", |p| {
+    wait_for(api, name, "waiting for the confirmation", |p| {
         p.status.as_ref().and_then(|s| s.step) == Some(paysaga_api::Step::AwaitConfirmation)
     })
-    .await;
-    sim_config(serde_json::json!({"callbackDropRate": 0.0})).await;
-    p
 }
 
 /// The reasons of the Events in `ns` (events.k8s.io), space separated.

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use paysaga_api::external::{
     CallbackOutcome, ChargeStatus, GatewayLedgerEntry, Message, Scenario, SimConfig, paths,
@@ -27,6 +27,9 @@ pub type Handle = WorkflowHandle<Client, PaymentWorkflow>;
 /// A worker of its own, on its own queues and ledger database.
 pub struct Harness {
     pub client: Client,
+    /// The simulators this harness's worker calls: the shared ones, or its own.
+    pub sim: String,
+    own_sim: Option<paysaga_testenv::Service>,
     pub ledger: Ledger,
     pub database_url: String,
     pub payments_queue: String,
@@ -45,8 +48,24 @@ pub fn temporal_opts() -> TemporalOpts {
 }
 
 impl Harness {
-    /// Prepares the ledger (alice: EUR, bob: EUR frozen) without starting the worker.
+    /// Prepares the ledger (alice: EUR, bob: EUR frozen) without starting
+    /// the worker, against the shared simulators (steered per payment).
     pub async fn prepare(name: &str) -> Harness {
+        Harness::prepare_on(name, None).await
+    }
+
+    /// A worker of its own against simulators of its own, for a test that
+    /// changes the simulators' global knobs.
+    pub async fn start_with_own_sim(name: &str) -> Harness {
+        let callback = format!("{}{}", paysaga_testenv::api().url, paths::GATEWAY_CALLBACKS);
+        let dir = paysaga_testenv::run_dir().join(unique(&format!("{name}-sim")));
+        let sim = paysaga_testenv::Service::sim(&dir, &callback, None, &[]).unwrap();
+        let mut h = Harness::prepare_on(name, Some(sim)).await;
+        h.start_worker();
+        h
+    }
+
+    async fn prepare_on(name: &str, own_sim: Option<paysaga_testenv::Service>) -> Harness {
         let database_url = paysaga_testenv::postgres().database(name).unwrap();
         let ledger = Ledger::connect(&database_url, 4).await.unwrap();
         ledger
@@ -57,6 +76,10 @@ impl Harness {
         let client = connect(&temporal_opts(), "saga-test").await.unwrap();
         Harness {
             client,
+            sim: own_sim
+                .as_ref()
+                .map_or_else(|| paysaga_testenv::sim().url.clone(), |s| s.url.clone()),
+            own_sim,
             ledger,
             database_url,
             payments_queue: format!("{}-payments", queue.name),
@@ -75,7 +98,7 @@ impl Harness {
 
     /// Runs the worker on a thread of its own (its run future is !Send).
     pub fn start_worker(&mut self) {
-        let sim = paysaga_testenv::sim().url.clone();
+        let sim = self.sim.clone();
         let config = WorkerConfig {
             payments_task_queue: self.payments_queue.clone(),
             fraud_task_queue: self.fraud_queue.clone(),
@@ -241,41 +264,20 @@ pub async fn progress(handle: &Handle) -> PaymentProgress {
 }
 
 /// Polls the status query until `pred` holds (a condition, not a sleep).
-pub async fn wait_for(
+pub fn wait_for(
     handle: &Handle,
     what: &str,
     pred: impl Fn(&PaymentProgress) -> bool,
 ) -> PaymentProgress {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(p) = handle
-            .query(PaymentWorkflow::status, (), WorkflowQueryOptions::default())
-            .await
-            && pred(&p)
-        {
-            return p;
+    paysaga_testenv::eventually(Duration::from_secs(60), what, || {
+        let query = handle.query(PaymentWorkflow::status, (), WorkflowQueryOptions::default());
+        let p = paysaga_testenv::block_on(query).map_err(|e| e.to_string())?;
+        if pred(&p) {
+            Ok(p)
+        } else {
+            Err(format!("{p:?}"))
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub fn sim_url(path: &str) -> String {
-    format!("{}{path}", paysaga_testenv::sim().url)
-}
-
-pub async fn scenario(payment_id: &str, s: Scenario) {
-    let resp = reqwest::Client::new()
-        .put(sim_url(&format!("{}/{payment_id}", paths::ADMIN_SCENARIOS)))
-        .json(&s)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        resp.status().is_success(),
-        "setting a scenario: {}",
-        resp.status()
-    );
+    })
 }
 
 pub fn confirm() -> Scenario {
@@ -284,28 +286,6 @@ pub fn confirm() -> Scenario {
         callback_delay_ms: Some(50),
         ..Scenario::default()
     }
-}
-
-pub async fn gateway_entry(payment_id: &str) -> Option<GatewayLedgerEntry> {
-    let all: Vec<GatewayLedgerEntry> = reqwest::get(sim_url(paths::ADMIN_GATEWAY_LEDGER))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    all.into_iter().find(|e| e.payment_id == payment_id)
-}
-
-pub async fn messages(payment_id: &str) -> Vec<Message> {
-    reqwest::get(sim_url(&format!(
-        "{}?paymentId={payment_id}",
-        paths::MESSAGES
-    )))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap()
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -324,7 +304,7 @@ pub fn steps(p: &PaymentProgress, event: StepEvent) -> Vec<Step> {
 /// the cent, nothing held at the gateway.
 pub async fn assert_restored(h: &Harness, id: &str) {
     assert_eq!(h.balance().await, OPENING, "{id}: balance not restored");
-    if let Some(g) = gateway_entry(id).await {
+    if let Some(g) = h.gateway_entry(id).await {
         assert!(
             g.status != ChargeStatus::Succeeded && g.status != ChargeStatus::Pending,
             "{id}: the gateway still holds the charge: {g:?}"
@@ -332,19 +312,64 @@ pub async fn assert_restored(h: &Harness, id: &str) {
     }
 }
 
-/// Changes the simulators' global knobs (only for test binaries that own
-/// their simulators' behaviour: the saga tests steer theirs per payment).
-pub async fn sim_config(patch: serde_json::Value) -> SimConfig {
-    let resp = reqwest::Client::new()
-        .put(sim_url(paths::ADMIN_CONFIG))
-        .json(&patch)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        resp.status().is_success(),
-        "setting the sim's config: {}",
-        resp.status()
-    );
-    resp.json().await.unwrap()
+/// The simulators this harness calls.
+impl Harness {
+    fn sim_url(&self, path: &str) -> String {
+        format!("{}{path}", self.sim)
+    }
+
+    /// Steers the simulators for one payment.
+    pub async fn scenario(&self, payment_id: &str, s: Scenario) {
+        let resp = reqwest::Client::new()
+            .put(self.sim_url(&format!("{}/{payment_id}", paths::ADMIN_SCENARIOS)))
+            .json(&s)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "setting a scenario: {}",
+            resp.status()
+        );
+    }
+
+    pub async fn gateway_entry(&self, payment_id: &str) -> Option<GatewayLedgerEntry> {
+        let all: Vec<GatewayLedgerEntry> = reqwest::get(self.sim_url(paths::ADMIN_GATEWAY_LEDGER))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.into_iter().find(|e| e.payment_id == payment_id)
+    }
+
+    pub async fn messages(&self, payment_id: &str) -> Vec<Message> {
+        reqwest::get(self.sim_url(&format!("{}?paymentId={payment_id}", paths::MESSAGES)))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Changes the simulators' global knobs: only on simulators of one's
+    /// own ([`Harness::start_with_own_sim`]).
+    pub async fn sim_config(&self, patch: serde_json::Value) -> SimConfig {
+        assert!(
+            self.own_sim.is_some(),
+            "the shared simulators' knobs are shared"
+        );
+        let resp = reqwest::Client::new()
+            .put(self.sim_url(paths::ADMIN_CONFIG))
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "setting the sim's config: {}",
+            resp.status()
+        );
+        resp.json().await.unwrap()
+    }
 }

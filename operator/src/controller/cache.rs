@@ -6,7 +6,7 @@
 //! alone are some thirty small allocations). Here:
 //!
 //! - a Payment whose status records how it ended (a terminal phase and its
-//!   completion time, [`decide::records_the_end`]) is held as the few
+//!   completion time, [`paysaga_api::PaymentStatus::recorded_end`]) is held as the few
 //!   metadata fields the watch and the wake-up filter read, and when it
 //!   ended. Nothing in it is left to reconcile until someone changes it
 //!   (deletes it, asks to cancel it) or its TTL runs out; then reconcile
@@ -22,13 +22,11 @@ use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
 use kube::core::NamespaceResourceScope;
-use kube::{Resource, ResourceExt};
 use paysaga_api::Payment;
 use paysaga_api::names::CANCEL_ANNOTATION;
 use serde::{Deserialize, Deserializer};
-
-use super::decide;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -98,10 +96,10 @@ impl Cached {
             ..ObjectMeta::default()
         };
         let ended = parsed
-            .filter(decide::records_the_end)
-            .and_then(|p| p.status?.completed_at);
+            .and_then(|p| p.status)
+            .and_then(|s| s.recorded_end().map(|t| t.0));
         let body = match ended {
-            Some(at) => Body::Finished(at.0),
+            Some(at) => Body::Finished(at),
             None => Body::Json(v.to_string().into_boxed_str()),
         };
         Cached { meta, body }
@@ -161,15 +159,10 @@ impl Resource for Cached {
     }
 }
 
-/// The cache's key for a Payment.
-pub fn key_of(p: &Payment) -> kube::runtime::reflector::ObjectRef<Cached> {
-    kube::runtime::reflector::ObjectRef::new(&p.name_any())
-        .within(&p.namespace().unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::ResourceExt;
     use paysaga_api::Phase;
     use serde_json::json;
 

@@ -67,10 +67,7 @@ impl HttpMetrics {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
-        out
+        crate::openmetrics::encode(&self.registry)
     }
 }
 
@@ -97,12 +94,6 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
 }
 
 pub async fn serve(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    let text = state.metrics.encode();
+    ([("content-type", crate::openmetrics::CONTENT_TYPE)], text).into_response()
 }

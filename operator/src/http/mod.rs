@@ -1,6 +1,8 @@
-//! `paysaga-operator api`: the HTTP API. Stateless; scales horizontally: the
-//! Payment objects are the only state. Errors are RFC 9457
-//! `application/problem+json`. One instance serves one namespace.
+//! `paysaga-operator api`: the HTTP API. Scales horizontally: the Payment
+//! objects are the only state that matters; what an instance keeps is its
+//! watch of them ([`watched`]), which every replica rebuilds alike. Errors
+//! are RFC 9457 `application/problem+json`. One instance serves one
+//! namespace.
 
 pub mod callbacks;
 pub mod metrics;

@@ -296,9 +296,7 @@ pub async fn cancel(
         Ok(p) => p,
         Err(e) => return kube_problem(e, &format!("payment {id}")).into_response(),
     };
-    if let Some(phase) = p.status.as_ref().and_then(|s| s.phase)
-        && phase.is_terminal()
-    {
+    if let Some(phase) = p.status.as_ref().and_then(|s| s.finished()) {
         return Problem::new(
             StatusCode::CONFLICT,
             format!("payment {id} already finished ({phase:?}); it can no longer be cancelled"),

@@ -27,7 +27,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use paysaga_api::http::PaymentView;
-use paysaga_api::{Payment, Phase};
+use paysaga_api::{Payment, PaymentStatus};
 
 /// What the watch knows of one Payment.
 struct Seen {
@@ -70,19 +70,15 @@ pub enum Admit {
 fn seen(o: &DynamicObject, base_url: &str) -> Option<(String, Seen)> {
     let name = o.metadata.name.clone()?;
     let uid = o.metadata.uid.clone()?;
-    let view = match o.clone().try_parse::<Payment>() {
-        Ok(p) => Some(Arc::new(PaymentView::of(&p, base_url))),
+    let (view, status) = match o.clone().try_parse::<Payment>() {
+        Ok(p) => (Some(Arc::new(PaymentView::of(&p, base_url))), p.status),
         Err(e) => {
             tracing::warn!(payment = %name, error = %e, "a Payment that does not parse; reads of it go to the API server");
-            None
+            let status = o.data.get("status").cloned();
+            (None, status.and_then(|s| serde_json::from_value(s).ok()))
         }
     };
-    let phase = o
-        .data
-        .get("status")
-        .and_then(|s| s.get("phase"))
-        .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
-    let in_flight = !phase.is_some_and(Phase::is_terminal);
+    let in_flight = status.and_then(|s: PaymentStatus| s.finished()).is_none();
     Some((
         name,
         Seen {
@@ -212,6 +208,7 @@ impl Watched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paysaga_api::Phase;
 
     fn obj(name: &str, phase: Option<&str>) -> DynamicObject {
         let mut o = DynamicObject::new(name, &ApiResource::erase::<Payment>(&()));

@@ -1,0 +1,147 @@
+//! The third step: carry out the plan's actions, in order. What comes out
+//! is [`Applied`], the only thing a status can be written from
+//! ([`super::status::write_status`]), and only this module makes one: a
+//! status cannot be written before the start it shows has been made (it
+//! carries the run the start returned), nor after a start that found the
+//! workflow already running (then nothing is written).
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use paysaga_api::Payment;
+use paysaga_api::names::{ACCEPTED_AT_ANNOTATION, FINALIZER};
+use serde_json::json;
+
+use super::Context;
+use super::observe::Observed;
+use super::plan::events::Event;
+use super::plan::{Action, Plan, Requeue, SAFETY_NET, StatusWrite, desired};
+use super::reconcile::Error;
+use crate::temporal::{SignalError, Started};
+
+/// A plan carried out: the status to write (with what the actions
+/// returned), the Events to tell, when to come back.
+#[derive(Debug)]
+pub struct Applied {
+    status: Option<StatusWrite>,
+    events: Vec<Event>,
+    requeue: Requeue,
+}
+
+impl Applied {
+    pub fn into_parts(self) -> (Option<StatusWrite>, Vec<Event>, Requeue) {
+        (self.status, self.events, self.requeue)
+    }
+}
+
+/// Carries out `plan` for the observed payment.
+pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Applied, Error> {
+    let Plan {
+        actions,
+        mut status,
+        mut events,
+        mut requeue,
+    } = plan;
+    let id = &observed.id;
+    let (name, ns) = (&observed.key.name, observed.key.namespace.as_deref());
+    let api: Api<Payment> = Api::namespaced(ctx.client.clone(), ns.unwrap_or_default());
+    for action in actions {
+        match action {
+            Action::AddFinalizer { existing } => {
+                // As kube-runtime's finalizer helper does it: guarded by a
+                // test of what was seen, so a concurrent change is not lost.
+                let patch = if existing.is_empty() {
+                    json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                           {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+                } else {
+                    json!([{"op": "test", "path": "/metadata/finalizers", "value": existing},
+                           {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
+                };
+                json_patch(&api, name, patch)
+                    .await
+                    .map_err(Error::AddFinalizer)?;
+            }
+            Action::ReleaseFinalizer { index } => {
+                let path = format!("/metadata/finalizers/{index}");
+                let patch = json!([{"op": "test", "path": path, "value": FINALIZER},
+                                   {"op": "remove", "path": path}]);
+                json_patch(&api, name, patch)
+                    .await
+                    .map_err(Error::RemoveFinalizer)?;
+            }
+            Action::Start(input) => {
+                let queue = &ctx.settings.payments_task_queue;
+                match ctx
+                    .workflows
+                    .start(&input, queue)
+                    .await
+                    .map_err(Error::Start)?
+                {
+                    Started::New { run_id } => {
+                        tracing::info!(workflow_id = %id, %run_id, "workflow started");
+                        ctx.metrics.workflows_started.inc();
+                        let waited = observed
+                            .payment()
+                            .and_then(accepted_to_now)
+                            .unwrap_or(observed.began.elapsed());
+                        ctx.metrics.start_latency.observe(waited.as_secs_f64());
+                        if let Some(StatusWrite::Now { status, .. }) = &mut status {
+                            **status = desired::started(
+                                std::mem::take(&mut **status),
+                                run_id,
+                                Timestamp::now(),
+                            );
+                        }
+                    }
+                    Started::Existing => {
+                        // Started before (by us before a restart, or another
+                        // replica): follow it and let its history tell the rest.
+                        tracing::debug!(workflow_id = %id, "workflow already started");
+                        status = None;
+                        events.clear();
+                        requeue = Requeue::After(SAFETY_NET);
+                    }
+                }
+            }
+            Action::SignalCancel { reason } => match ctx.workflows.cancel(id, &reason).await {
+                // Finished between observing and signalling: its history says so.
+                Ok(()) | Err(SignalError::NotFound(_)) => {}
+                Err(e) => return Err(Error::Cancel(e)),
+            },
+            Action::Follow => ctx.follower.ensure(id, observed.key.clone()),
+            Action::Forget => ctx.tracker.forget(id),
+            Action::DeleteExpired => {
+                match api.delete(name, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                    Err(e) => return Err(Error::Expire(e)),
+                }
+                tracing::info!(workflow_id = %id, "finished payment deleted after its TTL; its history stays in Temporal");
+            }
+        }
+    }
+    ctx.metrics
+        .watched_workflows
+        .set(ctx.tracker.following() as i64);
+    Ok(Applied {
+        status,
+        events,
+        requeue,
+    })
+}
+
+async fn json_patch(api: &Api<Payment>, name: &str, patch: serde_json::Value) -> kube::Result<()> {
+    let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map(drop)
+}
+
+/// How long ago the API accepted the payment (its millisecond stamp), if it did.
+fn accepted_to_now(p: &Payment) -> Option<Duration> {
+    let at: Timestamp = p.annotations().get(ACCEPTED_AT_ANNOTATION)?.parse().ok()?;
+    let ms = Timestamp::now().as_millisecond() - at.as_millisecond();
+    u64::try_from(ms).ok().map(Duration::from_millis)
+}

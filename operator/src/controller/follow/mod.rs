@@ -1,0 +1,249 @@
+//! Following running payments' workflow histories. Each poll's events are
+//! folded ([`history`]) into what the controller knows of the workflow (its
+//! run, its progress as published in the memo, its outcome once closed), and
+//! the Payment is queued for reconciliation when that changed. The
+//! reconciler reads the folded view instead of asking Temporal (and, through
+//! a query, the busy worker) again.
+//!
+//! Two long polls per running workflow: one that returns only when it
+//! closes (the outcome is shown at once), and one for every event, asked
+//! again no sooner than the pace at which step progress is written
+//! ([`step_gap`]: 1 s, doubling): a history grows by some 25 appends per
+//! payment, and a poll per append cost the Temporal server more than the
+//! saga's own bookkeeping. No payment is polled on a fixed interval: each
+//! poll waits for the history to change.
+//!
+//! What is known of each workflow lives in the payment's entry of the
+//! [`Tracker`], with the rest of its runtime state.
+
+pub mod history;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kube::runtime::reflector::ObjectRef;
+use temporalio_client::grpc::WorkflowService;
+use temporalio_client::tonic::Code;
+use temporalio_client::{Client, NamespacedClient};
+use temporalio_common::protos::temporal::api::common::v1::WorkflowExecution;
+use temporalio_common::protos::temporal::api::enums::v1::HistoryEventFilterType;
+use temporalio_common::protos::temporal::api::workflowservice::v1::GetWorkflowExecutionHistoryRequest;
+use tokio::sync::mpsc;
+
+use super::cache::Cached;
+use super::metrics::{FilterLabel, Metrics};
+use super::plan::pace::step_gap;
+use super::tracker::{Pending, Tracker};
+use crate::temporal::Observation;
+pub use history::Followed;
+
+/// The payments whose workflow changed, to reconcile.
+pub type Wakes = mpsc::Receiver<ObjectRef<Cached>>;
+
+/// What following one workflow keeps (in its payment's tracker entry).
+#[derive(Default)]
+pub struct Following {
+    view: Followed,
+    /// Changes not yet in the Payment's status.
+    pub pending: Pending,
+    /// The last long poll failed: the view may be stale.
+    failing: bool,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Following {
+    /// Whether its history is being polled.
+    pub fn polling(&self) -> bool {
+        self.task.is_some()
+    }
+
+    /// Stops polling its history.
+    pub fn stop(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The followers of running payments' histories.
+#[derive(Clone)]
+pub struct Follower {
+    client: Client,
+    tx: mpsc::Sender<ObjectRef<Cached>>,
+    tracker: Arc<Tracker>,
+    /// The least time between two polls for progress.
+    progress_gap: Duration,
+    polls: prometheus_client::metrics::family::Family<
+        FilterLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl Follower {
+    /// Follows with progress polls at least `progress_gap` apart, keeping
+    /// what it learns in `tracker`.
+    pub fn new(
+        client: Client,
+        tracker: Arc<Tracker>,
+        progress_gap: Duration,
+        metrics: &Metrics,
+    ) -> (Follower, Wakes) {
+        let (tx, rx) = mpsc::channel(4096);
+        let f = Follower {
+            client,
+            tx,
+            tracker,
+            progress_gap,
+            polls: metrics.history_polls.clone(),
+        };
+        (f, rx)
+    }
+
+    /// Follows `workflow_id` (once) and wakes `obj` on each change.
+    pub fn ensure(&self, workflow_id: &str, obj: ObjectRef<Cached>) {
+        self.tracker.entry(workflow_id, |t| {
+            let f = &mut t.follow;
+            if f.task.is_some() || f.view.closed.is_some() {
+                return;
+            }
+            let this = self.clone();
+            let id = workflow_id.to_string();
+            let task = tokio::spawn(async move {
+                tokio::join!(
+                    this.follow(&id, &obj, HistoryEventFilterType::CloseEvent),
+                    this.follow(&id, &obj, HistoryEventFilterType::AllEvent),
+                );
+                this.update(&id, |f| f.task = None);
+            });
+            f.task = Some(task.abort_handle());
+        });
+    }
+
+    /// The workflow as its history tells it, when that is known and current.
+    pub fn observation(&self, workflow_id: &str) -> Option<Observation> {
+        self.tracker
+            .existing(workflow_id, |t| {
+                (!t.follow.failing)
+                    .then(|| t.follow.view.observation())
+                    .flatten()
+            })
+            .flatten()
+    }
+
+    fn update(&self, workflow_id: &str, f: impl FnOnce(&mut Following)) {
+        self.tracker.existing(workflow_id, |t| f(&mut t.follow));
+    }
+
+    async fn wake(&self, obj: &ObjectRef<Cached>) -> bool {
+        self.tx.send(obj.clone()).await.is_ok()
+    }
+
+    fn closed(&self, workflow_id: &str) -> bool {
+        self.tracker
+            .existing(workflow_id, |t| t.follow.view.closed.is_some())
+            .unwrap_or(true)
+    }
+
+    /// One long poll loop over the history: every event (`AllEvent`), or
+    /// only the one that closes it (`CloseEvent`).
+    async fn follow(
+        &self,
+        workflow_id: &str,
+        obj: &ObjectRef<Cached>,
+        filter: HistoryEventFilterType,
+    ) {
+        let mut client = self.client.clone();
+        let mut token = Vec::new();
+        let mut backoff = Duration::from_millis(200);
+        let progress = filter == HistoryEventFilterType::AllEvent;
+        let mut progress_polls = 0u32;
+        let polls = self
+            .polls
+            .get_or_create(&FilterLabel {
+                filter: if progress { "all" } else { "close" }.to_string(),
+            })
+            .clone();
+        loop {
+            if progress && !token.is_empty() {
+                // The close has its own poll; progress is shown at this pace.
+                tokio::time::sleep(step_gap(self.progress_gap, progress_polls)).await;
+                progress_polls += 1;
+                if self.closed(workflow_id) {
+                    return;
+                }
+            }
+            let request = GetWorkflowExecutionHistoryRequest {
+                namespace: client.namespace(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: workflow_id.to_string(),
+                    run_id: String::new(),
+                }),
+                next_page_token: token.clone(),
+                wait_new_event: true,
+                history_event_filter_type: filter as i32,
+                ..Default::default()
+            };
+            polls.inc();
+            let started = std::time::Instant::now();
+            let response = match WorkflowService::get_workflow_execution_history(
+                &mut client,
+                temporalio_client::tonic::Request::new(request),
+            )
+            .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(status) if status.code() == Code::NotFound => {
+                    // Gone (never started, or past retention): ask afresh.
+                    self.update(workflow_id, |f| *f = Following::default());
+                    self.wake(obj).await;
+                    return;
+                }
+                Err(status) => {
+                    tracing::debug!(workflow_id, error = %status, "history long poll failed; retrying");
+                    let mut first = false;
+                    self.update(workflow_id, |f| {
+                        first = !f.failing;
+                        f.failing = true;
+                    });
+                    // Once per outage: the reconcile says so on the Payment.
+                    if first && !self.wake(obj).await {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            let events = response.history.map(|h| h.events).unwrap_or_default();
+            let mut wake = false;
+            self.update(workflow_id, |f| {
+                let changed = f.view.fold(&events, SystemTime::now());
+                f.pending.progress = f.pending.progress.or(changed.progress);
+                f.pending.closed = f.pending.closed.or(changed.closed);
+                wake |= changed.any();
+                if f.failing {
+                    f.failing = false;
+                    wake = true;
+                }
+            });
+            if wake && !self.wake(obj).await {
+                return;
+            }
+            if self.closed(workflow_id) {
+                return;
+            }
+            if progress {
+                if response.next_page_token.is_empty() {
+                    // The history is complete: the workflow has closed.
+                    return;
+                }
+            } else if events.is_empty() && started.elapsed() < Duration::from_millis(100) {
+                // The close poll came back empty (its long poll timed out,
+                // or the server would not wait): ask again, never in a spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            token = response.next_page_token;
+        }
+    }
+}

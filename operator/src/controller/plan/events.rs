@@ -1,0 +1,179 @@
+//! The Events a status write tells: how the payment ended (one Event,
+//! naming each step), and a Warning for each step that failed. Steps that
+//! succeed have no Event of their own: an Event per step would cost the API
+//! server more writes than the payment itself.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::events::EventType;
+use paysaga_api::{PaymentStatus, Phase};
+
+use super::conditions::{self, FALSE, SKIPPED, TRUE};
+use super::reasons;
+
+/// An Event to publish on the Payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl Event {
+    pub fn normal(reason: &'static str, note: impl Into<String>) -> Event {
+        Event {
+            type_: EventType::Normal,
+            reason,
+            note: note.into(),
+        }
+    }
+
+    pub fn warning(reason: &'static str, note: impl Into<String>) -> Event {
+        Event {
+            type_: EventType::Warning,
+            reason,
+            note: note.into(),
+        }
+    }
+}
+
+/// The reason a failed step's Warning gives, by its condition type.
+fn failed_reason(condition_type: &str) -> Option<&'static str> {
+    Some(match condition_type {
+        conditions::VALIDATED => reasons::VALIDATION_FAILED,
+        conditions::FRAUD_CHECKED => reasons::FRAUD_REJECTED,
+        conditions::DEBITED => reasons::DEBIT_FAILED,
+        conditions::CHARGED => reasons::CHARGE_FAILED,
+        conditions::CONFIRMED => reasons::CONFIRMATION_FAILED,
+        conditions::NOTIFIED => reasons::NOTIFICATION_FAILED,
+        conditions::COMPENSATED => reasons::COMPENSATION_FAILED,
+        _ => return None,
+    })
+}
+
+/// One Warning for each step condition that turned failed between two
+/// statuses. A skipped notification (no contact given) is not a failure.
+pub fn step_failures(before: &[Condition], after: &[Condition]) -> Vec<Event> {
+    after
+        .iter()
+        .filter(|c| c.status == FALSE && c.reason != SKIPPED)
+        .filter(|c| {
+            !before
+                .iter()
+                .any(|b| b.type_ == c.type_ && b.status == c.status)
+        })
+        .filter_map(|c| {
+            let note = if c.message.is_empty() {
+                c.type_.clone()
+            } else {
+                c.message.clone()
+            };
+            failed_reason(&c.type_).map(|reason| Event::warning(reason, note))
+        })
+        .collect()
+}
+
+/// The Event of the payment's end, when `after` is the status that first
+/// shows it finished: a Warning for a failure, Normal otherwise.
+pub fn ended(before: &PaymentStatus, after: &PaymentStatus) -> Option<Event> {
+    let phase = after.finished().filter(|_| after.phase != before.phase)?;
+    let note = outcome_note(after);
+    Some(match phase {
+        Phase::Failed => Event::warning(reasons::FAILED, note),
+        Phase::Cancelled => Event::normal(reasons::CANCELLED, note),
+        _ => Event::normal(reasons::SUCCEEDED, note),
+    })
+}
+
+/// The note of the Event that says how a payment ended: its phase, reason
+/// and message, then each step as its condition tells it.
+pub fn outcome_note(status: &PaymentStatus) -> String {
+    let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+    let mut note = match (&status.reason, &status.message) {
+        (Some(r), Some(m)) => format!("{phase}: {r}: {m}"),
+        (Some(r), None) => format!("{phase}: {r}"),
+        _ => phase,
+    };
+    let steps: Vec<String> = status
+        .conditions
+        .iter()
+        .filter(|c| conditions::is_step(c))
+        .map(|c| match (c.status.as_str(), c.reason.as_str()) {
+            (TRUE, _) => c.type_.clone(),
+            (_, SKIPPED) => format!("{} skipped", c.type_),
+            _ => format!("{} failed", c.type_),
+        })
+        .collect();
+    if !steps.is_empty() {
+        note.push_str(&format!(" (steps: {})", steps.join(", ")));
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::plan::tests::rec;
+    use paysaga_api::Step;
+    use paysaga_api::saga::{StepEvent, StepRecord};
+
+    #[test]
+    fn a_warning_per_step_that_failed_and_nothing_for_steps_that_succeeded() {
+        let before = conditions::from_history(
+            &[rec(Step::ValidateAccount, StepEvent::Completed, 1)],
+            &[],
+            None,
+        );
+        let after = conditions::from_history(
+            &[
+                rec(Step::ValidateAccount, StepEvent::Completed, 1),
+                rec(Step::Debit, StepEvent::Completed, 2),
+                StepRecord {
+                    step: Step::Charge,
+                    event: StepEvent::Failed,
+                    at_ms: 3,
+                    detail: Some("declined".into()),
+                },
+                rec(Step::Notify, StepEvent::Skipped, 4),
+            ],
+            &before,
+            None,
+        );
+        assert_eq!(
+            step_failures(&before, &after),
+            [Event::warning(reasons::CHARGE_FAILED, "declined")]
+        );
+        assert!(
+            step_failures(&after, &after).is_empty(),
+            "nothing changed, nothing said"
+        );
+    }
+
+    #[test]
+    fn the_end_is_told_once_with_a_reason_constant_per_phase() {
+        let processing = PaymentStatus {
+            phase: Some(Phase::Processing),
+            ..PaymentStatus::default()
+        };
+        let ended_as = |phase| PaymentStatus {
+            phase: Some(phase),
+            reason: Some("Why".into()),
+            ..PaymentStatus::default()
+        };
+        let reason = |phase| ended(&processing, &ended_as(phase)).map(|e| (e.type_, e.reason));
+        assert_eq!(
+            reason(Phase::Succeeded),
+            Some((EventType::Normal, reasons::SUCCEEDED))
+        );
+        assert_eq!(
+            reason(Phase::Failed),
+            Some((EventType::Warning, reasons::FAILED))
+        );
+        assert_eq!(
+            reason(Phase::Cancelled),
+            Some((EventType::Normal, reasons::CANCELLED))
+        );
+        assert_eq!(reason(Phase::Processing), None, "not finished");
+        let done = ended_as(Phase::Succeeded);
+        assert_eq!(ended(&done, &done), None, "told already");
+    }
+}

@@ -1,0 +1,23 @@
+//! The workflow input for a Payment object.
+
+use paysaga_api::Payment;
+use paysaga_api::names::workflow_id;
+use paysaga_api::saga::{DEFAULT_COMPENSATION_ATTEMPTS, PaymentInput};
+
+use super::Settings;
+
+pub fn workflow_input(p: &Payment, settings: &Settings) -> PaymentInput {
+    PaymentInput {
+        payment_id: workflow_id(&p.metadata),
+        user_id: p.spec.user_id.clone(),
+        amount: p.spec.amount,
+        currency: p.spec.currency.clone(),
+        method: p.spec.method,
+        description: p.spec.description.clone(),
+        notify: p.spec.notify.clone(),
+        confirmation_timeout_secs: settings.confirmation_timeout_secs,
+        fraud_task_queue: settings.fraud_task_queue.clone(),
+        compensation_max_attempts: DEFAULT_COMPENSATION_ATTEMPTS,
+        escalation: Default::default(),
+    }
+}

@@ -1,0 +1,319 @@
+//! The reconciler's pure middle (no client required): from what was
+//! observed ([`Observed`]), the plan — the actions to take, the status to
+//! write, the Events to publish and when to come back. Every branch of a
+//! reconcile is decided here, and is a row of the table in the tests below.
+//!
+//! - [`desired`]: the status the object should have;
+//! - [`conditions`] and [`events`]: what it says, and what is told;
+//! - [`pace`]: when a status is written;
+//! - [`time`]: times as status holds them, and the TTL;
+//! - [`input`]: the workflow's input.
+
+pub mod conditions;
+pub mod desired;
+pub mod events;
+pub mod input;
+pub mod pace;
+pub mod reasons;
+pub mod time;
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use paysaga_api::names::FINALIZER;
+use paysaga_api::saga::PaymentInput;
+use paysaga_api::{Payment, PaymentStatus};
+
+use super::observe::{Facts, Object, Observed};
+use super::tracker::{Pacing, Pending};
+use crate::temporal::Observation;
+use events::Event;
+use pace::{Change, Write, pace};
+
+/// Settings the decisions depend on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub payments_task_queue: String,
+    pub fraud_task_queue: String,
+    pub confirmation_timeout_secs: u64,
+    /// Finished Payments are deleted this long after they completed (their
+    /// history stays in Temporal); `None` keeps them.
+    pub finished_ttl: Option<Duration>,
+    /// A payment's status is written at most this often for step progress
+    /// alone; everything else (start, phase, outcome, cancel) at once.
+    pub status_step_interval: Duration,
+}
+
+/// A running payment is looked at again after this long even when nothing
+/// woke it: its progress arrives through its history, this is a safety net.
+pub const SAFETY_NET: Duration = Duration::from_secs(300);
+/// A payment deleted in flight is looked at again after this long while it
+/// compensates (its workflow's close wakes it first).
+pub const COMPENSATING: Duration = Duration::from_secs(10);
+
+/// Something to do, in the order planned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Hold the payment with the finalizer (it had these finalizers).
+    AddFinalizer { existing: Vec<String> },
+    /// Let the object go: remove the finalizer, found at this index.
+    ReleaseFinalizer { index: usize },
+    /// Start the workflow with this input.
+    Start(Box<PaymentInput>),
+    /// Signal `cancel` with this reason.
+    SignalCancel { reason: String },
+    /// Follow the workflow's history: its changes wake the payment.
+    Follow,
+    /// Drop all runtime state of the payment (and stop following it).
+    Forget,
+    /// Delete the finished payment: its TTL has run out.
+    DeleteExpired,
+}
+
+/// The status write planned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusWrite {
+    /// The status already says it all.
+    Unchanged,
+    /// Step progress only, written recently: come back after this long.
+    Paced(Duration),
+    /// Write this status now. `shows`: the workflow's changes it shows (for
+    /// their latency).
+    Now {
+        status: Box<PaymentStatus>,
+        change: Change,
+        shows: Pending,
+    },
+}
+
+/// When to reconcile the payment again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// When it changes (or its workflow wakes it).
+    AwaitChange,
+    After(Duration),
+    /// The reconcile failed (Temporal could not be asked): back off.
+    Backoff,
+}
+
+/// What a reconcile does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// `None`: nothing is said of the status (nothing to decide it from).
+    pub status: Option<StatusWrite>,
+    /// Published after the status is written.
+    pub events: Vec<Event>,
+    pub requeue: Requeue,
+}
+
+impl Plan {
+    fn only(actions: Vec<Action>, requeue: Requeue) -> Plan {
+        Plan {
+            actions,
+            status: None,
+            events: Vec::new(),
+            requeue,
+        }
+    }
+}
+
+/// Plans a reconcile. Pure: the same observation gives the same plan.
+pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
+    let now = observed.now;
+    match &observed.object {
+        Object::Ended(at) => match time::ttl_left(*at, settings.finished_ttl, now) {
+            Some(left) if !left.is_zero() => Plan::only(vec![Action::Forget], Requeue::After(left)),
+            _ => Plan::only(vec![Action::Forget], Requeue::AwaitChange),
+        },
+        Object::Gone => Plan::only(vec![Action::Forget], Requeue::AwaitChange),
+        Object::Invalid(why) => Plan {
+            events: vec![Event::warning(
+                reasons::INVALID_OBJECT,
+                format!("this Payment cannot be read by the controller: {why}"),
+            )],
+            ..Plan::only(Vec::new(), Requeue::AwaitChange)
+        },
+        Object::Payment(facts) => {
+            let Facts {
+                payment: p,
+                workflow,
+                pacing,
+                pending,
+            } = facts.as_ref();
+            let held = p.finalizers().iter().position(|f| f == FINALIZER);
+            let deleting = p.metadata.deletion_timestamp.is_some();
+            match (held, deleting) {
+                (None, false) => Plan::only(
+                    vec![Action::AddFinalizer {
+                        existing: p.finalizers().to_vec(),
+                    }],
+                    Requeue::AwaitChange,
+                ),
+                (None, true) => Plan::only(Vec::new(), Requeue::AwaitChange),
+                (Some(index), true) => match workflow {
+                    Ok(wf) => release(p, wf, index),
+                    Err(_) => Plan::only(Vec::new(), Requeue::Backoff),
+                },
+                (Some(_), false) => match workflow {
+                    Ok(wf) => run(p, wf, *pacing, *pending, now, settings),
+                    Err(e) => unreachable(p, &e.to_string(), now),
+                },
+            }
+        }
+    }
+}
+
+/// A payment being deleted: an in-flight one is cancelled (once) and held
+/// until its compensations are done; a finished one goes at once.
+fn release(p: &Payment, wf: &Observation, index: usize) -> Plan {
+    match wf {
+        Observation::Running { .. } => {
+            let mut plan = Plan::only(Vec::new(), Requeue::After(COMPENSATING));
+            let current = p.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
+            if !conditions::has(current, conditions::CANCEL_REQUESTED, None) {
+                plan.actions.push(Action::SignalCancel {
+                    reason: "the Payment object was deleted".into(),
+                });
+                plan.events.push(Event::normal(
+                    reasons::CANCEL_REQUESTED,
+                    "deleted while in flight: cancelling",
+                ));
+            }
+            plan.actions.push(Action::Follow);
+            plan
+        }
+        Observation::Absent | Observation::Closed { .. } | Observation::Recorded => Plan::only(
+            vec![Action::Forget, Action::ReleaseFinalizer { index }],
+            Requeue::AwaitChange,
+        ),
+    }
+}
+
+/// Temporal cannot be reached: say so on the Payment, and back off.
+fn unreachable(p: &Payment, error: &str, now: Timestamp) -> Plan {
+    let status = desired::unreachable(p, error, now);
+    let write = if p.status.as_ref() == Some(&status) {
+        StatusWrite::Unchanged
+    } else {
+        StatusWrite::Now {
+            status: Box::new(status),
+            change: Change::Phase,
+            shows: Pending::default(),
+        }
+    };
+    Plan {
+        status: Some(write),
+        ..Plan::only(Vec::new(), Requeue::Backoff)
+    }
+}
+
+/// A payment and its workflow: start it, signal a cancel, write what it
+/// shows, then follow it, or — finished — forget it and mind its TTL.
+fn run(
+    p: &Payment,
+    wf: &Observation,
+    pacing: Pacing,
+    pending: Pending,
+    now: Timestamp,
+    settings: &Settings,
+) -> Plan {
+    let current = p.status.clone().unwrap_or_default();
+    let mut status = desired::from_workflow(p, wf);
+    let mut plan = Plan::only(Vec::new(), Requeue::AwaitChange);
+    let start = matches!(wf, Observation::Absent);
+    if start {
+        plan.actions
+            .push(Action::Start(Box::new(input::workflow_input(p, settings))));
+    } else if let Some(reason) = desired::cancel_asked(p) {
+        // Not started yet: signalled by the reconcile that sees it run.
+        desired::answer_cancel(&mut status, reason.clone(), p.metadata.generation, now);
+        if status.finished().is_none() {
+            plan.events.push(Event::normal(
+                reasons::CANCEL_REQUESTED,
+                format!("cancel requested: {reason}"),
+            ));
+            plan.actions.push(Action::SignalCancel { reason });
+        }
+    }
+    if desired::too_late(&status) && !desired::too_late(&current) {
+        plan.events.push(Event::warning(
+            reasons::TOO_LATE_TO_CANCEL,
+            "the payment had already finished; nothing changed",
+        ));
+    }
+
+    // A start changes the phase: written at once, whatever the pace.
+    let write = if start {
+        Write::Now(Change::Phase)
+    } else {
+        pace(&current, &status, pacing, settings.status_step_interval)
+    };
+    let (mut then, requeue) = afterwards(&status, write, now, settings);
+    plan.status = Some(status_write(
+        &current,
+        status,
+        write,
+        pending,
+        &mut plan.events,
+    ));
+    plan.actions.append(&mut then);
+    plan.requeue = requeue;
+    plan
+}
+
+/// The write of `status` over `current`; written now, it tells its Events.
+fn status_write(
+    current: &PaymentStatus,
+    status: PaymentStatus,
+    write: Write,
+    pending: Pending,
+    events: &mut Vec<Event>,
+) -> StatusWrite {
+    match write {
+        Write::Unchanged => StatusWrite::Unchanged,
+        Write::After(wait) => StatusWrite::Paced(wait),
+        Write::Now(change) => {
+            events.extend(events::step_failures(
+                &current.conditions,
+                &status.conditions,
+            ));
+            events.extend(events::ended(current, &status));
+            StatusWrite::Now {
+                status: Box::new(status),
+                change,
+                shows: pending,
+            }
+        }
+    }
+}
+
+/// What follows the write: a payment in flight is followed, and looked at
+/// again when a paced write is due (or after the safety net); a finished
+/// one, once written, is forgotten and kept until its TTL runs out.
+fn afterwards(
+    status: &PaymentStatus,
+    write: Write,
+    now: Timestamp,
+    settings: &Settings,
+) -> (Vec<Action>, Requeue) {
+    if let Write::After(wait) = write {
+        return (vec![Action::Follow], Requeue::After(wait));
+    }
+    if status.finished().is_none() {
+        return (vec![Action::Follow], Requeue::After(SAFETY_NET));
+    }
+    let ended = status.completed_at.as_ref().map(|t| t.0);
+    match ended.and_then(|at| time::ttl_left(at, settings.finished_ttl, now)) {
+        Some(left) if left.is_zero() => (
+            vec![Action::Forget, Action::DeleteExpired],
+            Requeue::AwaitChange,
+        ),
+        Some(left) => (vec![Action::Forget], Requeue::After(left)),
+        None => (vec![Action::Forget], Requeue::AwaitChange),
+    }
+}
+
+#[cfg(test)]
+mod tests;

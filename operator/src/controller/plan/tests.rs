@@ -1,0 +1,916 @@
+//! The plan of every branch of a reconcile, one named row each; then what
+//! the status says as the workflow moves.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use paysaga_api::names::CANCEL_ANNOTATION;
+use paysaga_api::saga::{PaymentOutcome, PaymentProgress, StepEvent, StepRecord};
+use paysaga_api::{PaymentMethod, PaymentSpec, Phase, Step};
+use temporalio_client::WorkflowExecutionStatus;
+
+use super::*;
+use crate::controller::reconcile::Error;
+use crate::temporal::TemporalError;
+
+fn settings() -> Settings {
+    Settings {
+        payments_task_queue: "payments".into(),
+        fraud_task_queue: "fraud".into(),
+        confirmation_timeout_secs: 300,
+        finished_ttl: None,
+        status_step_interval: Duration::from_secs(1),
+    }
+}
+
+fn with_ttl(secs: u64) -> Settings {
+    Settings {
+        finished_ttl: Some(Duration::from_secs(secs)),
+        ..settings()
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).unwrap()
+}
+
+fn secs_ago(secs: u64) -> SystemTime {
+    SystemTime::from(now()) - Duration::from_secs(secs)
+}
+
+/// `order-1` in `shop`, held by the controller's finalizer.
+fn payment(annotation: Option<&str>, status: Option<PaymentStatus>) -> Payment {
+    let mut p = Payment::new(
+        "order-1",
+        PaymentSpec {
+            user_id: "alice".into(),
+            amount: 1250,
+            currency: "EUR".into(),
+            method: PaymentMethod::Card,
+            description: None,
+            notify: None,
+        },
+    );
+    p.metadata = ObjectMeta {
+        name: Some("order-1".into()),
+        namespace: Some("shop".into()),
+        uid: Some("u1".into()),
+        generation: Some(1),
+        finalizers: Some(vec![FINALIZER.to_string()]),
+        annotations: annotation
+            .map(|r| BTreeMap::from([(CANCEL_ANNOTATION.to_string(), r.to_string())])),
+        ..ObjectMeta::default()
+    };
+    p.status = status;
+    p
+}
+
+fn deleted(mut p: Payment) -> Payment {
+    p.metadata.deletion_timestamp = Some(Time(now()));
+    p
+}
+
+fn finalizers(mut p: Payment, f: &[&str]) -> Payment {
+    p.metadata.finalizers = Some(f.iter().map(|f| f.to_string()).collect());
+    p
+}
+
+/// A step record without detail (shared by the plan's other tests).
+pub(super) fn rec(step: Step, event: StepEvent, at_ms: i64) -> StepRecord {
+    StepRecord {
+        step,
+        event,
+        at_ms,
+        detail: None,
+    }
+}
+
+fn running(history: Vec<StepRecord>, step: Step) -> Observation {
+    Observation::Running {
+        run_id: "r1".into(),
+        started_at: None,
+        progress: Some(PaymentProgress {
+            phase: Phase::Processing,
+            step,
+            reason: None,
+            message: None,
+            history,
+            review: None,
+        }),
+    }
+}
+
+fn closed(phase: Phase, reason: &str, history: Vec<StepRecord>) -> Observation {
+    Observation::Closed {
+        run_id: "r1".into(),
+        started_at: None,
+        closed_at: None,
+        status: WorkflowExecutionStatus::Completed,
+        outcome: Some(PaymentOutcome {
+            phase,
+            reason: reason.into(),
+            message: "m".into(),
+            charge_id: None,
+            history,
+        }),
+    }
+}
+
+fn closed_at(secs_ago: u64) -> Observation {
+    Observation::Closed {
+        run_id: "r".into(),
+        started_at: None,
+        closed_at: Some(self::secs_ago(secs_ago)),
+        status: WorkflowExecutionStatus::Completed,
+        outcome: None,
+    }
+}
+
+/// What Temporal answers when it cannot be reached, as the reconcile sees it.
+fn unreachable() -> Error {
+    let source = serde_json::from_str::<u8>("connection refused").unwrap_err();
+    Error::Observe(TemporalError::Decode {
+        id: "payment-shop-order-1-u1".into(),
+        source,
+    })
+}
+
+fn observed(object: Object) -> Observed {
+    Observed {
+        id: "payment-shop-order-1-u1".into(),
+        key: ObjectRef::new("order-1").within("shop"),
+        reference: ObjectReference::default(),
+        now: now(),
+        began: Instant::now(),
+        object,
+    }
+}
+
+fn seen(p: Payment, workflow: Result<Observation, Error>, pacing: Pacing) -> Observed {
+    observed(Object::Payment(Box::new(Facts {
+        payment: p,
+        workflow,
+        pacing,
+        pending: Pending::default(),
+    })))
+}
+
+/// Observed with its workflow, never written by this process.
+fn with(p: Payment, wf: Observation) -> Observed {
+    seen(p, Ok(wf), Pacing::default())
+}
+
+fn written_ago(ms: u64) -> Pacing {
+    Pacing {
+        since_write: Some(Duration::from_millis(ms)),
+        step_writes: 0,
+    }
+}
+
+/// The status a plan writes, or leaves as it is.
+fn status_after(p: &Payment, wf: &Observation) -> PaymentStatus {
+    match plan(&with(p.clone(), wf.clone()), &settings()).status {
+        Some(StatusWrite::Now { status, .. }) => *status,
+        _ => p.status.clone().unwrap_or_default(),
+    }
+}
+
+/// The status planned for a payment in flight at `step`.
+fn in_flight_at(step: Step, history: Vec<StepRecord>) -> PaymentStatus {
+    status_after(&payment(None, None), &running(history, step))
+}
+
+/// A status write, as the table tells it.
+#[derive(Debug, PartialEq)]
+enum Written {
+    Nothing,
+    Unchanged,
+    Paced(Duration),
+    Now(Change, Option<Phase>),
+}
+
+fn written(w: &Option<StatusWrite>) -> Written {
+    match w {
+        None => Written::Nothing,
+        Some(StatusWrite::Unchanged) => Written::Unchanged,
+        Some(StatusWrite::Paced(d)) => Written::Paced(*d),
+        Some(StatusWrite::Now { status, change, .. }) => Written::Now(*change, status.phase),
+    }
+}
+
+fn start() -> Action {
+    Action::Start(Box::new(input::workflow_input(
+        &payment(None, None),
+        &settings(),
+    )))
+}
+
+fn cancel(reason: &str) -> Action {
+    Action::SignalCancel {
+        reason: reason.into(),
+    }
+}
+
+struct Case {
+    name: &'static str,
+    given: Observed,
+    settings: Settings,
+    actions: Vec<Action>,
+    status: Written,
+    /// Reasons of the Events, in order.
+    events: Vec<&'static str>,
+    requeue: Requeue,
+}
+
+/// A row's defaults: no action, nothing written or told, wait for a change.
+fn row() -> Case {
+    Case {
+        name: "",
+        given: observed(Object::Gone),
+        settings: settings(),
+        actions: vec![],
+        status: Written::Nothing,
+        events: vec![],
+        requeue: Requeue::AwaitChange,
+    }
+}
+
+#[test]
+fn every_branch_of_a_reconcile() {
+    use Written::*;
+    let done = PaymentStatus {
+        phase: Some(Phase::Succeeded),
+        reason: Some("Confirmed".into()),
+        completed_at: Some(Time(now())),
+        observed_generation: Some(1),
+        workflow_id: Some("payment-shop-order-1-u1".into()),
+        ..Default::default()
+    };
+    let validating = in_flight_at(Step::ValidateAccount, vec![]);
+    let debiting = vec![
+        rec(Step::ValidateAccount, StepEvent::Completed, 1),
+        rec(Step::Debit, StepEvent::Started, 2),
+    ];
+    let asked_to_cancel = {
+        let p = payment(Some("changed my mind"), Some(validating.clone()));
+        status_after(&p, &running(vec![], Step::ValidateAccount))
+    };
+    // The debit seen, this long after the status showed the validation.
+    let debit_seen = |ms| {
+        let p = payment(None, Some(validating.clone()));
+        seen(
+            p,
+            Ok(running(debiting.clone(), Step::Debit)),
+            written_ago(ms),
+        )
+    };
+    let down = desired::unreachable(&payment(None, None), &unreachable().to_string(), now());
+    let cases = vec![
+        Case {
+            name: "a Payment without the finalizer gets it first, and nothing else",
+            actions: vec![Action::AddFinalizer { existing: vec![] }],
+            given: with(finalizers(payment(None, None), &[]), Observation::Absent),
+            ..row()
+        },
+        Case {
+            name: "the finalizer goes after those already there",
+            actions: vec![Action::AddFinalizer {
+                existing: vec!["other".into()],
+            }],
+            given: with(
+                finalizers(payment(None, None), &["other"]),
+                Observation::Absent,
+            ),
+            ..row()
+        },
+        Case {
+            name: "deleted without the finalizer: nothing to hold",
+            given: with(
+                deleted(finalizers(payment(None, None), &[])),
+                Observation::Absent,
+            ),
+            ..row()
+        },
+        Case {
+            name: "a new payment: start it, write it at once, follow it",
+            actions: vec![start(), Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Pending)),
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(payment(None, None), Observation::Absent),
+            ..row()
+        },
+        Case {
+            name: "a cancel asked before the start waits for the workflow",
+            actions: vec![start(), Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Pending)),
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(payment(Some("early"), None), Observation::Absent),
+            ..row()
+        },
+        Case {
+            name: "running: what it shows is written, and it is followed",
+            actions: vec![Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(payment(None, None), running(debiting.clone(), Step::Debit)),
+            ..row()
+        },
+        Case {
+            name: "a step soon after the last write is paced: come back then",
+            actions: vec![Action::Follow],
+            status: Paced(Duration::from_millis(700)),
+            requeue: Requeue::After(Duration::from_millis(700)),
+            given: debit_seen(300),
+            ..row()
+        },
+        Case {
+            name: "a step once the interval has passed is written",
+            actions: vec![Action::Follow],
+            status: Now(Change::Step, Some(Phase::Processing)),
+            requeue: Requeue::After(SAFETY_NET),
+            given: debit_seen(1000),
+            ..row()
+        },
+        Case {
+            name: "nothing new: nothing written",
+            actions: vec![Action::Follow],
+            status: Unchanged,
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(
+                payment(None, Some(validating.clone())),
+                running(vec![], Step::ValidateAccount),
+            ),
+            ..row()
+        },
+        Case {
+            name: "a cancel in flight is signalled, said, and written at once",
+            actions: vec![cancel("changed my mind"), Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            events: vec![reasons::CANCEL_REQUESTED],
+            requeue: Requeue::After(SAFETY_NET),
+            given: seen(
+                payment(Some("changed my mind"), Some(validating.clone())),
+                Ok(running(vec![], Step::ValidateAccount)),
+                written_ago(0),
+            ),
+            ..row()
+        },
+        Case {
+            name: "a cancel already signalled is not signalled again",
+            actions: vec![Action::Follow],
+            status: Unchanged,
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(
+                payment(Some("changed my mind"), Some(asked_to_cancel.clone())),
+                running(vec![], Step::ValidateAccount),
+            ),
+            ..row()
+        },
+        Case {
+            name: "a cancel after the end is too late: said, and the end told",
+            actions: vec![Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Succeeded)),
+            events: vec![reasons::TOO_LATE_TO_CANCEL, reasons::SUCCEEDED],
+            given: with(
+                payment(Some("too late"), None),
+                closed(Phase::Succeeded, "Confirmed", vec![]),
+            ),
+            ..row()
+        },
+        Case {
+            name: "a cancel of a recorded end is too late",
+            actions: vec![Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Succeeded)),
+            events: vec![reasons::TOO_LATE_TO_CANCEL],
+            given: with(
+                payment(Some("oops"), Some(done.clone())),
+                Observation::Recorded,
+            ),
+            ..row()
+        },
+        Case {
+            name: "a failure ends with a Warning per failed step and one for the end",
+            actions: vec![Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Failed)),
+            events: vec![reasons::CHARGE_FAILED, reasons::FAILED],
+            given: with(
+                payment(None, Some(validating.clone())),
+                closed(
+                    Phase::Failed,
+                    "Declined",
+                    vec![
+                        rec(Step::ValidateAccount, StepEvent::Completed, 1),
+                        rec(Step::Charge, StepEvent::Failed, 2),
+                        rec(Step::Compensate, StepEvent::Completed, 3),
+                    ],
+                ),
+            ),
+            ..row()
+        },
+        Case {
+            name: "an abnormal end is a failure with a reason",
+            actions: vec![Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Failed)),
+            events: vec![reasons::FAILED],
+            given: with(payment(None, Some(validating.clone())), closed_at(10)),
+            ..row()
+        },
+        Case {
+            name: "finished with a TTL: kept until it runs out",
+            settings: with_ttl(60),
+            actions: vec![Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Failed)),
+            events: vec![reasons::FAILED],
+            requeue: Requeue::After(Duration::from_secs(50)),
+            given: with(payment(None, None), closed_at(10)),
+        },
+        Case {
+            name: "finished past its TTL: written, then deleted",
+            settings: with_ttl(60),
+            actions: vec![Action::Forget, Action::DeleteExpired],
+            status: Now(Change::Phase, Some(Phase::Failed)),
+            events: vec![reasons::FAILED],
+            given: with(payment(None, None), closed_at(61)),
+            ..row()
+        },
+        Case {
+            name: "a recorded end is kept as it is",
+            actions: vec![Action::Forget],
+            status: Unchanged,
+            given: with(payment(None, Some(done.clone())), Observation::Recorded),
+            ..row()
+        },
+        Case {
+            name: "Temporal unreachable: said on the Payment, then back off",
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            requeue: Requeue::Backoff,
+            given: seen(
+                payment(None, Some(validating.clone())),
+                Err(unreachable()),
+                Pacing::default(),
+            ),
+            ..row()
+        },
+        Case {
+            name: "Temporal still unreachable: said once",
+            status: Unchanged,
+            requeue: Requeue::Backoff,
+            given: seen(
+                payment(None, Some(down)),
+                Err(unreachable()),
+                Pacing::default(),
+            ),
+            ..row()
+        },
+        Case {
+            name: "deleted in flight: cancelled, and held while it compensates",
+            actions: vec![cancel("the Payment object was deleted"), Action::Follow],
+            events: vec![reasons::CANCEL_REQUESTED],
+            requeue: Requeue::After(COMPENSATING),
+            given: with(
+                deleted(payment(None, Some(validating.clone()))),
+                running(vec![], Step::ValidateAccount),
+            ),
+            ..row()
+        },
+        Case {
+            name: "deleted in flight after a cancel: only held",
+            actions: vec![Action::Follow],
+            requeue: Requeue::After(COMPENSATING),
+            given: with(
+                deleted(payment(None, Some(asked_to_cancel))),
+                running(vec![], Step::Compensate),
+            ),
+            ..row()
+        },
+        Case {
+            name: "deleted once finished: let go",
+            actions: vec![Action::Forget, Action::ReleaseFinalizer { index: 1 }],
+            given: with(
+                deleted(finalizers(payment(None, Some(done)), &["other", FINALIZER])),
+                Observation::Recorded,
+            ),
+            ..row()
+        },
+        Case {
+            name: "deleted before its workflow ever ran: let go",
+            actions: vec![Action::Forget, Action::ReleaseFinalizer { index: 0 }],
+            given: with(deleted(payment(None, None)), Observation::Absent),
+            ..row()
+        },
+        Case {
+            name: "deleted while Temporal is unreachable: back off, status untouched",
+            requeue: Requeue::Backoff,
+            given: seen(
+                deleted(payment(None, Some(validating))),
+                Err(unreachable()),
+                Pacing::default(),
+            ),
+            ..row()
+        },
+        Case {
+            name: "finished in the cache, its TTL running: looked at when it runs out",
+            settings: with_ttl(60),
+            actions: vec![Action::Forget],
+            requeue: Requeue::After(Duration::from_secs(50)),
+            given: observed(Object::Ended(Timestamp::try_from(secs_ago(10)).unwrap())),
+            ..row()
+        },
+        Case {
+            name: "finished in the cache, kept for ever: left alone",
+            actions: vec![Action::Forget],
+            given: observed(Object::Ended(now())),
+            ..row()
+        },
+        Case {
+            name: "gone since the cache showed it: forgotten",
+            actions: vec![Action::Forget],
+            given: observed(Object::Gone),
+            ..row()
+        },
+        Case {
+            name: "not a Payment: a Warning, then wait for a change",
+            events: vec![reasons::INVALID_OBJECT],
+            given: observed(Object::Invalid("unknown variant `cash`".into())),
+            ..row()
+        },
+    ];
+    for case in cases {
+        let plan = plan(&case.given, &case.settings);
+        let name = case.name;
+        assert_eq!(plan.actions, case.actions, "{name}: actions");
+        assert_eq!(written(&plan.status), case.status, "{name}: status");
+        let reasons: Vec<&str> = plan.events.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, case.events, "{name}: events");
+        assert_eq!(plan.requeue, case.requeue, "{name}: requeue");
+    }
+}
+
+#[test]
+fn a_new_payment_starts_its_workflow_and_is_pending() {
+    let plan = plan(&with(payment(None, None), Observation::Absent), &settings());
+    let Some(Action::Start(input)) = plan.actions.first() else {
+        panic!("no start: {plan:?}")
+    };
+    assert_eq!(input.payment_id, "payment-shop-order-1-u1");
+    assert_eq!((input.amount, input.currency.as_str()), (1250, "EUR"));
+    let status = status_after(&payment(None, None), &Observation::Absent);
+    assert_eq!(status.phase, Some(Phase::Pending));
+    assert_eq!(
+        status.workflow_id.as_deref(),
+        Some("payment-shop-order-1-u1")
+    );
+    assert_eq!(status.observed_generation, Some(1));
+}
+
+#[test]
+fn phase_step_and_conditions_follow_the_workflow() {
+    struct Case {
+        workflow: Observation,
+        phase: Phase,
+        step: Option<Step>,
+        conditions: &'static [(&'static str, &'static str)],
+    }
+    let cases = [
+        Case {
+            workflow: running(vec![], Step::ValidateAccount),
+            phase: Phase::Processing,
+            step: Some(Step::ValidateAccount),
+            conditions: &[],
+        },
+        Case {
+            workflow: running(
+                vec![
+                    rec(Step::ValidateAccount, StepEvent::Started, 1),
+                    rec(Step::ValidateAccount, StepEvent::Completed, 2),
+                    rec(Step::Debit, StepEvent::Started, 3),
+                    rec(Step::Debit, StepEvent::Completed, 4),
+                    rec(Step::Charge, StepEvent::Started, 5),
+                ],
+                Step::Charge,
+            ),
+            phase: Phase::Processing,
+            step: Some(Step::Charge),
+            conditions: &[("Validated", "True"), ("Debited", "True")],
+        },
+        Case {
+            workflow: closed(
+                Phase::Failed,
+                "Declined",
+                vec![
+                    rec(Step::ValidateAccount, StepEvent::Completed, 2),
+                    rec(Step::Charge, StepEvent::Failed, 6),
+                    rec(Step::Compensate, StepEvent::Completed, 7),
+                    rec(Step::Notify, StepEvent::Skipped, 8),
+                ],
+            ),
+            phase: Phase::Failed,
+            step: Some(Step::Done),
+            conditions: &[
+                ("Validated", "True"),
+                ("Charged", "False"),
+                ("Compensated", "True"),
+                ("Notified", "False"),
+            ],
+        },
+    ];
+    for case in cases {
+        let wf = &case.workflow;
+        let status = status_after(&payment(None, None), wf);
+        assert_eq!(status.phase, Some(case.phase), "{wf:?}");
+        assert_eq!(status.step, case.step, "{wf:?}");
+        let got: Vec<(&str, &str)> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(got, case.conditions, "{wf:?}");
+    }
+}
+
+#[test]
+fn a_run_still_closing_is_processing_until_its_outcome_is_read() {
+    let wf = Observation::Running {
+        run_id: "r1".into(),
+        started_at: None,
+        progress: Some(PaymentProgress {
+            phase: Phase::Succeeded,
+            step: Step::Done,
+            reason: None,
+            message: None,
+            history: vec![],
+            review: None,
+        }),
+    };
+    let plan = plan(&with(payment(None, None), wf.clone()), &settings());
+    assert_eq!(plan.actions, [Action::Follow], "not finished");
+    let status = status_after(&payment(None, None), &wf);
+    assert_eq!(status.phase, Some(Phase::Processing));
+    assert!(status.completed_at.is_none());
+}
+
+#[test]
+fn temporal_unreachable_is_said_once_and_forgotten_on_recovery() {
+    let p = payment(None, None);
+    let down = desired::unreachable(&p, "connection refused", now());
+    let c = down
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::TEMPORAL_REACHABLE)
+        .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        (conditions::FALSE, reasons::TEMPORAL_UNAVAILABLE)
+    );
+    // Still down later: the same condition, the same transition time.
+    let p = payment(None, Some(down.clone()));
+    let later = desired::unreachable(
+        &p,
+        "connection refused",
+        Timestamp::from_second(1_900_000_000).unwrap(),
+    );
+    assert_eq!(later, down);
+    // Back: the next plan no longer carries it.
+    let status = status_after(&p, &running(vec![], Step::Charge));
+    assert!(!conditions::has(
+        &status.conditions,
+        conditions::TEMPORAL_REACHABLE,
+        None
+    ));
+}
+
+#[test]
+fn cancel_is_signalled_once_then_remembered() {
+    let wf = running(vec![], Step::Charge);
+    let first = status_after(&payment(Some("changed my mind"), None), &wf);
+    let cond = first
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::CANCEL_REQUESTED)
+        .unwrap();
+    assert_eq!(
+        (
+            cond.status.as_str(),
+            cond.reason.as_str(),
+            cond.message.as_str()
+        ),
+        (
+            conditions::TRUE,
+            reasons::CANCEL_REQUESTED,
+            "changed my mind"
+        )
+    );
+    let p = payment(Some("changed my mind"), Some(first));
+    assert!(desired::cancel_asked(&p).is_none(), "signalled twice");
+    assert!(conditions::has(
+        &status_after(&p, &wf).conditions,
+        conditions::CANCEL_REQUESTED,
+        None
+    ));
+}
+
+#[test]
+fn cancelling_a_finished_payment_is_too_late_and_changes_nothing_else() {
+    let wf = closed(Phase::Succeeded, "Confirmed", vec![]);
+    let status = status_after(&payment(Some("too late"), None), &wf);
+    assert_eq!(status.phase, Some(Phase::Succeeded));
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::CANCEL_REQUESTED)
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        (conditions::FALSE, reasons::TOO_LATE_TO_CANCEL)
+    );
+    assert_eq!(
+        cond.message,
+        "the payment had already finished (Succeeded); nothing was changed"
+    );
+}
+
+#[test]
+fn an_abnormal_end_says_so() {
+    let status = status_after(&payment(None, None), &closed_at(0));
+    assert_eq!(
+        status.reason.as_deref(),
+        Some(reasons::WORKFLOW_ENDED_ABNORMALLY)
+    );
+    assert_eq!(
+        status.message.as_deref(),
+        Some("the workflow ended Completed without an outcome; check the ledger audit")
+    );
+}
+
+#[test]
+fn status_writes_are_paced_for_steps_and_immediate_for_the_rest() {
+    struct Case {
+        name: &'static str,
+        current: PaymentStatus,
+        desired: PaymentStatus,
+        since_write_ms: Option<u64>,
+        step_writes: u32,
+        want: Write,
+    }
+    let ms = Duration::from_millis;
+    let validating = in_flight_at(Step::ValidateAccount, vec![]);
+    let debiting = in_flight_at(
+        Step::Debit,
+        vec![
+            rec(Step::ValidateAccount, StepEvent::Completed, 1),
+            rec(Step::Debit, StepEvent::Started, 2),
+        ],
+    );
+    let done = status_after(
+        &payment(None, None),
+        &closed(Phase::Succeeded, "Confirmed", vec![]),
+    );
+    let cancel = status_after(
+        &payment(Some("stop"), Some(debiting.clone())),
+        &running(vec![], Step::Debit),
+    );
+    let cases = [
+        Case {
+            name: "the same status",
+            current: debiting.clone(),
+            desired: debiting.clone(),
+            since_write_ms: None,
+            step_writes: 0,
+            want: Write::Unchanged,
+        },
+        Case {
+            name: "the first write",
+            current: PaymentStatus::default(),
+            desired: validating.clone(),
+            since_write_ms: Some(0),
+            step_writes: 0,
+            want: Write::Now(Change::Phase),
+        },
+        Case {
+            name: "a step within the interval waits for the rest of it",
+            current: validating.clone(),
+            desired: debiting.clone(),
+            since_write_ms: Some(300),
+            step_writes: 0,
+            want: Write::After(ms(700)),
+        },
+        Case {
+            name: "a step after the interval",
+            current: validating.clone(),
+            desired: debiting.clone(),
+            since_write_ms: Some(1000),
+            step_writes: 0,
+            want: Write::Now(Change::Step),
+        },
+        Case {
+            name: "a step, never written by this process",
+            current: validating.clone(),
+            desired: debiting.clone(),
+            since_write_ms: None,
+            step_writes: 0,
+            want: Write::Now(Change::Step),
+        },
+        Case {
+            name: "after two step-only writes, the next waits four intervals",
+            current: validating.clone(),
+            desired: debiting.clone(),
+            since_write_ms: Some(1000),
+            step_writes: 2,
+            want: Write::After(ms(3000)),
+        },
+        Case {
+            name: "after two step-only writes and four intervals",
+            current: validating.clone(),
+            desired: debiting.clone(),
+            since_write_ms: Some(4000),
+            step_writes: 2,
+            want: Write::Now(Change::Step),
+        },
+        Case {
+            name: "the end, at once",
+            current: debiting.clone(),
+            desired: done,
+            since_write_ms: Some(0),
+            step_writes: 9,
+            want: Write::Now(Change::Phase),
+        },
+        Case {
+            name: "a cancel, at once",
+            current: debiting,
+            desired: cancel,
+            since_write_ms: Some(0),
+            step_writes: 9,
+            want: Write::Now(Change::Phase),
+        },
+    ];
+    let second = Duration::from_secs(1);
+    for case in cases {
+        let pacing = Pacing {
+            since_write: case.since_write_ms.map(ms),
+            step_writes: case.step_writes,
+        };
+        let got = pace(&case.current, &case.desired, pacing, second);
+        assert_eq!(got, case.want, "{}", case.name);
+    }
+    assert_eq!(pace::step_gap(second, 0), second);
+    assert_eq!(pace::step_gap(second, 3), 8 * second);
+    assert_eq!(pace::step_gap(second, 40), 32 * second, "capped");
+}
+
+#[test]
+fn a_started_workflow_is_processing_from_now() {
+    let s = desired::started(PaymentStatus::default(), "r9".into(), now());
+    assert_eq!(s.phase, Some(Phase::Processing));
+    assert_eq!(s.run_id.as_deref(), Some("r9"));
+    assert_eq!(s.started_at, Some(time::to_time(now())));
+}
+
+#[test]
+fn the_end_event_tells_each_step() {
+    let history = vec![
+        rec(Step::ValidateAccount, StepEvent::Completed, 1),
+        rec(Step::Debit, StepEvent::Completed, 2),
+        rec(Step::Charge, StepEvent::Failed, 3),
+        rec(Step::Compensate, StepEvent::Completed, 4),
+        rec(Step::Notify, StepEvent::Skipped, 5),
+    ];
+    let wf = closed(Phase::Failed, "Declined", history);
+    let plan = plan(&with(payment(None, None), wf), &settings());
+    let end = plan.events.last().unwrap();
+    assert_eq!(end.reason, reasons::FAILED);
+    assert_eq!(
+        end.note,
+        "Failed: Declined: m (steps: Validated, Debited, Charged failed, Compensated, Notified skipped)"
+    );
+}
+
+#[test]
+fn times_are_decided_to_the_second_so_a_status_read_back_is_unchanged() {
+    let wf = Observation::Running {
+        run_id: "r1".into(),
+        started_at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123)),
+        progress: Some(PaymentProgress {
+            phase: Phase::Processing,
+            step: Step::Debit,
+            reason: None,
+            message: None,
+            history: vec![rec(
+                Step::ValidateAccount,
+                StepEvent::Completed,
+                1_800_000_000_456,
+            )],
+            review: None,
+        }),
+    };
+    let decided = status_after(&payment(None, None), &wf);
+    // What the API server gives back after a write: the JSON, read again.
+    let json = serde_json::to_string(&decided).unwrap();
+    let stored: PaymentStatus = serde_json::from_str(&json).unwrap();
+    assert_eq!(stored, decided);
+    let again = plan(&with(payment(None, Some(stored)), wf), &settings());
+    assert_eq!(again.status, Some(StatusWrite::Unchanged));
+}
