@@ -17,9 +17,27 @@ use paysaga_testenv::{NodeEnv, StopSignal};
 
 const NAMESPACE: &str = "paysaga";
 
+const USAGE: &str = "usage: paysaga-cluster [--node-only]
+  starts a one-node Kubernetes cluster here, installs the chart and runs helm test;
+  --node-only starts the bare node. Ctrl-C tears everything down.";
+
 fn main() -> Result<()> {
+    let mut node_only = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--node-only" => node_only = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => {
+                eprintln!("paysaga-cluster: unknown argument {other:?}\n{USAGE}");
+                std::process::exit(2)
+            }
+        }
+    }
     let stop = StopSignal::install()?;
-    match up(&stop) {
+    match up(&stop, node_only) {
         Err(e) if stop.requested() => {
             // helm and kubectl got the Ctrl-C too and gave up; the node is down.
             eprintln!("paysaga cluster: interrupted ({e}); torn down.");
@@ -29,9 +47,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn up(stop: &StopSignal) -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let node_only = args.iter().any(|a| a == "--node-only");
+fn up(stop: &StopSignal, node_only: bool) -> Result<()> {
     let dir = std::env::var_os("PAYSAGA_CLUSTER_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(make_cluster_dir);
