@@ -42,6 +42,9 @@ pub struct PaymentView {
     pub completed_at: Option<String>,
     /// Whether a cancel was asked for (the cancel annotation is set).
     pub cancel_requested: bool,
+    /// The manual review, while the payment waits for a person or once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<crate::PaymentReview>,
 }
 
 impl PaymentView {
@@ -69,6 +72,7 @@ impl PaymentView {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key(crate::names::CANCEL_ANNOTATION)),
+            review: status.review,
         }
     }
 }
@@ -81,6 +85,25 @@ pub struct PaymentPage {
     /// Pass as `continue` for the next page; absent on the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_token: Option<String>,
+}
+
+/// `POST /v1/payments/{id}/review`: a decision on a payment in manual review.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewBody {
+    /// `approve` (retry the charge, or accept the charge the gateway could
+    /// not vouch for) or `reject` (compensate and fail).
+    pub decision: crate::saga::Decision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/payments/{id}/expedite`: stop waiting now.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpediteBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `POST /v1/payments/{id}/cancel`.

@@ -13,5 +13,6 @@ pub mod saga;
 pub mod signature;
 
 pub use payment::{
-    MAX_AMOUNT_MINOR, Notify, Payment, PaymentMethod, PaymentSpec, PaymentStatus, Phase, Step,
+    MAX_AMOUNT_MINOR, Notify, Payment, PaymentMethod, PaymentReview, PaymentSpec, PaymentStatus,
+    Phase, Step,
 };

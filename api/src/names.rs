@@ -4,6 +4,27 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Setting this annotation (value = reason) asks for the payment to be cancelled.
 pub const CANCEL_ANNOTATION: &str = "paysaga.dev/cancel";
+/// Setting this annotation to `approve` or `reject` answers a payment in
+/// manual review (condition `NeedsReview=True`). Only an annotation set (or
+/// changed) after the review began counts.
+pub const REVIEW_ANNOTATION: &str = "paysaga.dev/review";
+/// Why the reviewer decided (optional, beside [`REVIEW_ANNOTATION`]).
+pub const REVIEW_REASON_ANNOTATION: &str = "paysaga.dev/review-reason";
+/// Who decided, when the HTTP API set the decision for its caller; without
+/// it, the field manager that set [`REVIEW_ANNOTATION`] (e.g. `kubectl-annotate`).
+pub const REVIEW_BY_ANNOTATION: &str = "paysaga.dev/review-by";
+/// Setting (or changing) this annotation asks the payment to stop waiting
+/// now (value: a reason, or anything).
+pub const EXPEDITE_ANNOTATION: &str = "paysaga.dev/expedite";
+/// The annotations by which something is asked of a payment: a change of
+/// any of them wakes the controller.
+pub const ASK_ANNOTATIONS: &[&str] = &[
+    CANCEL_ANNOTATION,
+    REVIEW_ANNOTATION,
+    REVIEW_REASON_ANNOTATION,
+    REVIEW_BY_ANNOTATION,
+    EXPEDITE_ANNOTATION,
+];
 /// When the HTTP API accepted the payment (RFC 3339, milliseconds): the
 /// start of the creation→workflow-start latency (`creationTimestamp` has
 /// whole seconds only).

@@ -46,7 +46,8 @@ pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
         json_path = ".metadata.creationTimestamp"
     ),
     selectable = ".spec.userId",
-    selectable = ".status.phase"
+    selectable = ".status.phase",
+    selectable = ".status.step"
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable once the payment is created; create a new Payment instead").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
@@ -126,6 +127,33 @@ pub struct PaymentStatus {
     /// When the payment reached a terminal phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// The payment's manual review, while it waits for a person or once
+    /// decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<PaymentReview>,
+}
+
+/// A manual review, as status shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentReview {
+    /// `ChargeUnavailable` (the charge never went through) or
+    /// `OutcomeUnknown` (charged, but nobody can tell how it ended).
+    pub cause: String,
+    /// What happened, in words.
+    pub message: String,
+    pub since: Option<Time>,
+    /// When it is compensated and failed if nobody decides.
+    pub deadline: Option<Time>,
+    /// `Approve` or `Reject`, once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl PaymentStatus {

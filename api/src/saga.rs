@@ -238,6 +238,9 @@ pub struct PaymentOutcome {
     /// Every step's record, from the start to the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<StepRecord>,
+    /// The manual review, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewState>,
 }
 
 /// What happened to a step.

@@ -96,6 +96,23 @@ struct ControllerOpts {
     /// writes every step.
     #[arg(long, env = "PAYSAGA_STATUS_STEP_INTERVAL_MS", default_value_t = 1000)]
     status_step_interval_ms: u64,
+    /// Attempts of a payment's charge before it waits and tries once more.
+    #[arg(long, env = "PAYSAGA_CHARGE_MAX_ATTEMPTS", default_value_t = paysaga_api::saga::DEFAULT_CHARGE_ATTEMPTS)]
+    charge_max_attempts: u32,
+    /// How long a charge that kept failing waits before its last attempt
+    /// (then a manual review), in seconds.
+    #[arg(long, env = "PAYSAGA_CHARGE_RETRY_WAIT_SECS", default_value_t = paysaga_api::saga::DEFAULT_CHARGE_RETRY_WAIT_SECS)]
+    charge_retry_wait_secs: u64,
+    /// How long a payment in manual review waits for a decision before it is
+    /// compensated and failed, in seconds.
+    #[arg(long, env = "PAYSAGA_REVIEW_DEADLINE_SECS", default_value_t = paysaga_api::saga::DEFAULT_REVIEW_DEADLINE_SECS)]
+    review_deadline_secs: u64,
+    /// Whom to email when a payment needs a review.
+    #[arg(long, env = "PAYSAGA_REVIEWER_EMAIL")]
+    reviewer_email: Option<String>,
+    /// Whom to text (E.164) when a payment needs a review.
+    #[arg(long, env = "PAYSAGA_REVIEWER_PHONE")]
+    reviewer_phone: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +184,16 @@ async fn main() -> anyhow::Result<()> {
                 status_step_interval: std::time::Duration::from_millis(
                     opts.status_step_interval_ms,
                 ),
+                escalation: paysaga_api::saga::Escalation {
+                    charge_max_attempts: opts.charge_max_attempts,
+                    charge_retry_wait_secs: opts.charge_retry_wait_secs,
+                    review_deadline_secs: opts.review_deadline_secs,
+                    reviewer: (opts.reviewer_email.is_some() || opts.reviewer_phone.is_some())
+                        .then_some(paysaga_api::Notify {
+                            email: opts.reviewer_email,
+                            phone: opts.reviewer_phone,
+                        }),
+                },
             };
             let concurrency = opts.concurrency;
             tracing::info!(concurrency, "controller started");

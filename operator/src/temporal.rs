@@ -5,8 +5,9 @@ use std::time::SystemTime;
 
 use paysaga_api::external::GatewayCallback;
 use paysaga_api::saga::{
-    CancelRequest, PAYMENT_WORKFLOW, PaymentInput, PaymentOutcome, PaymentProgress, QUERY_STATUS,
-    SIGNAL_CANCEL, SIGNAL_GATEWAY_CALLBACK,
+    CancelRequest, ExpediteRequest, PAYMENT_WORKFLOW, PaymentInput, PaymentOutcome,
+    PaymentProgress, QUERY_STATUS, ReviewDecision, SIGNAL_CANCEL, SIGNAL_EXPEDITE,
+    SIGNAL_GATEWAY_CALLBACK, SIGNAL_REVIEW,
 };
 use temporalio_client::errors::{
     WorkflowGetResultError, WorkflowInteractionError, WorkflowQueryError, WorkflowStartError,
@@ -272,5 +273,19 @@ impl PaymentWorkflows {
             reason: reason.to_string(),
         };
         self.signal(workflow_id, SIGNAL_CANCEL, &req).await
+    }
+
+    /// A reviewer's answer to a payment in manual review.
+    pub async fn review(&self, workflow_id: &str, d: &ReviewDecision) -> Result<(), SignalError> {
+        self.signal(workflow_id, SIGNAL_REVIEW, d).await
+    }
+
+    /// Asks a payment's workflow to stop waiting now.
+    pub async fn expedite(
+        &self,
+        workflow_id: &str,
+        req: &ExpediteRequest,
+    ) -> Result<(), SignalError> {
+        self.signal(workflow_id, SIGNAL_EXPEDITE, req).await
     }
 }

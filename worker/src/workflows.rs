@@ -415,6 +415,7 @@ impl Saga<'_> {
                     message,
                     charge_id: Some(charge_id),
                     history: Vec::new(),
+                    review: None,
                 }
             }
             Err(stop) => {
@@ -456,12 +457,19 @@ impl Saga<'_> {
                     message,
                     charge_id: None,
                     history: Vec::new(),
+                    review: None,
                 }
             }
         };
         self.finish(&outcome).await;
-        let history = self.ctx.state(|w| w.state.history.clone());
-        Ok(PaymentOutcome { history, ..outcome })
+        let (history, review) = self
+            .ctx
+            .state(|w| (w.state.history.clone(), w.state.review.clone()));
+        Ok(PaymentOutcome {
+            history,
+            review,
+            ..outcome
+        })
     }
 
     /// Validate → fraud check (child, in parallel) → debit → charge → wait for
@@ -726,6 +734,11 @@ impl Saga<'_> {
                 "still unavailable after {attempts} attempt(s) ({first}); one more attempt in {wait} s"
             )),
         );
+        // A long wait begins: show it (step records other than a start are
+        // not published on their own).
+        if self.publish_progress {
+            self.publish();
+        }
         let expedited = self.wait(Duration::from_secs(wait)).await?;
         self.record(
             Step::Charge,

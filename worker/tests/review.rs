@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use paysaga_api::external::{CallbackOutcome, ChargeStatus, Scenario};
 use paysaga_api::saga::{
@@ -389,6 +391,14 @@ async fn expedite_ends_a_wait_at_once() {
     let handle = h.begin(i).await;
     wait_for(&handle, "the confirmation wait", |p| {
         p.step == Step::AwaitConfirmation
+    });
+    // The gateway has settled the charge (its confirmation lost on the way):
+    // asked now, it can tell.
+    paysaga_testenv::eventually(Duration::from_secs(30), "the charge captured", || {
+        match paysaga_testenv::block_on(h.gateway_entry(&wait)) {
+            Some(g) if g.status == ChargeStatus::Succeeded => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     });
     expedite(&handle).await;
     let outcome = result(&handle).await;

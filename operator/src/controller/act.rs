@@ -110,6 +110,33 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
                 Ok(()) | Err(SignalError::NotFound(_)) => {}
                 Err(e) => return Err(Error::Cancel(e)),
             },
+            Action::SignalReview(decision) => match ctx.workflows.review(id, &decision).await {
+                Ok(()) | Err(SignalError::NotFound(_)) => {}
+                Err(e) => return Err(Error::Review(e)),
+            },
+            Action::SignalExpedite(req) => match ctx.workflows.expedite(id, &req).await {
+                Ok(()) | Err(SignalError::NotFound(_)) => {}
+                Err(e) => return Err(Error::Expedite(e)),
+            },
+            Action::ConsumeAnnotations(answered) => {
+                // Each removal is guarded by a test of the value answered: a
+                // request changed meanwhile fails the patch, and is answered
+                // at the next reconcile.
+                let mut ops = Vec::new();
+                for (key, value) in &answered {
+                    let path = format!(
+                        "/metadata/annotations/{}",
+                        key.replace('~', "~0").replace('/', "~1")
+                    );
+                    ops.push(json!({"op": "test", "path": path, "value": value}));
+                    ops.push(json!({"op": "remove", "path": path}));
+                }
+                if !ops.is_empty() {
+                    json_patch(&api, name, json!(ops))
+                        .await
+                        .map_err(Error::ConsumeAnnotations)?;
+                }
+            }
             Action::Follow => ctx.follower.ensure(id, observed.key.clone()),
             Action::Forget => ctx.tracker.forget(id),
             Action::DeleteExpired => {

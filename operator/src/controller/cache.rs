@@ -15,8 +15,9 @@
 //!   text, parsed again at each reconcile (tens of microseconds, a few
 //!   times per payment).
 //!
-//! Never kept: the managed fields and kubectl's copy of the last applied
-//! object, which reconciling never reads.
+//! Never kept: kubectl's copy of the last applied object, and the managed
+//! fields but for the entries that own a review or expedite annotation
+//! (who asked, and when: [`crate::controller::plan::desired::annotation_owner`]).
 
 use std::borrow::Cow;
 
@@ -25,7 +26,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::core::NamespaceResourceScope;
 use paysaga_api::Payment;
+#[cfg(test)]
 use paysaga_api::names::CANCEL_ANNOTATION;
+use paysaga_api::names::{ASK_ANNOTATIONS, EXPEDITE_ANNOTATION, REVIEW_ANNOTATION};
 use serde::{Deserialize, Deserializer};
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -64,7 +67,12 @@ pub enum Held {
 impl Cached {
     pub fn from_value(mut v: serde_json::Value) -> Cached {
         if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            m.remove("managedFields");
+            if let Some(serde_json::Value::Array(entries)) = m.remove("managedFields") {
+                let kept: Vec<_> = entries.into_iter().filter(owns_a_request).collect();
+                if !kept.is_empty() {
+                    m.insert("managedFields".into(), kept.into());
+                }
+            }
             if let Some(a) = m.get_mut("annotations").and_then(|a| a.as_object_mut()) {
                 a.remove(LAST_APPLIED);
             }
@@ -79,11 +87,13 @@ impl Cached {
                 .and_then(|m| serde_json::from_value(m.clone()).ok())
                 .unwrap_or_default(),
         };
-        let cancel = full
+        let asks: std::collections::BTreeMap<String, String> = full
             .annotations
-            .as_ref()
-            .and_then(|a| a.get(CANCEL_ANNOTATION))
-            .map(|r| [(CANCEL_ANNOTATION.to_string(), r.clone())].into());
+            .iter()
+            .flatten()
+            .filter(|(k, _)| ASK_ANNOTATIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let meta = ObjectMeta {
             name: full.name,
             namespace: full.namespace,
@@ -92,7 +102,7 @@ impl Cached {
             generation: full.generation,
             finalizers: full.finalizers,
             deletion_timestamp: full.deletion_timestamp,
-            annotations: cancel,
+            annotations: (!asks.is_empty()).then_some(asks),
             ..ObjectMeta::default()
         };
         let ended = parsed
@@ -115,15 +125,25 @@ impl Cached {
         }
     }
 
-    /// Whether someone asked something of it: a delete, or a cancel.
+    /// Whether someone asked something of it: a delete, a cancel, a review
+    /// decision, an expedite.
     pub fn asked(&self) -> bool {
         self.meta.deletion_timestamp.is_some()
             || self
                 .meta
                 .annotations
                 .as_ref()
-                .is_some_and(|a| a.contains_key(CANCEL_ANNOTATION))
+                .is_some_and(|a| !a.is_empty())
     }
+}
+
+/// Whether a managed-fields entry owns an annotation that asks for a review
+/// decision or an expedite (the controller needs who set it, and when).
+fn owns_a_request(entry: &serde_json::Value) -> bool {
+    let annotations = &entry["fieldsV1"]["f:metadata"]["f:annotations"];
+    [REVIEW_ANNOTATION, EXPEDITE_ANNOTATION]
+        .iter()
+        .any(|a| annotations.get(format!("f:{a}")).is_some())
 }
 
 impl<'de> Deserialize<'de> for Cached {

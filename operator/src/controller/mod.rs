@@ -134,17 +134,18 @@ pub async fn run(
         .await;
 }
 
-/// What, in a Payment, calls for a reconcile: its identity, spec, cancel
-/// annotation, finalizers and deletion — everything but its status.
+/// What, in a Payment, calls for a reconcile: its identity, spec, the
+/// annotations that ask something of it (cancel, review, expedite),
+/// finalizers and deletion — everything but its status.
 fn relevant_change(p: &Cached) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let meta = p.meta();
     meta.uid.hash(&mut h);
     meta.generation.hash(&mut h);
-    p.annotations()
-        .get(paysaga_api::names::CANCEL_ANNOTATION)
-        .hash(&mut h);
+    for a in paysaga_api::names::ASK_ANNOTATIONS {
+        p.annotations().get(*a).hash(&mut h);
+    }
     meta.finalizers.hash(&mut h);
     meta.deletion_timestamp
         .as_ref()

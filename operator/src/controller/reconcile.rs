@@ -37,6 +37,15 @@ pub enum Error {
     /// A `cancel` signal that Temporal refused (not one to a closed workflow).
     #[error("failed to signal cancel: {0}")]
     Cancel(#[source] SignalError),
+    /// A `review` signal that Temporal refused.
+    #[error("failed to signal the review decision: {0}")]
+    Review(#[source] SignalError),
+    /// An `expedite` signal that Temporal refused.
+    #[error("failed to signal expedite: {0}")]
+    Expedite(#[source] SignalError),
+    /// Removing the annotations of a request answered.
+    #[error("failed to remove the annotations of an answered request: {0}")]
+    ConsumeAnnotations(#[source] kube::Error),
     /// Deleting a finished payment whose TTL has run out.
     #[error("failed to delete an expired payment: {0}")]
     Expire(#[source] kube::Error),
@@ -49,11 +58,16 @@ impl Error {
     /// For metrics and logs.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::Observe(_) | Error::Start(_) | Error::Cancel(_) => "temporal",
+            Error::Observe(_)
+            | Error::Start(_)
+            | Error::Cancel(_)
+            | Error::Review(_)
+            | Error::Expedite(_) => "temporal",
             Error::Read(_)
             | Error::AddFinalizer(_)
             | Error::RemoveFinalizer(_)
             | Error::Expire(_)
+            | Error::ConsumeAnnotations(_)
             | Error::WriteStatus(_) => "kubernetes",
         }
     }

@@ -65,6 +65,7 @@ async fn shell(finished_ttl: Option<Duration>) -> Shell {
         confirmation_timeout_secs: 300,
         finished_ttl,
         status_step_interval: Duration::from_secs(1),
+        escalation: Default::default(),
     };
     let metrics = Arc::new(metrics::Metrics::default());
     let readiness = Arc::new(Readiness::default());

@@ -67,6 +67,8 @@ pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
         .route("/v1/payments", post(payments::create).get(payments::list))
         .route("/v1/payments/{id}", get(payments::get))
         .route("/v1/payments/{id}/cancel", post(payments::cancel))
+        .route("/v1/payments/{id}/review", post(payments::review))
+        .route("/v1/payments/{id}/expedite", post(payments::expedite))
         .route(paths::GATEWAY_CALLBACKS, post(callbacks::receive))
         .layer(
             ServiceBuilder::new()

@@ -3,8 +3,10 @@
 //! next to the routes they describe. Served at `/openapi.json` and checked in
 //! as `docs/openapi.json` (a test fails when it is stale).
 
-use paysaga_api::http::{CancelBody, CreatePayment, PaymentPage, PaymentView};
-use paysaga_api::{MAX_AMOUNT_MINOR, Phase};
+use paysaga_api::http::{
+    CancelBody, CreatePayment, ExpediteBody, PaymentPage, PaymentView, ReviewBody,
+};
+use paysaga_api::{MAX_AMOUNT_MINOR, Phase, Step};
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
@@ -44,16 +46,22 @@ pub fn document() -> Value {
     let view = generator.subschema_for::<PaymentView>();
     let page = generator.subschema_for::<PaymentPage>();
     let cancel = generator.subschema_for::<CancelBody>();
+    let review = generator.subschema_for::<ReviewBody>();
+    let expedite = generator.subschema_for::<ExpediteBody>();
     let problem = generator.subschema_for::<Problem>();
     let phase = generator.subschema_for::<Phase>();
+    let step = generator.subschema_for::<Step>();
     let mut schemas = generator.take_definitions(true);
     for (name, schema) in [
         ("CreatePayment", create),
         ("PaymentView", view),
         ("PaymentPage", page),
         ("CancelBody", cancel),
+        ("ReviewBody", review),
+        ("ExpediteBody", expedite),
         ("Problem", problem),
         ("Phase", phase),
+        ("Step", step),
     ] {
         if schema.as_value().get("$ref").is_none() {
             schemas.insert(name.to_string(), schema.to_value());
@@ -90,6 +98,8 @@ pub fn document() -> Value {
                     "parameters": [
                         {"name": "userId", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
                         {"name": "phase", "in": "query", "schema": {"$ref": "#/components/schemas/Phase"}},
+                        {"name": "step", "in": "query", "description": "e.g. ManualReview: the payments waiting for a person",
+                         "schema": {"$ref": "#/components/schemas/Step"}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                         {"name": "continue", "in": "query", "schema": {"type": "string"}},
                     ],
@@ -115,7 +125,7 @@ pub fn document() -> Value {
                 "post": {
                     "operationId": "cancelPayment",
                     "summary": "Ask for a payment to be cancelled",
-                    "parameters": [id_param],
+                    "parameters": [id_param.clone()],
                     "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CancelBody"}}}},
                     "responses": with(problem_responses(&[
                         ("404", "no such payment"),
@@ -123,6 +133,34 @@ pub fn document() -> Value {
                         ("422", "an invalid body"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
                     ]), payment("202", "cancel requested; follow statusUrl")),
+                },
+            },
+            "/v1/payments/{id}/review": {
+                "post": {
+                    "operationId": "reviewPayment",
+                    "summary": "Decide on a payment in manual review: approve (retry or accept the charge) or reject (compensate)",
+                    "parameters": [id_param.clone()],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReviewBody"}}}},
+                    "responses": with(problem_responses(&[
+                        ("404", "no such payment"),
+                        ("409", "the payment is not waiting for a review (or has finished)"),
+                        ("422", "an invalid body"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), payment("202", "decision recorded; follow statusUrl")),
+                },
+            },
+            "/v1/payments/{id}/expedite": {
+                "post": {
+                    "operationId": "expeditePayment",
+                    "summary": "Stop waiting now: ask the gateway at once, or retry the charge at once",
+                    "parameters": [id_param],
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExpediteBody"}}}},
+                    "responses": with(problem_responses(&[
+                        ("404", "no such payment"),
+                        ("409", "the payment has already finished"),
+                        ("422", "an invalid body"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), payment("202", "expedite requested; follow statusUrl")),
                 },
             },
             "/healthz": {"get": {"operationId": "healthz", "responses": {"200": {"description": "the process answers"}}}},

@@ -1,4 +1,5 @@
-//! `/v1/payments`: create (idempotent by key), read, list, cancel. Every
+//! `/v1/payments`: create (idempotent by key), read, list, cancel, review,
+//! expedite. Every
 //! answer comes from, or goes to, the Payment object; a read of one payment
 //! from the API's watch of it when that is current (see [`super::watched`]).
 
@@ -13,10 +14,15 @@ use axum::response::{IntoResponse, Response};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use paysaga_api::http::{
-    CancelBody, CreatePayment, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, PaymentPage, PaymentView,
+    CancelBody, CreatePayment, ExpediteBody, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, PaymentPage,
+    PaymentView, ReviewBody,
 };
-use paysaga_api::names::{ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, FINALIZER};
-use paysaga_api::{Payment, Phase};
+use paysaga_api::names::{
+    ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, FINALIZER, REVIEW_ANNOTATION,
+    REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
+};
+use paysaga_api::saga::Decision;
+use paysaga_api::{Payment, Phase, Step};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -195,6 +201,8 @@ pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> 
 pub struct ListQuery {
     pub user_id: Option<String>,
     pub phase: Option<Phase>,
+    /// The step a payment is at, e.g. `ManualReview`: the review queue.
+    pub step: Option<Step>,
     pub limit: Option<u32>,
     #[serde(rename = "continue")]
     pub continue_token: Option<String>,
@@ -227,6 +235,9 @@ pub async fn list(
     }
     if let Some(phase) = q.phase {
         selectors.push(format!("status.phase={phase:?}"));
+    }
+    if let Some(step) = q.step {
+        selectors.push(format!("status.step={step:?}"));
     }
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -311,6 +322,148 @@ pub async fn cancel(
         Ok(p) => accepted(PaymentView::of(&p, &state.base_url), false),
         Err(e) => kube_problem(e, &format!("cancelling payment {id}")).into_response(),
     }
+}
+
+/// Who asks through the API. Callers are not authenticated yet: the API
+/// itself is recorded as the one who decided.
+const CALLER: &str = "paysaga-api";
+
+/// A JSON body, or the default for an empty one; a 422 that says why.
+fn body_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, Problem> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid {what} body: {e}"),
+        )
+    })
+}
+
+/// The payment `id`, read through the API server (what is asked of it must
+/// be judged on its current state).
+async fn current(state: &AppState, id: &str) -> Result<(kube::Api<Payment>, Payment), Problem> {
+    if !valid_name(id) {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("payment {id}: not found"),
+        ));
+    }
+    let api = state.payments()?;
+    match api.get(id).await {
+        Ok(p) => Ok((api, p)),
+        Err(e) => Err(kube_problem(e, &format!("payment {id}"))),
+    }
+}
+
+async fn annotate(
+    state: &AppState,
+    api: &kube::Api<Payment>,
+    id: &str,
+    annotations: serde_json::Value,
+    what: &str,
+) -> Response {
+    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+    match api
+        .patch(id, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(p) => accepted(PaymentView::of(&p, &state.base_url), false),
+        Err(e) => kube_problem(e, &format!("{what} payment {id}")).into_response(),
+    }
+}
+
+/// `POST /v1/payments/{id}/review`: `{decision: approve|reject, reason?}` on
+/// a payment waiting for a person (`NeedsReview=True`), else 409. Sets the
+/// review annotations the controller passes on, as `kubectl annotate` would.
+pub async fn review(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let ReviewBody { decision, reason } = match serde_json::from_slice::<ReviewBody>(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid review body (decision: approve or reject; reason: text): {e}"),
+            )
+            .into_response();
+        }
+    };
+    let (api, p) = match current(&state, &id).await {
+        Ok(found) => found,
+        Err(problem) => return problem.into_response(),
+    };
+    let status = p.status.clone().unwrap_or_default();
+    let open =
+        status.review.as_ref().is_some_and(|r| r.decision.is_none()) && status.finished().is_none();
+    if !open {
+        let why = match (status.finished(), &status.review) {
+            (Some(phase), _) => format!("already finished ({phase:?})"),
+            (None, Some(r)) => format!(
+                "its review was decided already ({})",
+                r.decision.clone().unwrap_or_default()
+            ),
+            (None, None) => "not waiting for a review".to_string(),
+        };
+        return Problem::new(StatusCode::CONFLICT, format!("payment {id} is {why}"))
+            .into_response();
+    }
+    let decision = match decision {
+        Decision::Approve => "approve",
+        Decision::Reject => "reject",
+    };
+    let annotations = serde_json::json!({
+        REVIEW_ANNOTATION: decision,
+        REVIEW_REASON_ANNOTATION: reason.filter(|r| !r.trim().is_empty()),
+        REVIEW_BY_ANNOTATION: CALLER,
+    });
+    annotate(&state, &api, &id, annotations, "reviewing").await
+}
+
+/// `POST /v1/payments/{id}/expedite`: `{reason?}`: stop waiting now (the
+/// confirmation wait asks the gateway at once, the wait before the last
+/// charge attempt retries at once). 409 once finished.
+pub async fn expedite(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let ExpediteBody { reason } = match body_or_default::<ExpediteBody>(&body, "expedite") {
+        Ok(b) => b,
+        Err(problem) => return problem.into_response(),
+    };
+    let (api, p) = match current(&state, &id).await {
+        Ok(found) => found,
+        Err(problem) => return problem.into_response(),
+    };
+    if let Some(phase) = p.status.as_ref().and_then(|s| s.finished()) {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            format!("payment {id} already finished ({phase:?}); there is nothing to expedite"),
+        )
+        .into_response();
+    }
+    // Each expedite changes the annotation (its time is in it): the
+    // controller passes on one signal per change.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let value = match reason.filter(|r| !r.trim().is_empty()) {
+        Some(r) => format!("{now}: {r}"),
+        None => now.to_string(),
+    };
+    annotate(
+        &state,
+        &api,
+        &id,
+        serde_json::json!({EXPEDITE_ANNOTATION: value}),
+        "expediting",
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -64,10 +64,13 @@ pub fn start_controller(name: &str, extra: &[String]) -> Service {
 /// A controller against the Temporal at `temporal_address`.
 pub fn start_controller_on(name: &str, temporal_address: &str, extra: &[String]) -> Service {
     let kubeconfig = chart_service_account();
-    let mut args = vec![
-        "--confirmation-timeout-secs=120".to_string(),
-        format!("--lease-namespace={SYSTEM_NAMESPACE}"),
-    ];
+    let mut args = vec![format!("--lease-namespace={SYSTEM_NAMESPACE}")];
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--confirmation-timeout-secs"))
+    {
+        args.push("--confirmation-timeout-secs=120".to_string());
+    }
     args.extend(extra.iter().cloned());
     Service::controller(
         &paysaga_testenv::run_dir().join(name),

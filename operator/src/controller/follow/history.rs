@@ -300,6 +300,7 @@ mod tests {
             message: "ok".into(),
             charge_id: Some("ch".into()),
             history: vec![],
+            review: None,
         };
         let mut f = Followed::default();
         fold(&mut f, &[started(1000)]);

@@ -21,6 +21,24 @@ pub const COMPENSATED: &str = "Compensated";
 pub const CANCEL_REQUESTED: &str = "CancelRequested";
 /// Present (`False`) only while Temporal cannot be reached for this payment.
 pub const TEMPORAL_REACHABLE: &str = "TemporalReachable";
+/// `True` while the payment waits for a person (reason: the review's cause);
+/// `False` once the review ended (reason `Approved`, `Rejected`, `Closed`).
+pub const NEEDS_REVIEW: &str = "NeedsReview";
+/// The review annotation was passed on to the workflow (`True`), or could
+/// not be (`False`: `InvalidReviewDecision`, `NoReviewOpen`).
+pub const REVIEW_REQUESTED: &str = "ReviewRequested";
+/// The last expedite annotation was passed on (`True`), or came too late
+/// (`False`, `TooLateToExpedite`).
+pub const EXPEDITE_REQUESTED: &str = "ExpediteRequested";
+
+/// The controller's own conditions: the step history does not speak of
+/// them, so they stay as the controller last set them.
+const OWN: &[&str] = &[
+    CANCEL_REQUESTED,
+    NEEDS_REVIEW,
+    REVIEW_REQUESTED,
+    EXPEDITE_REQUESTED,
+];
 
 /// Condition statuses (`metav1.Condition.status`).
 pub const TRUE: &str = "True";
@@ -93,7 +111,7 @@ pub fn from_history(
     }
     // Conditions the history does not speak of (the controller's own) stay.
     for p in previous {
-        if !out.iter().any(|c| c.type_ == p.type_) && p.type_ == CANCEL_REQUESTED {
+        if !out.iter().any(|c| c.type_ == p.type_) && OWN.contains(&p.type_.as_str()) {
             out.push(p.clone());
         }
     }
@@ -118,6 +136,18 @@ pub fn set(conds: &mut Vec<Condition>, c: Condition) {
     } else {
         conds.push(c);
     }
+}
+
+/// Sets `c` whatever was there: each time is a new transition (a new
+/// request answered), and its time says when.
+pub fn replace(conds: &mut Vec<Condition>, c: Condition) {
+    conds.retain(|e| e.type_ != c.type_);
+    conds.push(c);
+}
+
+/// The condition of this type, if any.
+pub fn get<'a>(conds: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conds.iter().find(|c| c.type_ == type_)
 }
 
 /// Whether a condition of this type and reason is among `conds`.

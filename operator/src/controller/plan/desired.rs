@@ -1,16 +1,21 @@
 //! The status a Payment should have: what its workflow tells (its run,
-//! phase, step, conditions and outcome), a cancel asked for (signalled once,
-//! or too late), Temporal being unreachable.
+//! phase, step, conditions, outcome and manual review), a cancel, a review
+//! decision or an expedite asked for (each passed on once, or answered why
+//! not), Temporal being unreachable.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use paysaga_api::names::{CANCEL_ANNOTATION, workflow_id};
-use paysaga_api::{Payment, PaymentStatus, Phase, Step};
+use paysaga_api::names::{
+    CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION,
+    REVIEW_REASON_ANNOTATION, workflow_id,
+};
+use paysaga_api::saga::{Decision, ExpediteRequest, ReviewDecision, ReviewState};
+use paysaga_api::{Payment, PaymentReview, PaymentStatus, Phase, Step};
 
 use super::conditions::{self, FALSE, TRUE};
 use super::reasons;
-use super::time::{system_to_time, to_time};
+use super::time::{ms_to_time, system_to_time, to_time};
 use crate::temporal::Observation;
 
 /// The status as the workflow tells it (without a cancel asked for).
@@ -39,6 +44,9 @@ pub fn from_workflow(p: &Payment, workflow: &Observation) -> PaymentStatus {
                 status.step = Some(pr.step);
                 status.conditions =
                     conditions::from_history(&pr.history, &current.conditions, generation);
+                if let Some(r) = &pr.review {
+                    status.review = Some(review_of(r));
+                }
             }
         }
         Observation::Closed {
@@ -59,6 +67,9 @@ pub fn from_workflow(p: &Payment, workflow: &Observation) -> PaymentStatus {
                     status.message = Some(o.message.clone());
                     status.conditions =
                         conditions::from_history(&o.history, &current.conditions, generation);
+                    if let Some(r) = &o.review {
+                        status.review = Some(review_of(r));
+                    }
                 }
                 None => {
                     status.phase = Some(Phase::Failed);
@@ -70,7 +81,213 @@ pub fn from_workflow(p: &Payment, workflow: &Observation) -> PaymentStatus {
             }
         }
     }
+    needs_review(&mut status, generation);
     status
+}
+
+/// The review as status shows it.
+fn review_of(r: &ReviewState) -> PaymentReview {
+    let decision = r.decision.as_ref();
+    PaymentReview {
+        cause: format!("{:?}", r.cause),
+        message: r.message.clone(),
+        since: Some(ms_to_time(r.since_ms)),
+        deadline: Some(ms_to_time(r.deadline_ms)),
+        decision: decision.map(|d| format!("{:?}", d.decision)),
+        decided_by: decision.map(|d| d.by.clone()),
+        decided_at: decision.map(|d| ms_to_time(d.at_ms)),
+        reason: decision.and_then(|d| d.reason.clone()),
+    }
+}
+
+/// `NeedsReview`: `True` while a review waits (reason: its cause), `False`
+/// once it ended (approved, rejected, or closed without a decision). Its
+/// times are the review's own, so a status computed twice is the same.
+fn needs_review(status: &mut PaymentStatus, generation: Option<i64>) {
+    let Some(r) = status.review.clone() else {
+        return;
+    };
+    let by = |verb: &str| {
+        format!(
+            "{verb} by {}{}",
+            r.decided_by.clone().unwrap_or_default(),
+            r.reason
+                .as_deref()
+                .map(|why| format!(": {why}"))
+                .unwrap_or_default()
+        )
+    };
+    let (state, reason, message, at) = match (r.decision.as_deref(), status.finished()) {
+        (None, None) => (TRUE, r.cause.clone(), r.message.clone(), r.since.clone()),
+        (Some("Approve"), _) => (
+            FALSE,
+            reasons::REVIEW_APPROVED.to_string(),
+            by("approved"),
+            r.decided_at.clone(),
+        ),
+        (Some(_), _) => (
+            FALSE,
+            reasons::REVIEW_REJECTED.to_string(),
+            by("rejected"),
+            r.decided_at.clone(),
+        ),
+        (None, Some(_)) => (
+            FALSE,
+            reasons::REVIEW_CLOSED.to_string(),
+            format!(
+                "the review ended without a decision: {}",
+                status.message.clone().unwrap_or_default()
+            ),
+            status.completed_at.clone(),
+        ),
+    };
+    let Some(at) = at.or_else(|| r.since.clone()) else {
+        return;
+    };
+    conditions::set(
+        &mut status.conditions,
+        Condition {
+            type_: conditions::NEEDS_REVIEW.to_string(),
+            status: state.to_string(),
+            reason,
+            message,
+            last_transition_time: at,
+            observed_generation: generation,
+        },
+    );
+}
+
+/// Who set an annotation: the field manager that owns it (the cache keeps
+/// the managed fields of the annotations that ask something), e.g.
+/// `kubectl-annotate`.
+pub fn annotation_owner(p: &Payment, key: &str) -> Option<String> {
+    let field = format!("f:{key}");
+    p.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:metadata"]["f:annotations"].get(&field).is_some())
+        })
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .and_then(|m| m.manager.clone())
+}
+
+/// The annotations of `keys` that are set, with their values: what a
+/// request consumed must still hold when it is removed.
+pub fn present(p: &Payment, keys: &[&str]) -> Vec<(String, String)> {
+    keys.iter()
+        .filter_map(|k| Some((k.to_string(), p.annotations().get(*k)?.clone())))
+        .collect()
+}
+
+/// What the review annotations ask. Each is a one-shot request: once
+/// answered, the controller removes the annotations (as Argo CD does with its
+/// refresh annotation), so a later review needs a decision of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReviewAsk {
+    Nothing,
+    /// Pass this decision on to the workflow.
+    Submit(ReviewDecision),
+    /// It cannot be passed on: why.
+    Refuse {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The review decision asked for, on the open review. Who decided: the HTTP
+/// API's caller (`paysaga.dev/review-by`), else the annotation's field manager.
+pub fn review_asked(p: &Payment, status: &PaymentStatus) -> ReviewAsk {
+    let annotations = p.annotations();
+    let Some(value) = annotations.get(REVIEW_ANNOTATION) else {
+        return ReviewAsk::Nothing;
+    };
+    let open =
+        status.review.as_ref().is_some_and(|r| r.decision.is_none()) && status.finished().is_none();
+    if !open {
+        return ReviewAsk::Refuse {
+            reason: reasons::NO_REVIEW_OPEN,
+            message: format!(
+                "{REVIEW_ANNOTATION}={value:?} came when no review was open; nothing changed"
+            ),
+        };
+    }
+    let Some(decision) = Decision::parse(value) else {
+        return ReviewAsk::Refuse {
+            reason: reasons::INVALID_REVIEW_DECISION,
+            message: format!("{REVIEW_ANNOTATION} must be approve or reject, not {value:?}"),
+        };
+    };
+    let by = annotations
+        .get(REVIEW_BY_ANNOTATION)
+        .cloned()
+        .filter(|b| !b.trim().is_empty())
+        .or_else(|| annotation_owner(p, REVIEW_ANNOTATION))
+        .unwrap_or_else(|| "unknown".into());
+    let reason = annotations
+        .get(REVIEW_REASON_ANNOTATION)
+        .cloned()
+        .filter(|r| !r.trim().is_empty());
+    ReviewAsk::Submit(ReviewDecision {
+        decision,
+        by,
+        reason,
+    })
+}
+
+/// A decision in words, for the condition and the Event.
+pub fn describe(d: &ReviewDecision) -> String {
+    format!(
+        "{} by {}{}",
+        match d.decision {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        },
+        d.by,
+        d.reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    )
+}
+
+/// The expedite asked for (a one-shot request, like a review decision). Who:
+/// the annotation's field manager.
+pub fn expedite_asked(p: &Payment) -> Option<ExpediteRequest> {
+    let value = p.annotations().get(EXPEDITE_ANNOTATION)?;
+    Some(ExpediteRequest {
+        by: annotation_owner(p, EXPEDITE_ANNOTATION).unwrap_or_else(|| "unknown".into()),
+        reason: Some(value.clone()).filter(|v| !v.trim().is_empty()),
+    })
+}
+
+/// An answer to a request made by annotation: passed on (`ok`) or not, why.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The condition it is told in.
+    pub type_: &'a str,
+    pub ok: bool,
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
+/// Records an answer in its condition: each answer is a new transition, and
+/// its time says when the request was answered.
+pub fn answer(status: &mut PaymentStatus, a: Answer<'_>, generation: Option<i64>, now: Timestamp) {
+    conditions::replace(
+        &mut status.conditions,
+        Condition {
+            type_: a.type_.to_string(),
+            status: if a.ok { TRUE } else { FALSE }.to_string(),
+            reason: a.reason.to_string(),
+            message: a.message.to_string(),
+            last_transition_time: to_time(now),
+            observed_generation: generation,
+        },
+    );
 }
 
 /// A cancel asked for (the annotation) and not answered yet: the reason to

@@ -72,6 +72,27 @@ pub fn step_failures(before: &[Condition], after: &[Condition]) -> Vec<Event> {
         .collect()
 }
 
+/// A Warning when a payment starts waiting for a person (`NeedsReview`
+/// turned `True`): what happened and until when.
+pub fn review_opened(before: &PaymentStatus, after: &PaymentStatus) -> Option<Event> {
+    let open = |s: &PaymentStatus| {
+        conditions::get(&s.conditions, conditions::NEEDS_REVIEW).is_some_and(|c| c.status == TRUE)
+    };
+    if !open(after) || open(before) {
+        return None;
+    }
+    let r = after.review.as_ref()?;
+    let deadline = r
+        .deadline
+        .as_ref()
+        .map(|t| format!(" (decide before {}, or it is compensated and failed)", t.0))
+        .unwrap_or_default();
+    Some(Event::warning(
+        reasons::NEEDS_REVIEW,
+        format!("{}: {}{deadline}", r.cause, r.message),
+    ))
+}
+
 /// The Event of the payment's end, when `after` is the status that first
 /// shows it finished: a Warning for a failure, Normal otherwise.
 pub fn ended(before: &PaymentStatus, after: &PaymentStatus) -> Option<Event> {

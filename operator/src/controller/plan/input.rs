@@ -18,6 +18,6 @@ pub fn workflow_input(p: &Payment, settings: &Settings) -> PaymentInput {
         confirmation_timeout_secs: settings.confirmation_timeout_secs,
         fraud_task_queue: settings.fraud_task_queue.clone(),
         compensation_max_attempts: DEFAULT_COMPENSATION_ATTEMPTS,
-        escalation: Default::default(),
+        escalation: settings.escalation.clone(),
     }
 }

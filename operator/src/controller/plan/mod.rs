@@ -21,8 +21,11 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use paysaga_api::names::FINALIZER;
-use paysaga_api::saga::PaymentInput;
+use paysaga_api::names::{
+    EXPEDITE_ANNOTATION, FINALIZER, REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION,
+    REVIEW_REASON_ANNOTATION,
+};
+use paysaga_api::saga::{ExpediteRequest, PaymentInput, ReviewDecision};
 use paysaga_api::{Payment, PaymentStatus};
 
 use super::observe::{Facts, Object, Observed};
@@ -43,6 +46,8 @@ pub struct Settings {
     /// A payment's status is written at most this often for step progress
     /// alone; everything else (start, phase, outcome, cancel) at once.
     pub status_step_interval: Duration,
+    /// When and how a stuck payment goes to a person (into its workflow's input).
+    pub escalation: paysaga_api::saga::Escalation,
 }
 
 /// A running payment is looked at again after this long even when nothing
@@ -63,6 +68,13 @@ pub enum Action {
     Start(Box<PaymentInput>),
     /// Signal `cancel` with this reason.
     SignalCancel { reason: String },
+    /// Signal a reviewer's decision.
+    SignalReview(ReviewDecision),
+    /// Signal `expedite`.
+    SignalExpedite(ExpediteRequest),
+    /// Remove the annotations of a request answered (key, the value answered):
+    /// a review decision or an expedite is asked once.
+    ConsumeAnnotations(Vec<(String, String)>),
     /// Follow the workflow's history: its changes wake the payment.
     Follow,
     /// Drop all runtime state of the payment (and stop following it).
@@ -243,6 +255,10 @@ fn run(
             "the payment had already finished; nothing changed",
         ));
     }
+    if !start {
+        review(p, &mut status, &mut plan, now);
+        expedite(p, &mut status, &mut plan, now);
+    }
 
     // A start changes the phase: written at once, whatever the pace.
     let write = if start {
@@ -263,6 +279,95 @@ fn run(
     plan
 }
 
+/// A review decision asked for (the annotations): passed on to the
+/// workflow, or refused (and said why); either way the request is consumed.
+fn review(p: &Payment, status: &mut PaymentStatus, plan: &mut Plan, now: Timestamp) {
+    let (type_, generation) = (conditions::REVIEW_REQUESTED, p.metadata.generation);
+    match desired::review_asked(p, status) {
+        desired::ReviewAsk::Nothing => return,
+        desired::ReviewAsk::Submit(decision) => {
+            let note = desired::describe(&decision);
+            let a = desired::Answer {
+                type_,
+                ok: true,
+                reason: reasons::REVIEW_SUBMITTED,
+                message: &note,
+            };
+            desired::answer(status, a, generation, now);
+            plan.events
+                .push(Event::normal(reasons::REVIEW_SUBMITTED, note));
+            plan.actions.push(Action::SignalReview(decision));
+        }
+        desired::ReviewAsk::Refuse { reason, message } => {
+            let a = desired::Answer {
+                type_,
+                ok: false,
+                reason,
+                message: &message,
+            };
+            desired::answer(status, a, generation, now);
+            plan.events.push(Event::warning(reason, message));
+        }
+    }
+    plan.actions
+        .push(Action::ConsumeAnnotations(desired::present(
+            p,
+            &[
+                REVIEW_ANNOTATION,
+                REVIEW_REASON_ANNOTATION,
+                REVIEW_BY_ANNOTATION,
+            ],
+        )));
+}
+
+/// An expedite asked for (the annotation): passed on to the workflow, or
+/// too late; either way the request is consumed.
+fn expedite(p: &Payment, status: &mut PaymentStatus, plan: &mut Plan, now: Timestamp) {
+    let Some(req) = desired::expedite_asked(p) else {
+        return;
+    };
+    let (type_, generation) = (conditions::EXPEDITE_REQUESTED, p.metadata.generation);
+    match status.finished() {
+        None => {
+            let note = format!(
+                "expedite asked by {}{}",
+                req.by,
+                req.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            let a = desired::Answer {
+                type_,
+                ok: true,
+                reason: reasons::EXPEDITE_REQUESTED,
+                message: &note,
+            };
+            desired::answer(status, a, generation, now);
+            plan.events
+                .push(Event::normal(reasons::EXPEDITE_REQUESTED, note));
+            plan.actions.push(Action::SignalExpedite(req));
+        }
+        Some(phase) => {
+            let note = format!("the payment had already finished ({phase:?}); nothing changed");
+            let a = desired::Answer {
+                type_,
+                ok: false,
+                reason: reasons::TOO_LATE_TO_EXPEDITE,
+                message: &note,
+            };
+            desired::answer(status, a, generation, now);
+            plan.events
+                .push(Event::warning(reasons::TOO_LATE_TO_EXPEDITE, note));
+        }
+    }
+    plan.actions
+        .push(Action::ConsumeAnnotations(desired::present(
+            p,
+            &[EXPEDITE_ANNOTATION],
+        )));
+}
+
 /// The write of `status` over `current`; written now, it tells its Events.
 fn status_write(
     current: &PaymentStatus,
@@ -279,6 +384,7 @@ fn status_write(
                 &current.conditions,
                 &status.conditions,
             ));
+            events.extend(events::review_opened(current, &status));
             events.extend(events::ended(current, &status));
             StatusWrite::Now {
                 status: Box::new(status),

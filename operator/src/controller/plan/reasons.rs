@@ -3,6 +3,20 @@
 
 pub const CANCEL_REQUESTED: &str = "CancelRequested";
 pub const TOO_LATE_TO_CANCEL: &str = "TooLateToCancel";
+/// A payment waits for a person (condition `NeedsReview`).
+pub const NEEDS_REVIEW: &str = "NeedsReview";
+/// A review decision was passed on to the workflow.
+pub const REVIEW_SUBMITTED: &str = "ReviewSubmitted";
+/// The review annotation is neither `approve` nor `reject`.
+pub const INVALID_REVIEW_DECISION: &str = "InvalidReviewDecision";
+/// A review decision came when no review was open (or before it began).
+pub const NO_REVIEW_OPEN: &str = "NoReviewOpen";
+/// Reasons of `NeedsReview=False` once a review ends.
+pub const REVIEW_APPROVED: &str = "Approved";
+pub const REVIEW_REJECTED: &str = "Rejected";
+pub const REVIEW_CLOSED: &str = "Closed";
+pub const EXPEDITE_REQUESTED: &str = "ExpediteRequested";
+pub const TOO_LATE_TO_EXPEDITE: &str = "TooLateToExpedite";
 /// The workflow closed without an outcome (terminated, timed out, failed).
 pub const WORKFLOW_ENDED_ABNORMALLY: &str = "WorkflowEndedAbnormally";
 pub const TEMPORAL_UNAVAILABLE: &str = "TemporalUnavailable";

@@ -6,10 +6,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use paysaga_api::names::CANCEL_ANNOTATION;
-use paysaga_api::saga::{PaymentOutcome, PaymentProgress, StepEvent, StepRecord};
+use paysaga_api::names::{
+    CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, REVIEW_ANNOTATION, REVIEW_REASON_ANNOTATION,
+};
+use paysaga_api::saga::{
+    Decision, ExpediteRequest, PaymentOutcome, PaymentProgress, ReviewCause, ReviewDecision,
+    ReviewState, StepEvent, StepRecord,
+};
 use paysaga_api::{PaymentMethod, PaymentSpec, Phase, Step};
 use temporalio_client::WorkflowExecutionStatus;
 
@@ -24,6 +30,7 @@ fn settings() -> Settings {
         confirmation_timeout_secs: 300,
         finished_ttl: None,
         status_step_interval: Duration::from_secs(1),
+        escalation: Default::default(),
     }
 }
 
@@ -67,6 +74,58 @@ fn payment(annotation: Option<&str>, status: Option<PaymentStatus>) -> Payment {
     };
     p.status = status;
     p
+}
+
+/// `p` with annotation `key` = `value`, set by `manager` (its managed-fields
+/// entry, as the cache keeps it).
+fn annotated(mut p: Payment, key: &str, value: &str, manager: &str) -> Payment {
+    p.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key.to_string(), value.to_string());
+    let mut fields = serde_json::json!({"f:metadata": {"f:annotations": {}}});
+    fields["f:metadata"]["f:annotations"][format!("f:{key}")] = serde_json::json!({});
+    p.metadata
+        .managed_fields
+        .get_or_insert_with(Vec::new)
+        .push(ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Update".into()),
+            time: Some(Time(now())),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        });
+    p
+}
+
+/// A review the workflow opened `secs` seconds before [`now`].
+fn review_opened(secs: u64) -> ReviewState {
+    let since_ms = now().as_millisecond() - (secs as i64) * 1000;
+    ReviewState {
+        cause: ReviewCause::OutcomeUnknown,
+        message: "the gateway cannot tell".into(),
+        since_ms,
+        deadline_ms: since_ms + 86_400_000,
+        decision: None,
+    }
+}
+
+/// Running, in manual review (opened `secs` seconds before now).
+fn in_review(secs: u64) -> Observation {
+    let Observation::Running {
+        run_id,
+        started_at,
+        progress: Some(mut progress),
+    } = running(vec![], Step::ManualReview)
+    else {
+        unreachable!()
+    };
+    progress.review = Some(review_opened(secs));
+    Observation::Running {
+        run_id,
+        started_at,
+        progress: Some(progress),
+    }
 }
 
 fn deleted(mut p: Payment) -> Payment {
@@ -116,6 +175,7 @@ fn closed(phase: Phase, reason: &str, history: Vec<StepRecord>) -> Observation {
             message: "m".into(),
             charge_id: None,
             history,
+            review: None,
         }),
     }
 }
@@ -269,6 +329,51 @@ fn every_branch_of_a_reconcile() {
         )
     };
     let down = desired::unreachable(&payment(None, None), &unreachable().to_string(), now());
+    // In review for a minute, as written.
+    let reviewing = status_after(&payment(None, None), &in_review(60));
+    let approved = || {
+        let p = annotated(
+            payment(None, Some(reviewing.clone())),
+            REVIEW_ANNOTATION,
+            "approve",
+            "kubectl-annotate",
+        );
+        annotated(
+            p,
+            REVIEW_REASON_ANNOTATION,
+            "bank says yes",
+            "kubectl-annotate",
+        )
+    };
+    let approve = Action::SignalReview(ReviewDecision {
+        decision: Decision::Approve,
+        by: "kubectl-annotate".into(),
+        reason: Some("bank says yes".into()),
+    });
+    let consumed_review = |decision: &str| {
+        Action::ConsumeAnnotations(vec![
+            (REVIEW_ANNOTATION.into(), decision.into()),
+            (REVIEW_REASON_ANNOTATION.into(), "bank says yes".into()),
+        ])
+    };
+    let expedited = |status| {
+        annotated(
+            payment(None, status),
+            EXPEDITE_ANNOTATION,
+            "customer waiting",
+            "kubectl-annotate",
+        )
+    };
+    let expedite = Action::SignalExpedite(ExpediteRequest {
+        by: "kubectl-annotate".into(),
+        reason: Some("customer waiting".into()),
+    });
+    let consumed_expedite = || {
+        Action::ConsumeAnnotations(vec![(
+            EXPEDITE_ANNOTATION.into(),
+            "customer waiting".into(),
+        )])
+    };
     let cases = vec![
         Case {
             name: "a Payment without the finalizer gets it first, and nothing else",
@@ -389,6 +494,91 @@ fn every_branch_of_a_reconcile() {
             given: with(
                 payment(Some("oops"), Some(done.clone())),
                 Observation::Recorded,
+            ),
+            ..row()
+        },
+        Case {
+            name: "a payment starts waiting for a person: NeedsReview, a Warning, written at once",
+            actions: vec![Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            events: vec![reasons::NEEDS_REVIEW],
+            requeue: Requeue::After(SAFETY_NET),
+            given: seen(
+                payment(None, Some(validating.clone())),
+                Ok(in_review(60)),
+                written_ago(0),
+            ),
+            ..row()
+        },
+        Case {
+            name: "a review decision is passed on, said, and its annotations consumed",
+            actions: vec![approve.clone(), consumed_review("approve"), Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            events: vec![reasons::REVIEW_SUBMITTED],
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(approved(), in_review(60)),
+            ..row()
+        },
+        Case {
+            name: "a review decision with no review open is refused, said, and consumed",
+            actions: vec![
+                Action::ConsumeAnnotations(vec![(REVIEW_ANNOTATION.into(), "approve".into())]),
+                Action::Follow,
+            ],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            events: vec![reasons::NO_REVIEW_OPEN],
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(
+                annotated(
+                    payment(None, Some(validating.clone())),
+                    REVIEW_ANNOTATION,
+                    "approve",
+                    "kubectl-annotate",
+                ),
+                running(vec![], Step::ValidateAccount),
+            ),
+            ..row()
+        },
+        Case {
+            name: "a review decision that is neither approve nor reject is refused, said, and consumed",
+            actions: vec![
+                Action::ConsumeAnnotations(vec![(REVIEW_ANNOTATION.into(), "aprove".into())]),
+                Action::Follow,
+            ],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            events: vec![reasons::INVALID_REVIEW_DECISION],
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(
+                annotated(
+                    payment(None, Some(reviewing.clone())),
+                    REVIEW_ANNOTATION,
+                    "aprove",
+                    "kubectl-annotate",
+                ),
+                in_review(60),
+            ),
+            ..row()
+        },
+        Case {
+            name: "an expedite in flight is passed on, said, and consumed",
+            actions: vec![expedite.clone(), consumed_expedite(), Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            events: vec![reasons::EXPEDITE_REQUESTED],
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(
+                expedited(Some(validating.clone())),
+                running(vec![], Step::ValidateAccount),
+            ),
+            ..row()
+        },
+        Case {
+            name: "an expedite after the end is too late: said and consumed, nothing passed on",
+            actions: vec![consumed_expedite(), Action::Forget],
+            status: Now(Change::Phase, Some(Phase::Succeeded)),
+            events: vec![reasons::TOO_LATE_TO_EXPEDITE, reasons::SUCCEEDED],
+            given: with(
+                expedited(None),
+                closed(Phase::Succeeded, "Confirmed", vec![]),
             ),
             ..row()
         },
