@@ -44,6 +44,12 @@ impl SignatureError {
     }
 }
 
+/// A verified delivery: its signature decoded. One delivery has one `Signed`
+/// however its headers are spelled (hex case, spaces, a leading zero in the
+/// timestamp), so replay memory keyed on it cannot be fooled by re-spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signed(pub [u8; 32]);
+
 /// Checks a callback: the timestamp within `tolerance_secs` of `now`, and the
 /// signature over it and the raw body. Comparison is constant-time.
 pub fn verify(
@@ -53,7 +59,7 @@ pub fn verify(
     body: &[u8],
     now: i64,
     tolerance_secs: i64,
-) -> Result<(), SignatureError> {
+) -> Result<Signed, SignatureError> {
     let ts_raw = timestamp_header.ok_or(SignatureError::Missing(TIMESTAMP_HEADER))?;
     let sig_raw = signature_header.ok_or(SignatureError::Missing(SIGNATURE_HEADER))?;
     let timestamp: i64 = ts_raw
@@ -76,7 +82,11 @@ pub fn verify(
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&sig)
+        .map_err(|_| SignatureError::Mismatch)?;
+    // verify_slice took only the 32 bytes of a SHA-256 MAC.
+    let signed = <[u8; 32]>::try_from(sig.as_slice()).map_err(|_| SignatureError::Mismatch)?;
+    Ok(Signed(signed))
 }
 
 #[cfg(test)]
@@ -92,7 +102,7 @@ mod tests {
         body: &[u8],
         now: i64,
     ) -> Result<(), SignatureError> {
-        verify(SECRET, ts, sig, body, now, DEFAULT_TOLERANCE_SECS)
+        verify(SECRET, ts, sig, body, now, DEFAULT_TOLERANCE_SECS).map(|_| ())
     }
 
     #[test]

@@ -21,6 +21,8 @@ fn callback(payment_id: &str) -> Vec<u8> {
         charge_id: "ch_1".into(),
         outcome: CallbackOutcome::Succeeded,
         reason: None,
+        amount: None,
+        currency: None,
     })
     .unwrap()
 }
@@ -162,4 +164,49 @@ async fn forged_stale_malformed_and_unknown_callbacks_are_refused() {
 
     // None of them reached the workflow.
     assert!(!history(&id).contains("gatewayCallback"));
+}
+
+#[tokio::test]
+async fn a_delivery_that_got_a_503_is_taken_when_resent_identically() {
+    let _logs = paysaga_testenv::logs_on_failure();
+    let id = paysaga_testenv::unique_name("cb-503");
+    open_workflow(&id);
+    // An API of its own, reaching Temporal through a relay the test cuts.
+    let temporal: std::net::SocketAddr = paysaga_testenv::temporal().host_port.parse().unwrap();
+    let relay = paysaga_testenv::relay::Relay::start(temporal).unwrap();
+    let api = paysaga_testenv::services::Service::api(
+        &paysaga_testenv::run_dir().join("api-503"),
+        &format!("http://{}", relay.addr),
+        None,
+    )
+    .unwrap();
+    let url = format!("{}{}", api.url, paths::GATEWAY_CALLBACKS);
+    let body = callback(&id);
+    let ts = now();
+    let sig = sign(CALLBACK_SECRET.as_bytes(), ts, &body);
+    let send = || {
+        reqwest::Client::new()
+            .post(&url)
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, &sig)
+            .body(body.clone())
+            .send()
+    };
+
+    relay.cut();
+    let resp = send().await.unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(status, 503, "{}", resp.text().await.unwrap());
+    assert!(!history(&id).contains("gatewayCallback"));
+
+    // The gateway resends the very same bytes once Temporal is back.
+    relay.restore();
+    let resp = send().await.unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+    assert_eq!(history(&id).matches("\"gatewayCallback\"").count(), 1);
+
+    // Acted on: now it is a replay.
+    let resp = send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
 }

@@ -14,23 +14,28 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paysaga_api::external::GatewayCallback;
-use paysaga_api::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use paysaga_api::signature::{self, SIGNATURE_HEADER, Signed, TIMESTAMP_HEADER};
 
 use super::AppState;
 use super::problem::Problem;
 use crate::temporal::SignalError;
 
-/// Checks signatures and remembers the ones seen, so a captured delivery
-/// cannot be replayed within the tolerance window. The memory is per replica;
-/// a replay reaching another replica is still harmless, because the workflow
-/// takes only the first confirmation.
+/// Checks signatures and remembers the deliveries taken, so a captured one
+/// cannot be replayed within the tolerance window. A delivery is keyed on its
+/// decoded signature, never on how its headers are spelled. It is remembered
+/// from the moment it is taken (so two copies at once are not both acted on)
+/// and forgotten again if acting on it failed for a reason that may pass
+/// ([`CallbackVerifier::forget`]): the gateway resends the identical bytes,
+/// and those must be taken then. The memory is per replica; a replay reaching
+/// another replica is still harmless, because the workflow takes only the
+/// first confirmation.
 pub struct CallbackVerifier {
     secret: Vec<u8>,
     tolerance_secs: i64,
-    seen: Mutex<HashMap<String, i64>>,
+    seen: Mutex<HashMap<Signed, i64>>,
 }
 
-/// At most this many signatures are remembered; the oldest go first.
+/// At most this many deliveries are remembered; the oldest go first.
 const MAX_SEEN: usize = 100_000;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -48,35 +53,40 @@ impl CallbackVerifier {
         }
     }
 
-    /// Verifies one delivery at time `now` (Unix seconds).
-    pub fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Refusal> {
+    /// Verifies one delivery at time `now` (Unix seconds) and takes it: the
+    /// same delivery again is a replay until [`forget`](Self::forget).
+    pub fn take(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Signed, Refusal> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let sig = header(SIGNATURE_HEADER);
-        signature::verify(
+        let signed = signature::verify(
             &self.secret,
             header(TIMESTAMP_HEADER),
-            sig,
+            header(SIGNATURE_HEADER),
             body,
             now,
             self.tolerance_secs,
         )
         .map_err(Refusal::Signature)?;
-        let sig = sig.unwrap_or_default().to_string();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.retain(|_, &mut expires| expires > now);
         if seen.len() >= MAX_SEEN {
             // Under a flood, forget the entries closest to expiry.
-            let mut by_expiry: Vec<(i64, String)> =
-                seen.iter().map(|(k, v)| (*v, k.clone())).collect();
-            by_expiry.sort();
+            let mut by_expiry: Vec<(i64, Signed)> = seen.iter().map(|(k, v)| (*v, *k)).collect();
+            by_expiry.sort_by_key(|(expires, _)| *expires);
             for (_, k) in by_expiry.into_iter().take(MAX_SEEN / 10) {
                 seen.remove(&k);
             }
         }
-        if seen.insert(sig, now + 2 * self.tolerance_secs).is_some() {
+        if seen.insert(signed, now + 2 * self.tolerance_secs).is_some() {
             return Err(Refusal::Replayed);
         }
-        Ok(())
+        Ok(signed)
+    }
+
+    /// Forgets a delivery taken but not acted on, so that its identical
+    /// resend is taken.
+    pub fn forget(&self, signed: &Signed) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.remove(signed);
     }
 }
 
@@ -92,8 +102,8 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match state.callbacks.check(&headers, &body, unix_now()) {
-        Ok(()) => {}
+    let signed = match state.callbacks.take(&headers, &body, unix_now()) {
+        Ok(signed) => signed,
         Err(Refusal::Signature(e)) if e.is_malformed() => {
             return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response();
         }
@@ -109,7 +119,7 @@ pub async fn receive(
             )
             .into_response();
         }
-    }
+    };
     let cb: GatewayCallback = match serde_json::from_slice(&body) {
         Ok(cb) => cb,
         Err(e) => {
@@ -135,6 +145,9 @@ pub async fn receive(
         )
         .into_response(),
         Err(e) => {
+            // Not acted on: the gateway's resend of these very bytes must be
+            // taken, not refused as a replay.
+            state.callbacks.forget(&signed);
             tracing::error!(error = %e, payment_id = %cb.payment_id, "could not deliver a gateway callback");
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
         }
@@ -161,14 +174,63 @@ mod tests {
         let v = CallbackVerifier::new("k", 300);
         let body = br#"{"paymentId":"p"}"#;
         let sig = signature::sign(b"k", 1_000, body);
-        assert_eq!(v.check(&headers(1_000, &sig), body, 1_001), Ok(()));
+        assert!(v.take(&headers(1_000, &sig), body, 1_001).is_ok());
         assert_eq!(
-            v.check(&headers(1_000, &sig), body, 1_002),
+            v.take(&headers(1_000, &sig), body, 1_002),
             Err(Refusal::Replayed)
         );
         // A fresh signature of the same body (a gateway retry) is not a replay.
         let again = signature::sign(b"k", 1_003, body);
-        assert_eq!(v.check(&headers(1_003, &again), body, 1_003), Ok(()));
+        assert!(v.take(&headers(1_003, &again), body, 1_003).is_ok());
+    }
+
+    #[test]
+    fn a_replay_spelled_differently_is_still_a_replay() {
+        let v = CallbackVerifier::new("k", 300);
+        let body = br#"{"paymentId":"p"}"#;
+        let sig = signature::sign(b"k", 1_000, body);
+        assert!(v.take(&headers(1_000, &sig), body, 1_000).is_ok());
+        let hex = sig.strip_prefix("v1=").unwrap();
+        let mixed: String = hex
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        for spelling in [
+            format!("v1={}", hex.to_ascii_uppercase()),
+            format!("v1={mixed}"),
+            format!(" v1={hex} "),
+        ] {
+            assert_eq!(
+                v.take(&headers(1_000, &spelling), body, 1_001),
+                Err(Refusal::Replayed),
+                "{spelling}"
+            );
+        }
+        // The timestamp spelled with a leading zero signs the same content.
+        let mut h = headers(1_000, &sig);
+        h.insert(TIMESTAMP_HEADER, HeaderValue::from_static("01000"));
+        assert_eq!(v.take(&h, body, 1_001), Err(Refusal::Replayed));
+    }
+
+    #[test]
+    fn a_delivery_forgotten_is_taken_again() {
+        let v = CallbackVerifier::new("k", 300);
+        let body = br#"{"paymentId":"p"}"#;
+        let sig = signature::sign(b"k", 1_000, body);
+        let signed = v.take(&headers(1_000, &sig), body, 1_000).unwrap();
+        v.forget(&signed);
+        assert_eq!(v.take(&headers(1_000, &sig), body, 1_001), Ok(signed));
+        assert_eq!(
+            v.take(&headers(1_000, &sig), body, 1_002),
+            Err(Refusal::Replayed)
+        );
     }
 
     #[test]
@@ -177,12 +239,12 @@ mod tests {
         let body = b"{}";
         let forged = signature::sign(b"not-the-key", 1_000, body);
         assert_eq!(
-            v.check(&headers(1_000, &forged), body, 1_000),
+            v.take(&headers(1_000, &forged), body, 1_000),
             Err(Refusal::Signature(signature::SignatureError::Mismatch))
         );
         let old = signature::sign(b"k", 1_000, body);
         assert!(matches!(
-            v.check(&headers(1_000, &old), body, 2_000),
+            v.take(&headers(1_000, &old), body, 2_000),
             Err(Refusal::Signature(signature::SignatureError::Stale { .. }))
         ));
     }

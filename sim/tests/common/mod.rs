@@ -197,6 +197,7 @@ impl Received {
             now,
             signature::DEFAULT_TOLERANCE_SECS,
         )
+        .map(|_| ())
     }
 }
 
