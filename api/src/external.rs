@@ -153,6 +153,13 @@ pub struct GatewayCallback {
     pub outcome: CallbackOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the charge was for, in minor units, when the gateway says (the
+    /// saga takes a confirmation only for the charge it made: its id, and
+    /// these when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

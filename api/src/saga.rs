@@ -241,6 +241,9 @@ pub struct PaymentOutcome {
     /// The manual review, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewState>,
+    /// Confirmations for another charge, ignored (as in [`PaymentProgress`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_callbacks: Vec<String>,
 }
 
 /// What happened to a step.
@@ -279,6 +282,10 @@ pub struct PaymentProgress {
     /// The manual review, while one is open or once decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewState>,
+    /// Signed confirmations for another charge than the one made (its id,
+    /// amount or currency), ignored; each described.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_callbacks: Vec<String>,
 }
 
 /// What `FraudCheckWorkflow` is started with: what the fraud service scores.

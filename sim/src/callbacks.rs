@@ -151,6 +151,9 @@ pub(crate) struct Confirmation {
     pub payment_id: String,
     pub charge_id: String,
     pub outcome: CallbackOutcome,
+    /// What was charged: the confirmation says it.
+    pub amount: i64,
+    pub currency: String,
     pub delay: Duration,
     pub copies: u32,
     /// Whether it is delivered once the charge is settled.
@@ -204,6 +207,8 @@ async fn confirm(sim: Arc<Sim>, c: Confirmation) {
         outcome: c.outcome,
         reason: (c.outcome == CallbackOutcome::Failed)
             .then(|| "simulated failure: the issuer refused the charge".to_owned()),
+        amount: Some(c.amount),
+        currency: Some(c.currency),
     };
     let body = match serde_json::to_vec(&callback) {
         Ok(body) => Bytes::from(body),

@@ -336,6 +336,8 @@ pub async fn charge(
                     payment_id: req.payment_id.clone(),
                     charge_id,
                     outcome,
+                    amount: req.amount,
+                    currency: req.currency.clone(),
                     delay: Duration::from_millis(plan.delay_ms),
                     copies: plan.copies,
                     deliver: plan.deliver,

@@ -12,7 +12,8 @@ use temporalio_sdk::workflow_replayer::{
 };
 
 use crate::workflows::{
-    PATCH_HUMAN_IN_THE_LOOP, PATCH_PROGRESS_MEMO, PATCH_RECORD_ACCEPTED, PaymentWorkflow,
+    PATCH_HUMAN_IN_THE_LOOP, PATCH_MATCHING_CONFIRMATION, PATCH_PROGRESS_MEMO,
+    PATCH_RECORD_ACCEPTED, PaymentWorkflow,
 };
 
 /// The marker `patched()` records.
@@ -62,7 +63,7 @@ async fn recorded_histories_of_every_version_replay_on_todays_code() {
     )
     .unwrap();
     let all = histories("v");
-    for version in ["v1-", "v2-", "v3-", "v4-"] {
+    for version in ["v1-", "v2-", "v3-", "v4-", "v5-"] {
         assert!(
             all.iter().any(|(n, _)| n.starts_with(version)),
             "no {version} histories"
@@ -129,6 +130,7 @@ async fn each_change_is_taken_only_where_its_marker_says() {
         ("v3-succeeded", PATCH_PROGRESS_MEMO),
         ("v4-succeeded", PATCH_HUMAN_IN_THE_LOOP),
         ("v4-review-approved", PATCH_HUMAN_IN_THE_LOOP),
+        ("v5-confirmation-mismatch", PATCH_MATCHING_CONFIRMATION),
     ] {
         let mut history = recorded(name);
         assert!(

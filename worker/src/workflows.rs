@@ -111,8 +111,15 @@ pub struct SagaState {
     reason: Option<String>,
     message: Option<String>,
     history: Vec<StepRecord>,
-    callback: Option<GatewayCallback>,
-    duplicate_callbacks: u32,
+    /// The gateway's confirmations for this payment, each distinct one once,
+    /// in the order they came.
+    callbacks: Vec<GatewayCallback>,
+    /// Copies of a confirmation already held, and confirmations past
+    /// [`MAX_CALLBACKS`]: counted, not kept.
+    dropped_callbacks: u32,
+    /// The charge made, with [`PATCH_MATCHING_CONFIRMATION`]: only a
+    /// confirmation for it counts.
+    charge: Option<ChargeMade>,
     cancel: Option<CancelRequest>,
     /// The open (or decided) manual review.
     review: Option<ReviewState>,
@@ -133,6 +140,7 @@ impl SagaState {
             message: self.message.clone(),
             history: self.history.clone(),
             review: self.review.clone(),
+            ignored_callbacks: self.ignored_callbacks(),
         }
     }
 
@@ -158,16 +166,86 @@ impl SagaState {
         }
     }
 
+    /// Keeps a confirmation for this payment (the gateway may deliver one
+    /// more than once: a copy is only counted). Which one counts is decided
+    /// when it is waited for ([`SagaState::confirmation`]): one may come
+    /// before the charge is known.
     pub(crate) fn accept_callback(&mut self, expected_payment: &str, cb: GatewayCallback) {
         if cb.payment_id != expected_payment {
             return;
         }
-        if self.callback.is_some() {
-            // The gateway may deliver more than once; the first one counts.
-            self.duplicate_callbacks += 1;
+        if self.callbacks.contains(&cb) || self.callbacks.len() >= MAX_CALLBACKS {
+            self.dropped_callbacks += 1;
         } else {
-            self.callback = Some(cb);
+            self.callbacks.push(cb);
         }
+    }
+
+    /// The confirmation that counts: before [`PATCH_MATCHING_CONFIRMATION`]
+    /// the first that came, whatever charge it named; since, the first for
+    /// the charge made.
+    pub(crate) fn confirmation(&self) -> Option<&GatewayCallback> {
+        match &self.charge {
+            Some(charge) => self.callbacks.iter().find(|cb| charge.confirmed_by(cb)),
+            None => self.callbacks.first(),
+        }
+    }
+
+    /// The confirmations for another charge than the one made, described.
+    pub(crate) fn ignored_callbacks(&self) -> Vec<String> {
+        let Some(charge) = &self.charge else {
+            return Vec::new();
+        };
+        self.callbacks
+            .iter()
+            .filter(|cb| !charge.confirmed_by(cb))
+            .map(|cb| charge.refuse(cb))
+            .collect()
+    }
+
+    fn ignored_count(&self) -> usize {
+        self.charge.as_ref().map_or(0, |charge| {
+            self.callbacks
+                .iter()
+                .filter(|cb| !charge.confirmed_by(cb))
+                .count()
+        })
+    }
+}
+
+/// Distinct confirmations kept per payment; a gateway sends one or two.
+const MAX_CALLBACKS: usize = 32;
+
+/// The charge the saga made: what a confirmation must name to count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChargeMade {
+    pub id: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl ChargeMade {
+    /// Its id, and its amount and currency when the confirmation says them.
+    fn confirmed_by(&self, cb: &GatewayCallback) -> bool {
+        cb.charge_id == self.id
+            && cb.amount.is_none_or(|a| a == self.amount)
+            && cb.currency.as_deref().is_none_or(|c| c == self.currency)
+    }
+
+    fn refuse(&self, cb: &GatewayCallback) -> String {
+        let what = match (cb.amount, cb.currency.as_deref()) {
+            (Some(a), Some(c)) => format!(" of {}", format_amount(a, c)),
+            (Some(a), None) => format!(" of {a} (no currency)"),
+            (None, Some(c)) => format!(" in {c}"),
+            (None, None) => String::new(),
+        };
+        format!(
+            "a {:?} confirmation for charge {}{what} was ignored: the charge made is {} of {}",
+            cb.outcome,
+            cb.charge_id,
+            self.id,
+            format_amount(self.amount, &self.currency)
+        )
     }
 }
 
@@ -213,6 +291,12 @@ pub const PATCH_PROGRESS_MEMO: &str = "progress-memo";
 /// a charge that cannot be made or whose outcome nobody can tell goes to
 /// manual review; `expedite` ends a wait at once.
 pub const PATCH_HUMAN_IN_THE_LOOP: &str = "human-in-the-loop";
+
+/// Patch: a confirmation counts only if it is for the charge made (its id,
+/// and its amount and currency when it gives them); any other is ignored,
+/// published in progress (`ignoredCallbacks`) and logged. Before it, the
+/// first signed confirmation counted whatever charge it named.
+pub const PATCH_MATCHING_CONFIRMATION: &str = "matching-confirmation";
 
 #[workflow]
 #[derive(Default)]
@@ -274,6 +358,7 @@ async fn run_saga(
         input,
         publish_progress: false,
         human_in_the_loop: false,
+        matching_confirmation: false,
     }
     .run()
     .await
@@ -302,6 +387,8 @@ struct Saga<'a> {
     publish_progress: bool,
     /// [`PATCH_HUMAN_IN_THE_LOOP`].
     human_in_the_loop: bool,
+    /// [`PATCH_MATCHING_CONFIRMATION`].
+    matching_confirmation: bool,
 }
 
 impl Saga<'_> {
@@ -389,6 +476,7 @@ impl Saga<'_> {
         let record_accepted = self.ctx.patched(PATCH_RECORD_ACCEPTED);
         self.publish_progress = self.ctx.patched(PATCH_PROGRESS_MEMO);
         self.human_in_the_loop = self.ctx.patched(PATCH_HUMAN_IN_THE_LOOP);
+        self.matching_confirmation = self.ctx.patched(PATCH_MATCHING_CONFIRMATION);
         if record_accepted {
             self.record_outcome(Phase::Processing, "Accepted").await;
         }
@@ -416,6 +504,7 @@ impl Saga<'_> {
                     charge_id: Some(charge_id),
                     history: Vec::new(),
                     review: None,
+                    ignored_callbacks: Vec::new(),
                 }
             }
             Err(stop) => {
@@ -458,16 +547,22 @@ impl Saga<'_> {
                     charge_id: None,
                     history: Vec::new(),
                     review: None,
+                    ignored_callbacks: Vec::new(),
                 }
             }
         };
         self.finish(&outcome).await;
-        let (history, review) = self
-            .ctx
-            .state(|w| (w.state.history.clone(), w.state.review.clone()));
+        let (history, review, ignored_callbacks) = self.ctx.state(|w| {
+            (
+                w.state.history.clone(),
+                w.state.review.clone(),
+                w.state.ignored_callbacks(),
+            )
+        });
         Ok(PaymentOutcome {
             history,
             review,
+            ignored_callbacks,
             ..outcome
         })
     }
@@ -588,6 +683,14 @@ impl Saga<'_> {
                 receipt.charge_id, receipt.attempt
             )),
         );
+        if self.matching_confirmation {
+            let charge = ChargeMade {
+                id: receipt.charge_id.clone(),
+                amount: input.amount,
+                currency: input.currency.clone(),
+            };
+            ctx.state_mut(|w| w.state.charge = Some(charge));
+        }
         self.check_cancel()?;
 
         // 5. Wait for the gateway's confirmation under a durable timer; a
@@ -599,6 +702,8 @@ impl Saga<'_> {
         let expedited_before = ctx.state(|w| w.state.expedites);
         let human = self.human_in_the_loop;
         let mut confirmed = false;
+        // Confirmations for another charge told so far.
+        let mut told = 0;
         enum Waited {
             Done,
             Stopped(Stop),
@@ -620,8 +725,8 @@ impl Saga<'_> {
                     Some(stop) => break Waited::Stopped(stop),
                     None => fraud_passed = true,
                 },
-                _ = ctx.wait_condition(move |w| !confirmed && w.state.callback.is_some()) => {
-                    let cb = ctx.state(|w| w.state.callback.clone()).expect("checked by the condition");
+                _ = ctx.wait_condition(move |w| !confirmed && w.state.confirmation().is_some()) => {
+                    let cb = ctx.state(|w| w.state.confirmation().cloned()).expect("checked by the condition");
                     match cb.outcome {
                         CallbackOutcome::Succeeded => confirmed = true,
                         CallbackOutcome::Failed => break Waited::Stopped(callback_failed(cb)),
@@ -629,6 +734,9 @@ impl Saga<'_> {
                 }
                 _ = ctx.wait_condition(move |w| human && w.state.expedites > expedited_before) => {
                     break Waited::Ask("the wait was expedited");
+                }
+                _ = ctx.wait_condition(move |w| w.state.ignored_count() > told) => {
+                    told = self.tell_ignored();
                 }
                 _ = timer => {
                     if human {
@@ -676,6 +784,20 @@ impl Saga<'_> {
             Some(success.message.clone()),
         );
         Ok(success)
+    }
+
+    /// Tells the confirmations for another charge: logged, and published
+    /// in progress at once (the controller turns them into a Warning).
+    /// Returns how many there are now.
+    fn tell_ignored(&self) -> usize {
+        let ignored = self.ctx.state(|w| w.state.ignored_callbacks());
+        if let Some(last) = ignored.last() {
+            tracing::warn!(payment_id = %self.input.payment_id, ignored = ignored.len(), "{last}");
+        }
+        if self.publish_progress {
+            self.publish();
+        }
+        ignored.len()
     }
 
     fn cancelled_stop(&self) -> Stop {
@@ -924,8 +1046,8 @@ impl Saga<'_> {
             _ = ctx.wait_condition(|w| w.state.review_decision.is_some()) => {
                 Ok(Ended::Decided(ctx.state(|w| w.state.review_decision.clone()).expect("checked by the condition")))
             }
-            _ = ctx.wait_condition(move |w| wait_callback && w.state.callback.is_some()) => {
-                Ok(Ended::Confirmed(ctx.state(|w| w.state.callback.clone()).expect("checked by the condition")))
+            _ = ctx.wait_condition(move |w| wait_callback && w.state.confirmation().is_some()) => {
+                Ok(Ended::Confirmed(ctx.state(|w| w.state.confirmation().cloned()).expect("checked by the condition")))
             }
             _ = timer => Err(Stop::Failed {
                 reason: reasons::REVIEW_TIMEOUT,
@@ -1245,6 +1367,8 @@ mod tests {
             charge_id: "c".into(),
             outcome,
             reason: None,
+            amount: None,
+            currency: None,
         };
         let mut s = SagaState::default();
         s.accept_callback(
@@ -1255,12 +1379,55 @@ mod tests {
             },
         );
         assert!(
-            s.callback.is_none(),
+            s.confirmation().is_none(),
             "a callback for another payment was taken"
         );
         s.accept_callback("p", cb(CallbackOutcome::Succeeded));
+        s.accept_callback("p", cb(CallbackOutcome::Succeeded));
         s.accept_callback("p", cb(CallbackOutcome::Failed));
-        assert_eq!(s.callback.unwrap().outcome, CallbackOutcome::Succeeded);
-        assert_eq!(s.duplicate_callbacks, 1);
+        assert_eq!(
+            s.confirmation().unwrap().outcome,
+            CallbackOutcome::Succeeded
+        );
+        assert_eq!((s.callbacks.len(), s.dropped_callbacks), (2, 1));
+    }
+
+    #[test]
+    fn only_a_confirmation_of_the_charge_made_counts() {
+        let cb = |charge: &str, amount: Option<i64>, currency: Option<&str>| GatewayCallback {
+            payment_id: "p".into(),
+            charge_id: charge.into(),
+            outcome: CallbackOutcome::Succeeded,
+            reason: None,
+            amount,
+            currency: currency.map(Into::into),
+        };
+        let mut s = SagaState::default();
+        // Before the patch (no charge known): the first counts, whatever it names.
+        s.accept_callback("p", cb("ch_forged", None, None));
+        assert_eq!(s.confirmation().unwrap().charge_id, "ch_forged");
+        assert!(s.ignored_callbacks().is_empty());
+        // With it: a wrong id, amount or currency is ignored and described;
+        // the one for the charge made counts, wherever it stands.
+        s.charge = Some(ChargeMade {
+            id: "ch_1".into(),
+            amount: 500,
+            currency: "EUR".into(),
+        });
+        assert_eq!(s.confirmation(), None);
+        s.accept_callback("p", cb("ch_1", Some(499), Some("EUR")));
+        s.accept_callback("p", cb("ch_1", Some(500), Some("USD")));
+        s.accept_callback("p", cb("ch_1", Some(500), Some("EUR")));
+        s.accept_callback("p", cb("ch_1", None, None));
+        assert_eq!(s.confirmation().unwrap().amount, Some(500));
+        let ignored = s.ignored_callbacks();
+        assert_eq!(ignored.len(), 3, "{ignored:?}");
+        assert_eq!(s.ignored_count(), 3);
+        assert_eq!(
+            ignored[0],
+            "a Succeeded confirmation for charge ch_forged was ignored: the charge made is ch_1 of 5.00 EUR"
+        );
+        assert!(ignored[1].contains("of 4.99 EUR"), "{ignored:?}");
+        assert!(ignored[2].contains("of 5.00 USD"), "{ignored:?}");
     }
 }

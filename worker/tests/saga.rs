@@ -239,7 +239,9 @@ async fn duplicated_callbacks_and_replayed_ledger_operations_are_harmless() {
     )
     .await;
     let handle = h.begin(h.input(&id, 300)).await;
-    // A duplicated confirmation, signalled straight at the workflow too.
+    // A contradicting confirmation for another charge, signalled straight at
+    // the workflow too: ignored, whenever it comes (only the gateway's
+    // confirmation of the charge made counts), and told.
     wait_for(&handle, "the charge", |p| {
         steps(p, StepEvent::Completed).contains(&Step::Charge)
     });
@@ -248,6 +250,8 @@ async fn duplicated_callbacks_and_replayed_ledger_operations_are_harmless() {
         charge_id: "whatever".into(),
         outcome: CallbackOutcome::Failed,
         reason: Some("a late contradicting duplicate".into()),
+        amount: None,
+        currency: None,
     };
     let _ = handle
         .signal(
@@ -257,16 +261,9 @@ async fn duplicated_callbacks_and_replayed_ledger_operations_are_harmless() {
         )
         .await;
     let outcome = result(&handle).await;
-    // Either the real confirmation or our signal came first; exactly one counts.
-    assert!(
-        outcome.phase == Phase::Succeeded || outcome.reason == reasons::CHARGE_FAILED,
-        "{outcome:?}"
-    );
-    let expected = if outcome.phase == Phase::Succeeded {
-        OPENING - 300
-    } else {
-        OPENING
-    };
+    assert_eq!(outcome.phase, Phase::Succeeded, "{outcome:?}");
+    assert_eq!(outcome.ignored_callbacks.len(), 1, "{outcome:?}");
+    let expected = OPENING - 300;
     assert_eq!(h.balance().await, expected);
 
     // Replayed debit and credit of one payment move money once.
@@ -396,4 +393,70 @@ async fn cancel_at_each_step() {
 
     let report = h.audit_is_clean().await;
     assert_eq!(report.cancelled, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_confirmation_for_another_charge_is_ignored() {
+    let h = Harness::start("mismatch").await;
+    let id = unique("pay-mismatch");
+    // The gateway will refuse the charge, and says so a while later.
+    h.scenario(
+        &id,
+        Scenario {
+            callback: Some(CallbackOutcome::Failed),
+            callback_delay_ms: Some(3_000),
+            ..Scenario::default()
+        },
+    )
+    .await;
+    let handle = h.begin(h.input(&id, 800)).await;
+    wait_for(&handle, "the charge", |p| {
+        steps(p, StepEvent::Completed).contains(&Step::Charge)
+    });
+    // Before it: "succeeded" for a charge that is not this payment's, and
+    // for its charge but another amount, then another currency.
+    let charge_id = h.gateway_entry(&id).await.unwrap().charge_id;
+    for (charge, amount, currency) in [
+        ("ch_not_this_one", Some(800), Some("EUR")),
+        (charge_id.as_str(), Some(1), Some("EUR")),
+        (charge_id.as_str(), Some(800), Some("USD")),
+    ] {
+        let cb = paysaga_api::external::GatewayCallback {
+            payment_id: id.clone(),
+            charge_id: charge.into(),
+            outcome: CallbackOutcome::Succeeded,
+            reason: None,
+            amount,
+            currency: currency.map(Into::into),
+        };
+        handle
+            .signal(
+                PaymentWorkflow::gateway_callback,
+                cb,
+                WorkflowSignalOptions::default(),
+            )
+            .await
+            .expect("signalling a confirmation");
+    }
+    let told = wait_for(&handle, "the confirmations ignored", |p| {
+        p.ignored_callbacks.len() == 3
+    });
+    assert!(
+        told.ignored_callbacks[0].contains("charge ch_not_this_one of 8.00 EUR was ignored"),
+        "{told:?}"
+    );
+    // Still waiting: none of them counted; the gateway's own refusal does.
+    assert_eq!(told.phase, Phase::Processing);
+    let outcome = result(&handle).await;
+    assert_eq!(
+        (outcome.phase, outcome.reason.as_str()),
+        (Phase::Failed, reasons::CHARGE_FAILED),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.ignored_callbacks.len(), 3, "{outcome:?}");
+    let g = h.gateway_entry(&id).await.unwrap();
+    assert_eq!(g.status, ChargeStatus::Failed);
+    assert_eq!(h.balance().await, OPENING);
+    maybe_record(&handle, "confirmation-mismatch").await;
+    h.audit_is_clean().await;
 }

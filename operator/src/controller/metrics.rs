@@ -24,6 +24,13 @@ pub struct FilterLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// `Normal` or `Warning`.
+    pub r#type: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChangeLabel {
     /// `phase` (written at once) or `step` (paced).
     pub change: String,
@@ -54,6 +61,9 @@ pub struct Metrics {
     pub watched_workflows: Gauge,
     /// History long polls made, by filter.
     pub history_polls: Family<FilterLabel, Counter>,
+    /// Events published, by type and reason (what to alert on: e.g.
+    /// `Warning`/`ChargeMismatch`, `Warning`/`NeedsReview`).
+    pub events: Family<EventLabel, Counter>,
     registry: Registry,
 }
 
@@ -108,6 +118,12 @@ impl Default for Metrics {
                 "Workflow history long polls made, by filter (close, all)",
                 Family::default(),
             ),
+            events: register(
+                r,
+                "events",
+                "Kubernetes Events published about Payments, by type and reason",
+                Family::default(),
+            ),
             watched_workflows: register(
                 r,
                 "watched_workflows",
@@ -136,6 +152,15 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
+    pub fn event(&self, type_: &str, reason: &str) {
+        self.events
+            .get_or_create(&EventLabel {
+                r#type: type_.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
     pub fn status_patch(&self, outcome: &str) {
         self.status_patches
             .get_or_create(&OutcomeLabel {
@@ -146,5 +171,24 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         crate::openmetrics::encode(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_counted_by_type_and_reason() {
+        let m = Metrics::default();
+        m.event("Warning", "ChargeMismatch");
+        m.event("Warning", "ChargeMismatch");
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"paysaga_controller_events_total{type="Warning",reason="ChargeMismatch"} 2"#
+            ),
+            "{text}"
+        );
     }
 }

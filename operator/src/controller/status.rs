@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::Event as KubeEvent;
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use paysaga_api::Payment;
 use paysaga_api::names::CONTROLLER_FIELD_MANAGER;
 
@@ -70,6 +70,11 @@ pub async fn write_status(
         }
     }
     for e in events {
+        let type_ = match e.type_ {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        ctx.metrics.event(type_, e.reason);
         let event = KubeEvent {
             type_: e.type_,
             reason: e.reason.to_string(),

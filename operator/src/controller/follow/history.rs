@@ -196,6 +196,7 @@ mod tests {
                 detail: None,
             }],
             review: None,
+            ignored_callbacks: Vec::new(),
         }
     }
 
@@ -301,6 +302,7 @@ mod tests {
             charge_id: Some("ch".into()),
             history: vec![],
             review: None,
+            ignored_callbacks: Vec::new(),
         };
         let mut f = Followed::default();
         fold(&mut f, &[started(1000)]);

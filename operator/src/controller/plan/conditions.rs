@@ -30,6 +30,9 @@ pub const REVIEW_REQUESTED: &str = "ReviewRequested";
 /// The last expedite annotation was passed on (`True`), or came too late
 /// (`False`, `TooLateToExpedite`).
 pub const EXPEDITE_REQUESTED: &str = "ExpediteRequested";
+/// `True` (reason `ChargeMismatch`) once a signed confirmation for another
+/// charge than the one made was ignored: how many, and the last.
+pub const CONFIRMATIONS_IGNORED: &str = "ConfirmationsIgnored";
 
 /// The controller's own conditions: the step history does not speak of
 /// them, so they stay as the controller last set them.
@@ -38,6 +41,7 @@ const OWN: &[&str] = &[
     NEEDS_REVIEW,
     REVIEW_REQUESTED,
     EXPEDITE_REQUESTED,
+    CONFIRMATIONS_IGNORED,
 ];
 
 /// Condition statuses (`metav1.Condition.status`).

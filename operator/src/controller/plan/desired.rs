@@ -85,6 +85,48 @@ pub fn from_workflow(p: &Payment, workflow: &Observation) -> PaymentStatus {
     status
 }
 
+/// `ConfirmationsIgnored`, once the workflow tells of confirmations for
+/// another charge: how many and the last. A new one is a new transition
+/// (now); while nothing new comes, the condition stays as it is.
+pub fn confirmations_ignored(
+    status: &mut PaymentStatus,
+    workflow: &Observation,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let ignored = match workflow {
+        Observation::Running {
+            progress: Some(pr), ..
+        } => &pr.ignored_callbacks,
+        Observation::Closed {
+            outcome: Some(o), ..
+        } => &o.ignored_callbacks,
+        _ => return,
+    };
+    let Some(last) = ignored.last() else {
+        return;
+    };
+    let message = format!(
+        "{} confirmation(s) for another charge ignored; the last: {last}",
+        ignored.len()
+    );
+    let told = conditions::get(&status.conditions, conditions::CONFIRMATIONS_IGNORED)
+        .is_some_and(|c| c.message == message);
+    if !told {
+        conditions::replace(
+            &mut status.conditions,
+            Condition {
+                type_: conditions::CONFIRMATIONS_IGNORED.to_string(),
+                status: TRUE.to_string(),
+                reason: reasons::CHARGE_MISMATCH.to_string(),
+                message,
+                last_transition_time: to_time(now),
+                observed_generation: generation,
+            },
+        );
+    }
+}
+
 /// The review as status shows it.
 fn review_of(r: &ReviewState) -> PaymentReview {
     let decision = r.decision.as_ref();
@@ -265,25 +307,45 @@ pub fn expedite_asked(p: &Payment) -> Option<ExpediteRequest> {
 }
 
 /// An answer to a request made by annotation: passed on (`ok`) or not, why.
-#[derive(Debug, Clone, Copy)]
-pub struct Answer<'a> {
+#[derive(Debug, Clone)]
+pub struct Answer {
     /// The condition it is told in.
-    pub type_: &'a str,
+    pub type_: &'static str,
     pub ok: bool,
-    pub reason: &'a str,
-    pub message: &'a str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Answer {
+    pub fn taken(type_: &'static str, reason: &'static str, message: String) -> Answer {
+        Answer {
+            type_,
+            ok: true,
+            reason,
+            message,
+        }
+    }
+
+    pub fn refused(type_: &'static str, reason: &'static str, message: String) -> Answer {
+        Answer {
+            type_,
+            ok: false,
+            reason,
+            message,
+        }
+    }
 }
 
 /// Records an answer in its condition: each answer is a new transition, and
 /// its time says when the request was answered.
-pub fn answer(status: &mut PaymentStatus, a: Answer<'_>, generation: Option<i64>, now: Timestamp) {
+pub fn answer(status: &mut PaymentStatus, a: &Answer, generation: Option<i64>, now: Timestamp) {
     conditions::replace(
         &mut status.conditions,
         Condition {
             type_: a.type_.to_string(),
             status: if a.ok { TRUE } else { FALSE }.to_string(),
             reason: a.reason.to_string(),
-            message: a.message.to_string(),
+            message: a.message.clone(),
             last_transition_time: to_time(now),
             observed_generation: generation,
         },

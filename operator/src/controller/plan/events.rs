@@ -93,6 +93,16 @@ pub fn review_opened(before: &PaymentStatus, after: &PaymentStatus) -> Option<Ev
     ))
 }
 
+/// A Warning for each new `ConfirmationsIgnored`: a signed confirmation
+/// named another charge (a gateway bug, or a key in the wrong hands).
+pub fn confirmations_ignored(before: &PaymentStatus, after: &PaymentStatus) -> Option<Event> {
+    let said = |s: &PaymentStatus| {
+        conditions::get(&s.conditions, conditions::CONFIRMATIONS_IGNORED).map(|c| c.message.clone())
+    };
+    let now = said(after)?;
+    (said(before).as_ref() != Some(&now)).then(|| Event::warning(reasons::CHARGE_MISMATCH, now))
+}
+
 /// The Event of the payment's end, when `after` is the status that first
 /// shows it finished: a Warning for a failure, Normal otherwise.
 pub fn ended(before: &PaymentStatus, after: &PaymentStatus) -> Option<Event> {
@@ -196,5 +206,33 @@ mod tests {
         assert_eq!(reason(Phase::Processing), None, "not finished");
         let done = ended_as(Phase::Succeeded);
         assert_eq!(ended(&done, &done), None, "told already");
+    }
+
+    #[test]
+    fn a_confirmation_ignored_is_told_once_and_again_when_another_comes() {
+        let with = |message: &str| PaymentStatus {
+            conditions: vec![Condition {
+                type_: conditions::CONFIRMATIONS_IGNORED.into(),
+                status: TRUE.into(),
+                reason: reasons::CHARGE_MISMATCH.into(),
+                message: message.into(),
+                last_transition_time: crate::controller::plan::time::to_time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        };
+        let none = PaymentStatus::default();
+        let one = with("1 confirmation(s) for another charge ignored; the last: x");
+        let two = with("2 confirmation(s) for another charge ignored; the last: y");
+        let told = confirmations_ignored(&none, &one).expect("a first one is told");
+        assert_eq!(
+            (told.type_, told.reason),
+            (EventType::Warning, reasons::CHARGE_MISMATCH)
+        );
+        assert!(confirmations_ignored(&one, &one).is_none());
+        assert!(confirmations_ignored(&one, &two).is_some());
+        assert!(confirmations_ignored(&none, &none).is_none());
     }
 }

@@ -233,6 +233,7 @@ fn run(
 ) -> Plan {
     let current = p.status.clone().unwrap_or_default();
     let mut status = desired::from_workflow(p, wf);
+    desired::confirmations_ignored(&mut status, wf, p.metadata.generation, now);
     let mut plan = Plan::only(Vec::new(), Requeue::AwaitChange);
     let start = matches!(wf, Observation::Absent);
     if start {
@@ -282,42 +283,26 @@ fn run(
 /// A review decision asked for (the annotations): passed on to the
 /// workflow, or refused (and said why); either way the request is consumed.
 fn review(p: &Payment, status: &mut PaymentStatus, plan: &mut Plan, now: Timestamp) {
-    let (type_, generation) = (conditions::REVIEW_REQUESTED, p.metadata.generation);
-    match desired::review_asked(p, status) {
+    let type_ = conditions::REVIEW_REQUESTED;
+    let answer = match desired::review_asked(p, status) {
         desired::ReviewAsk::Nothing => return,
         desired::ReviewAsk::Submit(decision) => {
             let note = desired::describe(&decision);
-            let a = desired::Answer {
-                type_,
-                ok: true,
-                reason: reasons::REVIEW_SUBMITTED,
-                message: &note,
-            };
-            desired::answer(status, a, generation, now);
-            plan.events
-                .push(Event::normal(reasons::REVIEW_SUBMITTED, note));
             plan.actions.push(Action::SignalReview(decision));
+            desired::Answer::taken(type_, reasons::REVIEW_SUBMITTED, note)
         }
         desired::ReviewAsk::Refuse { reason, message } => {
-            let a = desired::Answer {
-                type_,
-                ok: false,
-                reason,
-                message: &message,
-            };
-            desired::answer(status, a, generation, now);
-            plan.events.push(Event::warning(reason, message));
+            desired::Answer::refused(type_, reason, message)
         }
-    }
+    };
+    tell(p, status, plan, now, answer);
+    let asked = [
+        REVIEW_ANNOTATION,
+        REVIEW_REASON_ANNOTATION,
+        REVIEW_BY_ANNOTATION,
+    ];
     plan.actions
-        .push(Action::ConsumeAnnotations(desired::present(
-            p,
-            &[
-                REVIEW_ANNOTATION,
-                REVIEW_REASON_ANNOTATION,
-                REVIEW_BY_ANNOTATION,
-            ],
-        )));
+        .push(Action::ConsumeAnnotations(desired::present(p, &asked)));
 }
 
 /// An expedite asked for (the annotation): passed on to the workflow, or
@@ -326,46 +311,44 @@ fn expedite(p: &Payment, status: &mut PaymentStatus, plan: &mut Plan, now: Times
     let Some(req) = desired::expedite_asked(p) else {
         return;
     };
-    let (type_, generation) = (conditions::EXPEDITE_REQUESTED, p.metadata.generation);
-    match status.finished() {
+    let type_ = conditions::EXPEDITE_REQUESTED;
+    let answer = match status.finished() {
         None => {
-            let note = format!(
-                "expedite asked by {}{}",
-                req.by,
-                req.reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            );
-            let a = desired::Answer {
-                type_,
-                ok: true,
-                reason: reasons::EXPEDITE_REQUESTED,
-                message: &note,
-            };
-            desired::answer(status, a, generation, now);
-            plan.events
-                .push(Event::normal(reasons::EXPEDITE_REQUESTED, note));
+            let why = req.reason.as_deref().map(|r| format!(": {r}"));
+            let note = format!("expedite asked by {}{}", req.by, why.unwrap_or_default());
             plan.actions.push(Action::SignalExpedite(req));
+            desired::Answer::taken(type_, reasons::EXPEDITE_REQUESTED, note)
         }
-        Some(phase) => {
-            let note = format!("the payment had already finished ({phase:?}); nothing changed");
-            let a = desired::Answer {
-                type_,
-                ok: false,
-                reason: reasons::TOO_LATE_TO_EXPEDITE,
-                message: &note,
-            };
-            desired::answer(status, a, generation, now);
-            plan.events
-                .push(Event::warning(reasons::TOO_LATE_TO_EXPEDITE, note));
-        }
-    }
+        Some(phase) => desired::Answer::refused(
+            type_,
+            reasons::TOO_LATE_TO_EXPEDITE,
+            format!("the payment had already finished ({phase:?}); nothing changed"),
+        ),
+    };
+    tell(p, status, plan, now, answer);
     plan.actions
         .push(Action::ConsumeAnnotations(desired::present(
             p,
             &[EXPEDITE_ANNOTATION],
         )));
+}
+
+/// Tells the answer to a request made by annotation: in its condition, and
+/// in an Event (Normal when passed on, Warning when refused).
+fn tell(
+    p: &Payment,
+    status: &mut PaymentStatus,
+    plan: &mut Plan,
+    now: Timestamp,
+    answer: desired::Answer,
+) {
+    let event = if answer.ok {
+        Event::normal(answer.reason, answer.message.clone())
+    } else {
+        Event::warning(answer.reason, answer.message.clone())
+    };
+    desired::answer(status, &answer, p.metadata.generation, now);
+    plan.events.push(event);
 }
 
 /// The write of `status` over `current`; written now, it tells its Events.
@@ -385,6 +368,7 @@ fn status_write(
                 &status.conditions,
             ));
             events.extend(events::review_opened(current, &status));
+            events.extend(events::confirmations_ignored(current, &status));
             events.extend(events::ended(current, &status));
             StatusWrite::Now {
                 status: Box::new(status),

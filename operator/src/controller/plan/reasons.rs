@@ -17,6 +17,9 @@ pub const REVIEW_REJECTED: &str = "Rejected";
 pub const REVIEW_CLOSED: &str = "Closed";
 pub const EXPEDITE_REQUESTED: &str = "ExpediteRequested";
 pub const TOO_LATE_TO_EXPEDITE: &str = "TooLateToExpedite";
+/// A signed confirmation named another charge than the one made (its id,
+/// amount or currency) and was ignored (condition `ConfirmationsIgnored`).
+pub const CHARGE_MISMATCH: &str = "ChargeMismatch";
 /// The workflow closed without an outcome (terminated, timed out, failed).
 pub const WORKFLOW_ENDED_ABNORMALLY: &str = "WorkflowEndedAbnormally";
 pub const TEMPORAL_UNAVAILABLE: &str = "TemporalUnavailable";

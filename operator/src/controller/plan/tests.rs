@@ -128,6 +128,27 @@ fn in_review(secs: u64) -> Observation {
     }
 }
 
+/// Running, waiting for the confirmation, `n` confirmations for another
+/// charge ignored.
+fn ignoring(n: usize) -> Observation {
+    let Observation::Running {
+        run_id,
+        started_at,
+        progress: Some(mut progress),
+    } = running(vec![], Step::AwaitConfirmation)
+    else {
+        unreachable!()
+    };
+    progress.ignored_callbacks = (0..n)
+        .map(|i| format!("a Succeeded confirmation for charge ch_{i} was ignored"))
+        .collect();
+    Observation::Running {
+        run_id,
+        started_at,
+        progress: Some(progress),
+    }
+}
+
 fn deleted(mut p: Payment) -> Payment {
     p.metadata.deletion_timestamp = Some(Time(now()));
     p
@@ -159,6 +180,7 @@ fn running(history: Vec<StepRecord>, step: Step) -> Observation {
             message: None,
             history,
             review: None,
+            ignored_callbacks: Vec::new(),
         }),
     }
 }
@@ -176,6 +198,7 @@ fn closed(phase: Phase, reason: &str, history: Vec<StepRecord>) -> Observation {
             charge_id: None,
             history,
             review: None,
+            ignored_callbacks: Vec::new(),
         }),
     }
 }
@@ -511,6 +534,19 @@ fn every_branch_of_a_reconcile() {
             ..row()
         },
         Case {
+            name: "a confirmation for another charge: ConfirmationsIgnored, a Warning, written at once",
+            actions: vec![Action::Follow],
+            status: Now(Change::Phase, Some(Phase::Processing)),
+            events: vec![reasons::CHARGE_MISMATCH],
+            requeue: Requeue::After(SAFETY_NET),
+            given: seen(
+                payment(None, Some(validating.clone())),
+                Ok(ignoring(1)),
+                written_ago(0),
+            ),
+            ..row()
+        },
+        Case {
             name: "a review decision is passed on, said, and its annotations consumed",
             actions: vec![approve.clone(), consumed_review("approve"), Action::Follow],
             status: Now(Change::Phase, Some(Phase::Processing)),
@@ -834,6 +870,7 @@ fn a_run_still_closing_is_processing_until_its_outcome_is_read() {
             message: None,
             history: vec![],
             review: None,
+            ignored_callbacks: Vec::new(),
         }),
     };
     let plan = plan(&with(payment(None, None), wf.clone()), &settings());
@@ -1094,6 +1131,7 @@ fn times_are_decided_to_the_second_so_a_status_read_back_is_unchanged() {
                 1_800_000_000_456,
             )],
             review: None,
+            ignored_callbacks: Vec::new(),
         }),
     };
     let decided = status_after(&payment(None, None), &wf);
