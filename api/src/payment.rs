@@ -52,8 +52,13 @@ pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable once the payment is created; create a new Payment instead").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentSpec {
-    /// The paying account's owner.
-    #[schemars(length(min = 1, max = 128))]
+    /// The paying account's owner: letters, digits and `. _ @ + : -`,
+    /// starting with a letter or digit (no spaces, control, zero-width or
+    /// bidi characters, which `kubectl get` would print raw).
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$")
+    )]
     pub user_id: String,
     /// Amount in integer minor units of `currency` (e.g. cents). Never a float.
     #[schemars(range(min = 1, max = MAX_AMOUNT_MINOR))]

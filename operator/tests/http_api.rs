@@ -184,6 +184,24 @@ async fn validation_errors_are_422_with_a_reason() {
             "spec.notify.email in body should match",
         ),
     ];
+    // A typo is not dropped (the payer would never be told): it is named.
+    cases.push((
+        json!({"userId": "alice", "amount": 1, "currency": "EUR", "method": "card", "notfiy": {"email": "a@b.c"}}),
+        "unknown field \"notfiy\"",
+    ));
+    // userId: a safe set only; kubectl get would print the others raw.
+    for user in [
+        "alice\u{202E}lana",
+        "ali\u{200B}ce",
+        " ",
+        "alice smith",
+        "-alice",
+    ] {
+        cases.push((
+            json!({"userId": user, "amount": 1, "currency": "EUR", "method": "card"}),
+            "spec.userId in body should match",
+        ));
+    }
     cases.push((json!("not an object"), "invalid payment"));
     for (b, words) in cases {
         problem(create(&b, None).await, 422, words).await;
@@ -572,4 +590,56 @@ async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(cases.contains("passed"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_a_problem_json() {
+    // A JSON body sent as text: 415, nothing created.
+    let as_text = http()
+        .post(url("/v1/payments"))
+        .header("content-type", "text/plain")
+        .body(body("alice", 7).to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(as_text, 415, "must be sent as application/json").await;
+    let untyped = http()
+        .post(url("/v1/payments"))
+        .body(body("alice", 7).to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(untyped, 415, "no Content-Type").await;
+    // A body over the limit: 413.
+    let huge = format!(
+        r#"{{"userId":"alice","amount":1,"currency":"EUR","method":"card","description":"{}"}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let too_large = http()
+        .post(url("/v1/payments"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    problem(too_large, 413, "over this API's limit").await;
+    // A method a route does not take: 405, with Allow.
+    let wrong = http().put(url("/v1/payments")).send().await.unwrap();
+    assert!(wrong.headers().contains_key("allow"), "{wrong:?}");
+    problem(wrong, 405, "does not take that method").await;
+    // A very long path: 414.
+    let long = http()
+        .get(url(&format!("/v1/payments/{}", "a".repeat(10 * 1024))))
+        .send()
+        .await
+        .unwrap();
+    problem(long, 414, "at most 8192 are read").await;
+    // An unknown field in another body: 422 naming it.
+    let typo = http()
+        .post(url("/v1/payments/whoever/cancel"))
+        .json(&json!({"reasn": "typo"}))
+        .send()
+        .await
+        .unwrap();
+    problem(typo, 422, "unknown field \"reasn\"").await;
 }

@@ -4,6 +4,7 @@
 //! are RFC 9457 `application/problem+json`. One instance serves one
 //! namespace.
 
+pub mod body;
 pub mod callbacks;
 pub mod metrics;
 pub mod openapi;
@@ -93,6 +94,10 @@ pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
             }),
         )
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such route").into_response() })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            problem::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::from_fn(problem::every_error))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::observe,

@@ -87,7 +87,9 @@ pub fn document() -> Value {
                     "responses": with(problem_responses(&[
                         ("400", "a malformed Idempotency-Key"),
                         ("409", "the key was used for a different payment"),
-                        ("422", "invalid payment, with the reason"),
+                        ("413", "the body is over 2 MiB"),
+                        ("415", "the body was not sent as application/json"),
+                        ("422", "invalid payment, with the reason (an unknown field named)"),
                         ("429", "too many payments in flight: nothing was created, retry after Retry-After"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
                     ]), payment("202", "accepted; follow statusUrl")),
@@ -130,7 +132,9 @@ pub fn document() -> Value {
                     "responses": with(problem_responses(&[
                         ("404", "no such payment"),
                         ("409", "the payment has already finished"),
-                        ("422", "an invalid body"),
+                        ("413", "the body is over 2 MiB"),
+                        ("415", "the body was not sent as application/json"),
+                        ("422", "an invalid body (an unknown field named)"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
                     ]), payment("202", "cancel requested; follow statusUrl")),
                 },
@@ -144,7 +148,9 @@ pub fn document() -> Value {
                     "responses": with(problem_responses(&[
                         ("404", "no such payment"),
                         ("409", "the payment is not waiting for a review (or has finished)"),
-                        ("422", "an invalid body"),
+                        ("413", "the body is over 2 MiB"),
+                        ("415", "the body was not sent as application/json"),
+                        ("422", "an invalid body (an unknown field named)"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
                     ]), payment("202", "decision recorded; follow statusUrl")),
                 },
@@ -158,7 +164,9 @@ pub fn document() -> Value {
                     "responses": with(problem_responses(&[
                         ("404", "no such payment"),
                         ("409", "the payment has already finished"),
-                        ("422", "an invalid body"),
+                        ("413", "the body is over 2 MiB"),
+                        ("415", "the body was not sent as application/json"),
+                        ("422", "an invalid body (an unknown field named)"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
                     ]), payment("202", "expedite requested; follow statusUrl")),
                 },

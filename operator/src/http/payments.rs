@@ -26,9 +26,9 @@ use paysaga_api::{Payment, Phase, Step};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::AppState;
 use super::problem::Problem;
 use super::watched::Admit;
+use super::{AppState, body};
 
 /// Annotation holding the SHA-256 of the idempotency key a Payment was made with.
 const IDEMPOTENCY_ANNOTATION: &str = "paysaga.dev/idempotency-key-sha256";
@@ -92,15 +92,9 @@ pub async fn create(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let spec: CreatePayment = match serde_json::from_slice(&body) {
+    let spec: CreatePayment = match body::json(&headers, &body, "payment") {
         Ok(s) => s,
-        Err(e) => {
-            return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("invalid payment: {e}"),
-            )
-            .into_response();
-        }
+        Err(problem) => return problem.into_response(),
     };
     let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
@@ -275,24 +269,15 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     if !valid_name(&id) {
         return not_found(&id);
     }
-    let reason = if body.is_empty() {
-        String::new()
-    } else {
-        match serde_json::from_slice::<CancelBody>(&body) {
-            Ok(b) => b.reason,
-            Err(e) => {
-                return Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("invalid cancel body: {e}"),
-                )
-                .into_response();
-            }
-        }
+    let reason = match body::json_or_default::<CancelBody>(&headers, &body, "cancel body") {
+        Ok(b) => b.reason,
+        Err(problem) => return problem.into_response(),
     };
     let reason = if reason.trim().is_empty() {
         "cancelled through the API".to_string()
@@ -327,22 +312,6 @@ pub async fn cancel(
 /// Who asks through the API. Callers are not authenticated yet: the API
 /// itself is recorded as the one who decided.
 const CALLER: &str = "paysaga-api";
-
-/// A JSON body, or the default for an empty one; a 422 that says why.
-fn body_or_default<T: serde::de::DeserializeOwned + Default>(
-    body: &[u8],
-    what: &str,
-) -> Result<T, Problem> {
-    if body.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid {what} body: {e}"),
-        )
-    })
-}
 
 /// The payment `id`, read through the API server (what is asked of it must
 /// be judged on its current state).
@@ -383,17 +352,13 @@ async fn annotate(
 pub async fn review(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let ReviewBody { decision, reason } = match serde_json::from_slice::<ReviewBody>(&body) {
+    let what = "review body (decision: approve or reject; reason: text)";
+    let ReviewBody { decision, reason } = match body::json::<ReviewBody>(&headers, &body, what) {
         Ok(b) => b,
-        Err(e) => {
-            return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("invalid review body (decision: approve or reject; reason: text): {e}"),
-            )
-            .into_response();
-        }
+        Err(problem) => return problem.into_response(),
     };
     let (api, p) = match current(&state, &id).await {
         Ok(found) => found,
@@ -432,9 +397,10 @@ pub async fn review(
 pub async fn expedite(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let ExpediteBody { reason } = match body_or_default::<ExpediteBody>(&body, "expedite") {
+    let ExpediteBody { reason } = match body::json_or_default(&headers, &body, "expedite body") {
         Ok(b) => b,
         Err(problem) => return problem.into_response(),
     };

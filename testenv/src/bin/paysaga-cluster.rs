@@ -103,7 +103,7 @@ In another terminal:
   kubectl -n {NAMESPACE} get pods
   kubectl -n {NAMESPACE} apply -f examples/payment.yaml
   kubectl -n {NAMESPACE} get payments -w
-  curl -s http://{NODE_IP}/v1/payments -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
+  curl -s http://{NODE_IP}/v1/payments -H 'content-type: application/json' -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
   k6 run -e BASE_URL=http://{NODE_IP} -e RATE=2 -e DURATION=1m k6/load.js
 
 Press Ctrl-C to tear it all down.

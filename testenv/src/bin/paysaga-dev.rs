@@ -47,7 +47,7 @@ In another terminal:
 
   kubectl describe payment coffee-beans                 # conditions and events
   curl -si {api}/v1/payments -H 'Idempotency-Key: order-1' \
-    -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
+    -H 'content-type: application/json' -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
   curl -s '{api}/v1/payments?userId=alice'
   kubectl annotate payment coffee-beans paysaga.dev/cancel="changed my mind"
   curl -s '{sim}/notify/v1/messages'                    # what the payer was told
