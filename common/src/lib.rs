@@ -1,6 +1,7 @@
 //! What every paysaga binary shares: connecting to Temporal, structured logs,
 //! and shutdown signals.
 
+pub mod secret;
 pub mod temporal;
 
 use tracing_subscriber::{EnvFilter, fmt};

@@ -31,9 +31,6 @@ struct ApiOpts {
     /// Address to listen on.
     #[arg(long, env = "PAYSAGA_API_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
-    /// Shared secret of the gateway's callback signatures (HMAC-SHA256).
-    #[arg(long, env = "PAYSAGA_CALLBACK_SECRET", hide_env_values = true)]
-    callback_secret: String,
     /// The namespace Payments are created in and read from.
     #[arg(long, env = "PAYSAGA_NAMESPACE", default_value = "default")]
     namespace: String,
@@ -225,6 +222,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Api { temporal, opts } => {
             init_logging(cli.log_format);
+            // From the environment or a file, never argv (ps shows argv).
+            let callback_secret = paysaga_common::secret::from_env("PAYSAGA_CALLBACK_SECRET")
+                .map_err(|e| anyhow::anyhow!("the gateway's callback signing key: {e}"))?;
             let identity = format!("paysaga-api@{}", hostname());
             let client = temporal::connect(&temporal, &identity).await?;
             let kube = match kube::Client::try_default().await {
@@ -242,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
             let state = Arc::new(AppState {
                 workflows: PaymentWorkflows::new(client),
                 callbacks: CallbackVerifier::new(
-                    opts.callback_secret.into_bytes(),
+                    callback_secret.into_bytes(),
                     opts.callback_tolerance_secs,
                 ),
                 kube,

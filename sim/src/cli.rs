@@ -19,9 +19,6 @@ pub struct Cli {
     /// Address to listen on (port 0 picks a free port; the real one is logged).
     #[arg(long, env = "PAYSAGA_SIM_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
-    /// HMAC key of the gateway's signed confirmations (shared with the receiver).
-    #[arg(long, env = "PAYSAGA_CALLBACK_SECRET", hide_env_values = true, value_parser = non_empty)]
-    pub callback_secret: String,
     /// Where confirmations go when a charge names no callbackUrl.
     #[arg(long, env = "PAYSAGA_SIM_CALLBACK_URL", value_parser = http_url)]
     pub callback_url: Option<String>,
@@ -56,7 +53,9 @@ pub struct Cli {
 
 impl Cli {
     /// The simulator's settings; without `--seed`, one from the clock.
-    pub fn settings(&self) -> SimSettings {
+    /// The settings, with the callback signing key (read from the
+    /// environment or a file by the caller, never from the command line).
+    pub fn settings(&self, callback_secret: Vec<u8>) -> SimSettings {
         let seed = self.seed.unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -73,7 +72,7 @@ impl Cli {
                 fraud_reject_rate: self.fraud_reject_rate,
                 callback_url: self.callback_url.clone(),
             },
-            callback_secret: self.callback_secret.clone().into_bytes(),
+            callback_secret,
             seed,
             retry: RetryPolicy::default(),
         }
@@ -88,14 +87,6 @@ fn rate(text: &str) -> Result<f64, String> {
         Ok(rate)
     } else {
         Err(format!("a rate is a probability within [0, 1], got {rate}"))
-    }
-}
-
-fn non_empty(text: &str) -> Result<String, String> {
-    if text.is_empty() {
-        Err("must not be empty".to_owned())
-    } else {
-        Ok(text.to_owned())
     }
 }
 
@@ -138,7 +129,6 @@ mod tests {
     #[test]
     fn flags_become_settings() {
         let cli = parse(&[
-            "--callback-secret=s3cret",
             "--listen=127.0.0.1:0",
             "--callback-url=http://127.0.0.1:8080/v1/gateway/callbacks",
             "--latency-ms=5",
@@ -151,7 +141,7 @@ mod tests {
             "--seed=7",
         ])
         .expect("valid flags");
-        let settings = cli.settings();
+        let settings = cli.settings(b"s3cret".to_vec());
         assert_eq!(cli.listen.port(), 0);
         assert_eq!(settings.seed, 7);
         assert_eq!(settings.callback_secret, b"s3cret");
@@ -173,11 +163,12 @@ mod tests {
     #[test]
     fn bad_flags_are_refused() {
         let table: [&[&str]; 5] = [
-            &["--callback-secret=s", "--decline-rate=1.5"],
-            &["--callback-secret=s", "--fraud-reject-rate=abc"],
-            &["--callback-secret=s", "--callback-url=ftp://x/y"],
-            &["--callback-secret="],
-            &["--callback-secret=s", "--listen=localhost"],
+            &["--decline-rate=1.5"],
+            &["--fraud-reject-rate=abc"],
+            &["--callback-url=ftp://x/y"],
+            // A secret is never taken from the command line.
+            &["--callback-secret=s"],
+            &["--listen=localhost"],
         ];
         for args in table {
             assert!(parse(args).is_err(), "{args:?}");

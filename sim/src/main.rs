@@ -9,7 +9,10 @@ use tokio::net::TcpListener;
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     cli::init_tracing(cli.log_format);
-    let settings = cli.settings();
+    // The callback key comes from the environment or a file, never argv.
+    let secret = paysaga_common::secret::from_env("PAYSAGA_CALLBACK_SECRET")
+        .context("the gateway's callback signing key")?;
+    let settings = cli.settings(secret.into_bytes());
     let seed = settings.seed;
     let sim = Sim::new(settings).context("failed to set up the simulators")?;
     let listener = TcpListener::bind(cli.listen)

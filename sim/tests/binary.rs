@@ -70,5 +70,8 @@ async fn the_binary_refuses_to_start_without_a_secret() {
         .expect("run paysaga-sim");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--callback-secret"), "{stderr}");
+    assert!(
+        stderr.contains("PAYSAGA_CALLBACK_SECRET is not set"),
+        "{stderr}"
+    );
 }

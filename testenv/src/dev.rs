@@ -207,7 +207,9 @@ impl DevStack {
 /// `paysaga-worker audit` on `database_url`: its report and its verdict.
 pub fn audit(database_url: &str) -> Result<(String, bool)> {
     let out = std::process::Command::new(crate::services::binary("paysaga-worker")?)
-        .args(["audit", "--database-url", database_url])
+        .arg("audit")
+        // The URL may carry a password: the environment, never argv.
+        .env("PAYSAGA_DATABASE_URL", database_url)
         .output()
         .context("running paysaga-worker audit")?;
     let mut report = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -60,16 +60,6 @@ impl Service {
         self.proc.pid()
     }
 
-    fn start(
-        name: &str,
-        dir: &Path,
-        program: PathBuf,
-        args: Vec<String>,
-        port: u16,
-    ) -> Result<Service> {
-        Service::start_with_env(name, dir, program, args, port, &[])
-    }
-
     fn start_with_env(
         name: &str,
         dir: &Path,
@@ -98,9 +88,15 @@ impl Service {
             "api".into(),
             format!("--listen=127.0.0.1:{port}"),
             format!("--temporal-address={temporal_address}"),
-            format!("--callback-secret={CALLBACK_SECRET}"),
         ];
-        Service::start("paysaga-api", dir, binary("paysaga-operator")?, args, port)
+        Service::start_with_env(
+            "paysaga-api",
+            dir,
+            binary("paysaga-operator")?,
+            args,
+            port,
+            &[("PAYSAGA_CALLBACK_SECRET", CALLBACK_SECRET.as_ref())],
+        )
     }
 
     /// The full HTTP API: `paysaga-operator api` with `kubeconfig`'s
@@ -118,7 +114,6 @@ impl Service {
             "api".into(),
             format!("--listen=127.0.0.1:{port}"),
             format!("--temporal-address={temporal_address}"),
-            format!("--callback-secret={CALLBACK_SECRET}"),
             format!("--namespace={namespace}"),
         ];
         args.extend(extra.iter().cloned());
@@ -129,7 +124,10 @@ impl Service {
             binary("paysaga-operator")?,
             args,
             port,
-            &[("KUBECONFIG", kubeconfig.as_os_str())],
+            &[
+                ("KUBECONFIG", kubeconfig.as_os_str()),
+                ("PAYSAGA_CALLBACK_SECRET", CALLBACK_SECRET.as_ref()),
+            ],
         )
     }
 
@@ -158,7 +156,10 @@ impl Service {
             "TERM",
             binary("paysaga-operator")?,
             &args,
-            &[("KUBECONFIG", kubeconfig.as_os_str())],
+            &[
+                ("KUBECONFIG", kubeconfig.as_os_str()),
+                ("PAYSAGA_CALLBACK_SECRET", CALLBACK_SECRET.as_ref()),
+            ],
         )?;
         let log = proc.log_path().to_path_buf();
         proc.wait_ready(Duration::from_secs(60), || {
@@ -174,15 +175,25 @@ impl Service {
     /// `paysaga-worker run` with `args` (Temporal address, database, endpoints…);
     /// ready once it logs that it started. It has no port: `url` is empty.
     pub fn worker(dir: &Path, args: &[String]) -> Result<Service> {
+        Service::worker_with_env(dir, args, &[])
+    }
+
+    /// [`Service::worker`] with environment variables (secrets go there).
+    pub fn worker_with_env(
+        dir: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Service> {
         std::fs::create_dir_all(dir)?;
         let mut all = vec!["run".to_string(), "--log-format=json".into()];
         all.extend(args.iter().cloned());
-        let mut proc = Proc::spawn(
+        let mut proc = Proc::spawn_with_env(
             "paysaga-worker",
             dir,
             "TERM",
             binary("paysaga-worker")?,
             &all,
+            env,
         )?;
         let log = proc.log_path().to_path_buf();
         proc.wait_ready(Duration::from_secs(60), || {
@@ -226,14 +237,18 @@ impl Service {
     ) -> Result<Service> {
         let mut args = vec![
             format!("--temporal-address={temporal_address}"),
-            format!("--database-url={database_url}"),
             format!("--seed-accounts={seed_accounts}"),
             format!("--gateway-url={sim_url}"),
             format!("--fraud-url={sim_url}"),
             format!("--notify-url={sim_url}"),
         ];
         args.extend(extra.iter().cloned());
-        Service::worker(dir, &args)
+        // The URL may carry a password: the environment, never argv.
+        Service::worker_with_env(
+            dir,
+            &args,
+            &[("PAYSAGA_DATABASE_URL", database_url.as_ref())],
+        )
     }
 
     /// `paysaga-sim`, delivering confirmations to `callback_url`.
@@ -247,10 +262,16 @@ impl Service {
         let mut args = vec![
             format!("--listen=127.0.0.1:{port}"),
             format!("--callback-url={callback_url}"),
-            format!("--callback-secret={CALLBACK_SECRET}"),
             "--seed=7".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Service::start("paysaga-sim", dir, binary("paysaga-sim")?, args, port)
+        Service::start_with_env(
+            "paysaga-sim",
+            dir,
+            binary("paysaga-sim")?,
+            args,
+            port,
+            &[("PAYSAGA_CALLBACK_SECRET", CALLBACK_SECRET.as_ref())],
+        )
     }
 }

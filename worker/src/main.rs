@@ -46,6 +46,20 @@ enum Command {
     },
 }
 
+/// A database URL that carries a password must come from the environment
+/// (`PAYSAGA_DATABASE_URL`, which the chart fills from a Secret), not from
+/// `--database-url`, where `ps` shows it to every user of the machine.
+fn password_not_in_argv(url: &str) -> anyhow::Result<()> {
+    let from_env = std::env::var("PAYSAGA_DATABASE_URL").is_ok_and(|v| v == url);
+    if paysaga_common::secret::url_has_password(url) && !from_env {
+        anyhow::bail!(
+            "--database-url carries a password, which the command line shows to every user \
+             of the machine: give the URL in PAYSAGA_DATABASE_URL instead"
+        );
+    }
+    Ok(())
+}
+
 /// Calls `connect` until it succeeds, backing off from 0.5 s to 10 s.
 async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
     what: &str,
@@ -70,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run { temporal, config } => {
+            password_not_in_argv(&config.database_url)?;
             let ready = Readiness::default();
             if let Some(listen) = &config.admin_listen {
                 admin::serve(listen, ready.clone()).await?;
@@ -94,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
             worker::run(client, ledger, &config, ready, shutdown).await
         }
         Command::Audit { database_url } => {
+            password_not_in_argv(&database_url)?;
             let ledger = Ledger::connect(&database_url, 2).await?;
             let report = audit::audit(&ledger.snapshot().await?);
             println!("{report}");

@@ -98,6 +98,23 @@ async fn the_audit_command_names_each_discrepancy_and_fails() {
             .output()
             .unwrap()
     };
+    // A URL with a password is refused on the command line, where ps shows
+    // it to every user; the environment is the place for it.
+    let refused = Command::new(env!("CARGO_BIN_EXE_paysaga-worker"))
+        .args([
+            "audit",
+            "--database-url",
+            "postgres://u:s3cret@127.0.0.1:1/db",
+        ])
+        .env_remove("PAYSAGA_DATABASE_URL")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("give the URL in PAYSAGA_DATABASE_URL instead"),
+        "{said}"
+    );
     let clean = audit_cmd();
     let text = String::from_utf8_lossy(&clean.stdout);
     assert!(clean.status.success(), "{text}");
