@@ -224,6 +224,38 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
             .contains("changed my mind")
     );
 
+    // A second reason after the signal: the saga kept the first, so the
+    // annotation is set back to it, and a Warning says why.
+    kube.kubectl_ok(&[
+        "annotate",
+        "payment",
+        "pay-wait",
+        "-n",
+        &ns.name,
+        "--overwrite",
+        "paysaga.dev/cancel=found it cheaper",
+    ])
+    .unwrap();
+    wait_for(&api, "pay-wait", "the first reason back", |p| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("paysaga.dev/cancel"))
+            .is_some_and(|r| r == "changed my mind")
+    });
+    eventually(
+        Duration::from_secs(30),
+        "a CancelAlreadyRequested Event",
+        || {
+            let reasons = event_reasons(&ns.name);
+            if reasons.contains("CancelAlreadyRequested") {
+                Ok(())
+            } else {
+                Err(reasons)
+            }
+        },
+    );
+
     // After completion: too late, nothing else changes.
     kubectl_apply(&ns.name, &manifest("pay-done", 300));
     let done = wait_for(&api, "pay-done", "Succeeded", |p| {

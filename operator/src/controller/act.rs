@@ -137,6 +137,19 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
                         .map_err(Error::ConsumeAnnotations)?;
                 }
             }
+            Action::RestoreAnnotation { key, from, to } => {
+                let path = format!(
+                    "/metadata/annotations/{}",
+                    key.replace('~', "~0").replace('/', "~1")
+                );
+                let ops = json!([
+                    {"op": "test", "path": path, "value": from},
+                    {"op": "replace", "path": path, "value": to},
+                ]);
+                json_patch(&api, name, ops)
+                    .await
+                    .map_err(Error::RestoreAnnotation)?;
+            }
             Action::Follow => ctx.follower.ensure(id, observed.key.clone()),
             Action::Forget => ctx.tracker.forget(id),
             Action::DeleteExpired => {

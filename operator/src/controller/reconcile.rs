@@ -43,6 +43,9 @@ pub enum Error {
     /// An `expedite` signal that Temporal refused.
     #[error("failed to signal expedite: {0}")]
     Expedite(#[source] SignalError),
+    /// Setting the cancel annotation back to the reason signalled.
+    #[error("failed to set the cancel annotation back: {0}")]
+    RestoreAnnotation(#[source] kube::Error),
     /// Removing the annotations of a request answered.
     #[error("failed to remove the annotations of an answered request: {0}")]
     ConsumeAnnotations(#[source] kube::Error),
@@ -68,6 +71,7 @@ impl Error {
             | Error::RemoveFinalizer(_)
             | Error::Expire(_)
             | Error::ConsumeAnnotations(_)
+            | Error::RestoreAnnotation(_)
             | Error::WriteStatus(_) => "kubernetes",
         }
     }

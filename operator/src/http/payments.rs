@@ -11,6 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use paysaga_api::http::{
@@ -298,6 +299,21 @@ pub async fn cancel(
             format!("payment {id} already finished ({phase:?}); it can no longer be cancelled"),
         )
         .into_response();
+    }
+    // A cancel asked once is taken once: the same again changes nothing, a
+    // new reason is refused (the workflow keeps the first).
+    match p.annotations().get(CANCEL_ANNOTATION) {
+        Some(first) if first == &reason => {
+            return accepted(PaymentView::of(&p, &state.base_url), false);
+        }
+        Some(first) => {
+            return Problem::new(
+                StatusCode::CONFLICT,
+                format!("payment {id} is already being cancelled ({first}); a second reason is not taken"),
+            )
+            .into_response();
+        }
+        None => {}
     }
     let patch = serde_json::json!({"metadata": {"annotations": {CANCEL_ANNOTATION: reason}}});
     match api

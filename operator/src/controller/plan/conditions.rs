@@ -103,12 +103,21 @@ pub fn from_history(
         {
             continue;
         }
+        // Compensated says every compensation that ran (the refund, then
+        // the credit), not only the last.
+        let mut message = r.detail.clone().unwrap_or_default();
+        if r.step == Step::Compensate
+            && let Some(before) = out.iter().find(|c| c.type_ == COMPENSATED)
+            && !before.message.is_empty()
+        {
+            message = format!("{}; {message}", before.message);
+        }
         out.retain(|c| c.type_ != type_);
         out.push(Condition {
             type_: type_.to_string(),
             status: status.to_string(),
             reason: reason.to_string(),
-            message: r.detail.clone().unwrap_or_default(),
+            message,
             last_transition_time: ms_to_time(r.at_ms),
             observed_generation: generation,
         });
@@ -188,6 +197,40 @@ mod tests {
         assert_eq!(
             (c[0].type_.as_str(), c[0].status.as_str()),
             (COMPENSATED, FALSE)
+        );
+    }
+
+    #[test]
+    fn compensated_names_every_compensation_that_ran() {
+        let comp = |event, at_ms, detail: &str| StepRecord {
+            step: Step::Compensate,
+            event,
+            at_ms,
+            detail: Some(detail.into()),
+        };
+        let history = [
+            rec(Step::Compensate, StepEvent::Started, 1),
+            comp(StepEvent::Completed, 2, "refunded 12.50 EUR"),
+            comp(StepEvent::Completed, 3, "credit: Applied"),
+        ];
+        let c = from_history(&history, &[], None);
+        let compensated = get(&c, COMPENSATED).unwrap();
+        assert_eq!(
+            (compensated.status.as_str(), compensated.message.as_str()),
+            (TRUE, "refunded 12.50 EUR; credit: Applied")
+        );
+        let failed = [
+            comp(StepEvent::Completed, 2, "refunded 12.50 EUR"),
+            comp(StepEvent::Failed, 3, "Credit failed after retries: down"),
+        ];
+        let c = from_history(&failed, &[], None);
+        let compensated = get(&c, COMPENSATED).unwrap();
+        assert_eq!(
+            (compensated.status.as_str(), compensated.message.as_str()),
+            (
+                FALSE,
+                "refunded 12.50 EUR; Credit failed after retries: down"
+            )
         );
     }
 }

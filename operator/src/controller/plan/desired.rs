@@ -368,6 +368,19 @@ pub fn cancel_asked(p: &Payment) -> Option<String> {
     })
 }
 
+/// A cancel annotation changed after its cancel was signalled: (the reason
+/// signalled, the one asked now). The workflow keeps the first; the object
+/// must not say otherwise.
+pub fn cancel_changed(p: &Payment) -> Option<(String, String)> {
+    let conds = p.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
+    let signalled =
+        conditions::get(conds, conditions::CANCEL_REQUESTED).filter(|c| c.status == TRUE)?;
+    let asked = p.annotations().get(CANCEL_ANNOTATION)?;
+    let same = asked == &signalled.message
+        || (asked.trim().is_empty() && signalled.message == "no reason given");
+    (!same).then(|| (signalled.message.clone(), asked.clone()))
+}
+
 /// Answers a cancel asked for in `status`: signalled (the workflow runs),
 /// or too late (the payment has finished; nothing else changes).
 pub fn answer_cancel(

@@ -119,11 +119,23 @@ pub fn ended(before: &PaymentStatus, after: &PaymentStatus) -> Option<Event> {
 /// and message, then each step as its condition tells it.
 pub fn outcome_note(status: &PaymentStatus) -> String {
     let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
-    let mut note = match (&status.reason, &status.message) {
-        (Some(r), Some(m)) => format!("{phase}: {r}: {m}"),
-        (Some(r), None) => format!("{phase}: {r}"),
-        _ => phase,
-    };
+    // Each thing said once: a reason that repeats the phase ("Cancelled:
+    // Cancelled") is left out, and so is a message's prefix that repeats
+    // the reason ("Cancelled: cancelled: changed my mind").
+    let reason = status.reason.as_deref().filter(|r| *r != phase);
+    let message = status.message.as_deref().map(|m| {
+        let said = reason.unwrap_or(&phase);
+        match m.get(..said.len() + 2) {
+            Some(head) if head.eq_ignore_ascii_case(&format!("{said}: ")) => &m[said.len() + 2..],
+            _ => m,
+        }
+    });
+    let mut note = [Some(phase.as_str()), reason, message]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
     let steps: Vec<String> = status
         .conditions
         .iter()
@@ -234,5 +246,31 @@ mod tests {
         assert!(confirmations_ignored(&one, &one).is_none());
         assert!(confirmations_ignored(&one, &two).is_some());
         assert!(confirmations_ignored(&none, &none).is_none());
+    }
+
+    #[test]
+    fn the_end_says_each_thing_once() {
+        let ended = |phase, reason: &str, message: &str| PaymentStatus {
+            phase: Some(phase),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome_note(&ended(
+                Phase::Cancelled,
+                "Cancelled",
+                "cancelled: changed my mind"
+            )),
+            "Cancelled: changed my mind"
+        );
+        assert_eq!(
+            outcome_note(&ended(
+                Phase::Failed,
+                "ChargeFailed",
+                "the gateway reported the charge failed: no"
+            )),
+            "Failed: ChargeFailed: the gateway reported the charge failed: no"
+        );
     }
 }

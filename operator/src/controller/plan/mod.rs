@@ -22,7 +22,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use paysaga_api::names::{
-    EXPEDITE_ANNOTATION, FINALIZER, REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION,
+    CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, FINALIZER, REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION,
     REVIEW_REASON_ANNOTATION,
 };
 use paysaga_api::saga::{ExpediteRequest, PaymentInput, ReviewDecision};
@@ -72,6 +72,13 @@ pub enum Action {
     SignalReview(ReviewDecision),
     /// Signal `expedite`.
     SignalExpedite(ExpediteRequest),
+    /// Set an annotation back from `from` to `to` (guarded: a value changed
+    /// meanwhile fails the patch and is looked at again).
+    RestoreAnnotation {
+        key: String,
+        from: String,
+        to: String,
+    },
     /// Remove the annotations of a request answered (key, the value answered):
     /// a review decision or an expedite is asked once.
     ConsumeAnnotations(Vec<(String, String)>),
@@ -249,6 +256,16 @@ fn run(
             ));
             plan.actions.push(Action::SignalCancel { reason });
         }
+    } else if let Some((first, asked)) = desired::cancel_changed(p) {
+        plan.events.push(Event::warning(
+            reasons::CANCEL_ALREADY_REQUESTED,
+            format!("the payment is already being cancelled ({first}); the new reason ({asked}) is not passed on and the annotation is set back"),
+        ));
+        plan.actions.push(Action::RestoreAnnotation {
+            key: CANCEL_ANNOTATION.to_string(),
+            from: asked,
+            to: first,
+        });
     }
     if desired::too_late(&status) && !desired::too_late(&current) {
         plan.events.push(Event::warning(

@@ -3,6 +3,9 @@
 
 pub const CANCEL_REQUESTED: &str = "CancelRequested";
 pub const TOO_LATE_TO_CANCEL: &str = "TooLateToCancel";
+/// The cancel annotation changed after a cancel was signalled: the first
+/// reason stands (the workflow took it), and the annotation is set back.
+pub const CANCEL_ALREADY_REQUESTED: &str = "CancelAlreadyRequested";
 /// A payment waits for a person (condition `NeedsReview`).
 pub const NEEDS_REVIEW: &str = "NeedsReview";
 /// A review decision was passed on to the workflow.

@@ -488,6 +488,25 @@ fn every_branch_of_a_reconcile() {
             ..row()
         },
         Case {
+            name: "a cancel reason changed after it was signalled: said, and the annotation set back",
+            actions: vec![
+                Action::RestoreAnnotation {
+                    key: CANCEL_ANNOTATION.into(),
+                    from: "found it cheaper".into(),
+                    to: "changed my mind".into(),
+                },
+                Action::Follow,
+            ],
+            status: Unchanged,
+            events: vec![reasons::CANCEL_ALREADY_REQUESTED],
+            requeue: Requeue::After(SAFETY_NET),
+            given: with(
+                payment(Some("found it cheaper"), Some(asked_to_cancel.clone())),
+                running(vec![], Step::ValidateAccount),
+            ),
+            ..row()
+        },
+        Case {
             name: "a cancel already signalled is not signalled again",
             actions: vec![Action::Follow],
             status: Unchanged,
