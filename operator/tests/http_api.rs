@@ -444,6 +444,21 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
+        // Asked again, finished or not: the same reason changes nothing, a
+        // new one is refused and the first named (the saga keeps it).
+        let again = |reason: &'static str| {
+            http()
+                .post(format!("{}/v1/payments/{id}/cancel", admit.url))
+                .json(&json!({ "reason": reason }))
+                .send()
+        };
+        assert_eq!(again("making room").await.unwrap().status(), 202);
+        problem(
+            again("another reason").await.unwrap(),
+            409,
+            "already asked for payment",
+        )
+        .await;
     }
     eventually(Duration::from_secs(60), "admitted again", || {
         let resp = block_on(post()).map_err(|e| e.to_string())?;

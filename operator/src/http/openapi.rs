@@ -131,12 +131,12 @@ pub fn document() -> Value {
                     "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CancelBody"}}}},
                     "responses": with(problem_responses(&[
                         ("404", "no such payment"),
-                        ("409", "the payment has already finished"),
+                        ("409", "the payment has already finished, or a cancel with another reason was already asked"),
                         ("413", "the body is over 2 MiB"),
                         ("415", "the body was not sent as application/json"),
                         ("422", "an invalid body (an unknown field named)"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
-                    ]), payment("202", "cancel requested; follow statusUrl")),
+                    ]), payment("202", "cancel requested (or the same cancel asked again); follow statusUrl")),
                 },
             },
             "/v1/payments/{id}/review": {

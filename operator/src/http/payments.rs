@@ -293,15 +293,9 @@ pub async fn cancel(
         Ok(p) => p,
         Err(e) => return kube_problem(e, &format!("payment {id}")).into_response(),
     };
-    if let Some(phase) = p.status.as_ref().and_then(|s| s.finished()) {
-        return Problem::new(
-            StatusCode::CONFLICT,
-            format!("payment {id} already finished ({phase:?}); it can no longer be cancelled"),
-        )
-        .into_response();
-    }
-    // A cancel asked once is taken once: the same again changes nothing, a
-    // new reason is refused (the workflow keeps the first).
+    // A cancel asked once is taken once, finished or not: the same again
+    // changes nothing (a retried request), a new reason is refused (the
+    // workflow keeps the first).
     match p.annotations().get(CANCEL_ANNOTATION) {
         Some(first) if first == &reason => {
             return accepted(PaymentView::of(&p, &state.base_url), false);
@@ -309,11 +303,18 @@ pub async fn cancel(
         Some(first) => {
             return Problem::new(
                 StatusCode::CONFLICT,
-                format!("payment {id} is already being cancelled ({first}); a second reason is not taken"),
+                format!("a cancel was already asked for payment {id} ({first}); a second reason is not taken"),
             )
             .into_response();
         }
         None => {}
+    }
+    if let Some(phase) = p.status.as_ref().and_then(|s| s.finished()) {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            format!("payment {id} already finished ({phase:?}); it can no longer be cancelled"),
+        )
+        .into_response();
     }
     let patch = serde_json::json!({"metadata": {"annotations": {CANCEL_ANNOTATION: reason}}});
     match api
