@@ -188,3 +188,25 @@ async fn status_subresource_changes_status_and_leaves_spec_alone() {
     let namespaces: Api<Namespace> = Api::all(client);
     assert!(namespaces.get(&ns.name).await.is_ok());
 }
+
+/// Every manifest in examples/ (the README applies them) is a Payment the
+/// real API server accepts.
+#[test]
+fn every_example_is_accepted_by_the_api_server() {
+    let env = control_plane();
+    let ns = env.namespace("crd-examples").unwrap();
+    let dir = paysaga_testenv::workspace_root().join("examples");
+    let mut applied = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let file = path.display().to_string();
+            let out = env
+                .kubectl_ok(&["apply", "--dry-run=server", "-n", &ns.name, "-f", &file])
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(out.contains("payment.paysaga.dev/"), "{file}: {out}");
+            applied.push(file);
+        }
+    }
+    assert!(applied.len() >= 2, "{applied:?}");
+}
