@@ -188,6 +188,21 @@ async fn apply_watch_phases_in_order_with_conditions_and_events() {
     assert_eq!(code, 200, "{}", ready.text().await.unwrap());
 }
 
+/// `kubectl annotate --overwrite payment <name> <key=value>`.
+fn annotate(ns: &str, name: &str, key_value: &str) {
+    paysaga_testenv::kube()
+        .kubectl_ok(&[
+            "annotate",
+            "--overwrite",
+            "payment",
+            name,
+            "-n",
+            ns,
+            key_value,
+        ])
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotate_to_cancel_in_flight_and_after_completion() {
     stack();
@@ -196,15 +211,7 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
     let api = payments(&ns.name).await;
 
     in_flight_payment(&api, &ns.name, "pay-wait", 500).await;
-    kube.kubectl_ok(&[
-        "annotate",
-        "payment",
-        "pay-wait",
-        "-n",
-        &ns.name,
-        "paysaga.dev/cancel=changed my mind",
-    ])
-    .unwrap();
+    annotate(&ns.name, "pay-wait", "paysaga.dev/cancel=changed my mind");
     let p = wait_for(&api, "pay-wait", "Cancelled", |p| {
         phase(p) == Some(Phase::Cancelled)
     });
@@ -226,16 +233,7 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
 
     // A second reason after the signal: the saga kept the first, so the
     // annotation is set back to it, and a Warning says why.
-    kube.kubectl_ok(&[
-        "annotate",
-        "payment",
-        "pay-wait",
-        "-n",
-        &ns.name,
-        "--overwrite",
-        "paysaga.dev/cancel=found it cheaper",
-    ])
-    .unwrap();
+    annotate(&ns.name, "pay-wait", "paysaga.dev/cancel=found it cheaper");
     wait_for(&api, "pay-wait", "the first reason back", |p| {
         p.metadata
             .annotations
@@ -261,15 +259,7 @@ async fn annotate_to_cancel_in_flight_and_after_completion() {
     let done = wait_for(&api, "pay-done", "Succeeded", |p| {
         phase(p) == Some(Phase::Succeeded)
     });
-    kube.kubectl_ok(&[
-        "annotate",
-        "payment",
-        "pay-done",
-        "-n",
-        &ns.name,
-        "paysaga.dev/cancel=too late",
-    ])
-    .unwrap();
+    annotate(&ns.name, "pay-done", "paysaga.dev/cancel=too late");
     let p = wait_for(&api, "pay-done", "a too-late condition", |p| {
         condition(p, "CancelRequested").is_some()
     });

@@ -191,25 +191,26 @@ impl SagaState {
         }
     }
 
-    /// The confirmations for another charge than the one made, described.
+    /// The confirmations for another charge than the one made, with it
+    /// (none before the charge is known, or without the patch).
+    fn ignored(&self) -> impl Iterator<Item = (&ChargeMade, &GatewayCallback)> {
+        self.charge.iter().flat_map(|charge| {
+            self.callbacks
+                .iter()
+                .filter(move |cb| !charge.confirmed_by(cb))
+                .map(move |cb| (charge, cb))
+        })
+    }
+
+    /// [`SagaState::ignored`], described.
     pub(crate) fn ignored_callbacks(&self) -> Vec<String> {
-        let Some(charge) = &self.charge else {
-            return Vec::new();
-        };
-        self.callbacks
-            .iter()
-            .filter(|cb| !charge.confirmed_by(cb))
-            .map(|cb| charge.refuse(cb))
+        self.ignored()
+            .map(|(charge, cb)| charge.refuse(cb))
             .collect()
     }
 
     fn ignored_count(&self) -> usize {
-        self.charge.as_ref().map_or(0, |charge| {
-            self.callbacks
-                .iter()
-                .filter(|cb| !charge.confirmed_by(cb))
-                .count()
-        })
+        self.ignored().count()
     }
 }
 

@@ -124,10 +124,7 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
                 // at the next reconcile.
                 let mut ops = Vec::new();
                 for (key, value) in &answered {
-                    let path = format!(
-                        "/metadata/annotations/{}",
-                        key.replace('~', "~0").replace('/', "~1")
-                    );
+                    let path = annotation_path(key);
                     ops.push(json!({"op": "test", "path": path, "value": value}));
                     ops.push(json!({"op": "remove", "path": path}));
                 }
@@ -138,10 +135,7 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
                 }
             }
             Action::RestoreAnnotation { key, from, to } => {
-                let path = format!(
-                    "/metadata/annotations/{}",
-                    key.replace('~', "~0").replace('/', "~1")
-                );
+                let path = annotation_path(&key);
                 let ops = json!([
                     {"op": "test", "path": path, "value": from},
                     {"op": "replace", "path": path, "value": to},
@@ -170,6 +164,14 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
         events,
         requeue,
     })
+}
+
+/// The JSON pointer (RFC 6901) of an annotation: `~` and `/` escaped.
+fn annotation_path(key: &str) -> String {
+    format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    )
 }
 
 async fn json_patch(api: &Api<Payment>, name: &str, patch: serde_json::Value) -> kube::Result<()> {
