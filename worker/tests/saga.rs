@@ -234,6 +234,8 @@ async fn duplicated_callbacks_and_replayed_ledger_operations_are_harmless() {
         &id,
         Scenario {
             callback_copies: 3,
+            // Late enough that the signal below lands while it waits.
+            callback_delay_ms: Some(2_000),
             ..confirm()
         },
     )
@@ -253,13 +255,14 @@ async fn duplicated_callbacks_and_replayed_ledger_operations_are_harmless() {
         amount: None,
         currency: None,
     };
-    let _ = handle
+    handle
         .signal(
             PaymentWorkflow::gateway_callback,
             cb,
             WorkflowSignalOptions::default(),
         )
-        .await;
+        .await
+        .expect("signalled while the payment waits");
     let outcome = result(&handle).await;
     assert_eq!(outcome.phase, Phase::Succeeded, "{outcome:?}");
     assert_eq!(outcome.ignored_callbacks.len(), 1, "{outcome:?}");
