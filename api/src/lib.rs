@@ -6,6 +6,7 @@
 
 pub mod external;
 pub mod http;
+pub mod idempotency;
 
 pub mod names;
 pub mod payment;

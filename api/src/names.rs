@@ -29,6 +29,10 @@ pub const ASK_ANNOTATIONS: &[&str] = &[
 /// start of the creation→workflow-start latency (`creationTimestamp` has
 /// whole seconds only).
 pub const ACCEPTED_AT_ANNOTATION: &str = "paysaga.dev/accepted-at";
+/// SHA-256 (hex) of the Idempotency-Key a Payment was made with through the
+/// HTTP API: the controller keeps the key ([`crate::idempotency`]) when the
+/// Payment is deleted.
+pub const IDEMPOTENCY_ANNOTATION: &str = "paysaga.dev/idempotency-key-sha256";
 /// Held by the controller while a payment's workflow may still move money.
 pub const FINALIZER: &str = "paysaga.dev/workflow";
 /// Field manager of every status write by the controller.

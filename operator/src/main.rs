@@ -85,6 +85,14 @@ struct ControllerOpts {
     /// history stays in Temporal); 0 keeps them.
     #[arg(long, env = "PAYSAGA_FINISHED_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     finished_ttl_secs: u64,
+    /// How long the Idempotency-Key of a deleted Payment is remembered (a
+    /// retry of its request is answered from the record, not paid again),
+    /// in seconds. Default 30 days.
+    #[arg(long, env = "PAYSAGA_IDEMPOTENCY_RETENTION_SECS", default_value_t = paysaga_api::idempotency::DEFAULT_RETENTION.as_secs())]
+    idempotency_retention_secs: u64,
+    /// How often expired Idempotency-Key records are deleted, in seconds.
+    #[arg(long, env = "PAYSAGA_IDEMPOTENCY_SWEEP_SECS", default_value_t = 3600)]
+    idempotency_sweep_secs: u64,
     /// Payments reconciled at once.
     #[arg(long, env = "PAYSAGA_CONTROLLER_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
@@ -115,7 +123,11 @@ struct ControllerOpts {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print the Payment CustomResourceDefinition as YAML.
-    Crd,
+    Crd {
+        /// Which kind's CRD.
+        #[arg(value_enum, default_value_t = crdgen::Kind::Payment)]
+        kind: crdgen::Kind,
+    },
     /// Print the HTTP API's OpenAPI document.
     Openapi,
     /// Run the controller (reconciles Payment objects into workflows).
@@ -138,8 +150,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            print!("{}", crdgen::payment_crd_yaml()?);
+        Command::Crd { kind } => {
+            print!("{}", crdgen::crd_yaml(kind)?);
         }
         Command::Openapi => {
             print!("{}", paysaga_operator::http::openapi::document_text());
@@ -180,6 +192,12 @@ async fn main() -> anyhow::Result<()> {
                     .then(|| std::time::Duration::from_secs(opts.finished_ttl_secs)),
                 status_step_interval: std::time::Duration::from_millis(
                     opts.status_step_interval_ms,
+                ),
+                idempotency_retention: std::time::Duration::from_secs(
+                    opts.idempotency_retention_secs,
+                ),
+                idempotency_sweep: std::time::Duration::from_secs(
+                    opts.idempotency_sweep_secs.max(1),
                 ),
                 escalation: paysaga_api::saga::Escalation {
                     charge_max_attempts: opts.charge_max_attempts,

@@ -174,10 +174,12 @@ fn helm_install_creates_every_object() {
 
 #[test]
 fn the_charts_crds_are_the_generated_ones() {
-    let generated = std::fs::read_to_string(workspace_root().join("crds/payment.yaml")).unwrap();
-    let in_chart = std::fs::read_to_string(chart().join("crds/payment.yaml")).unwrap();
-    assert!(
-        generated == in_chart,
-        "charts/paysaga/crds is stale: run `make generate`"
-    );
+    for file in ["payment.yaml", "idempotencykey.yaml"] {
+        let generated = std::fs::read_to_string(workspace_root().join("crds").join(file)).unwrap();
+        let in_chart = std::fs::read_to_string(chart().join("crds").join(file)).unwrap();
+        assert!(
+            generated == in_chart,
+            "charts/paysaga/crds/{file} is stale: run `make generate`"
+        );
+    }
 }

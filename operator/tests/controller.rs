@@ -47,6 +47,9 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("patch", "payments.paysaga.dev/status"),
         ("create", "events.events.k8s.io"),
         ("delete", "payments.paysaga.dev"),
+        ("create", "idempotencykeys.paysaga.dev"),
+        ("list", "idempotencykeys.paysaga.dev"),
+        ("delete", "idempotencykeys.paysaga.dev"),
     ] {
         assert_eq!(can(verb, resource), "yes", "{verb} {resource}");
     }
@@ -58,6 +61,8 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("delete", "leases.coordination.k8s.io"),
         ("list", "pods"),
         ("create", "events"),
+        ("update", "idempotencykeys.paysaga.dev"),
+        ("patch", "idempotencykeys.paysaga.dev"),
     ] {
         assert_eq!(can(verb, resource), "no", "{verb} {resource}");
     }

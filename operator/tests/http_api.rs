@@ -45,7 +45,15 @@ fn stack() -> &'static Stack {
             api: api("api", &[]),
             tiny: api("tiny-api", &["--max-in-flight=1".into()]),
             _worker: start_worker(),
-            _controller: start_controller("controller", &[]),
+            // Deleted payments' keys are kept 20 s here (30 days by default),
+            // so that a test sees one swept.
+            _controller: start_controller(
+                "controller",
+                &[
+                    "--idempotency-retention-secs=20".into(),
+                    "--idempotency-sweep-secs=1".into(),
+                ],
+            ),
             namespace,
         }
     })
@@ -150,6 +158,94 @@ async fn idempotency_keys_replay_the_same_payment_and_refuse_a_different_one() {
     let a = view(create(&body("alice", 5), None).await).await;
     let b = view(create(&body("alice", 5), None).await).await;
     assert_ne!(a.id, b.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_outlives_its_deleted_payment_and_pays_nothing_twice() {
+    let ns = &stack().namespace;
+    let key = paysaga_testenv::unique_name("order");
+    let first = view(create(&body("alice", 310), Some(&key)).await).await;
+    follow(&first.status_url, "Succeeded", |v| {
+        v.phase == Phase::Succeeded
+    });
+    // Deleted, as the finished-payment TTL or a user would.
+    paysaga_testenv::kube()
+        .kubectl_ok(&["delete", "payment", &first.id, "-n", ns, "--wait=true"])
+        .unwrap();
+    let payments = payments(ns).await;
+    wait_gone(&payments, &first.id, "deleted");
+
+    // The retry is answered from the kept key: the same payment, as it
+    // ended, and nothing is created.
+    let again = create(&body("alice", 310), Some(&key)).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["Idempotent-Replayed"], "true");
+    let again = view(again).await;
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.phase, Phase::Succeeded);
+    assert_eq!(again.reason.as_deref(), Some("Confirmed"));
+    let message = again.message.unwrap_or_default();
+    assert!(message.contains("was deleted at"), "{message}");
+    assert!(
+        block_on(payments.get_opt(&first.id)).unwrap().is_none(),
+        "a retry after the deletion made the payment again"
+    );
+    // Another body under the same key is still refused.
+    problem(
+        create(&body("alice", 311), Some(&key)).await,
+        409,
+        "already used for a different payment",
+    )
+    .await;
+    let record = paysaga_testenv::kube()
+        .kubectl_ok(&["get", "idempotencykey", &first.id, "-n", ns, "-o", "json"])
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["spec"]["userId"], "alice");
+    assert_eq!(record["spec"]["payment"]["phase"], "Succeeded");
+    assert!(
+        !record.to_string().contains(&key),
+        "the key itself is stored: {record}"
+    );
+
+    // Past its retention (20 s in this stack) the record is swept.
+    eventually(Duration::from_secs(60), "the kept key swept", || {
+        let out = paysaga_testenv::kube()
+            .kubectl()
+            .args(["get", "idempotencykey", &first.id, "-n", ns])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if err.contains("NotFound") {
+            Ok(())
+        } else {
+            Err(format!(
+                "still there: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ))
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_scoped_to_the_payer_and_leak_nothing_across_payers() {
+    let key = paysaga_testenv::unique_name("shared");
+    let alice = create(&body("alice", 320), Some(&key)).await;
+    assert_eq!(alice.status(), 202);
+    let alice = view(alice).await;
+    // Another payer's client picks the same key: a payment of its own, not
+    // a 409 that would tell it the key is in use.
+    let bob = create(&body("bob", 320), Some(&key)).await;
+    assert_eq!(bob.status(), 202);
+    assert!(bob.headers().get("Idempotent-Replayed").is_none());
+    let bob = view(bob).await;
+    assert_ne!(bob.id, alice.id);
+    assert_eq!(bob.spec.user_id, "bob");
+    let bob_other = create(&body("bob", 999), Some(&key)).await;
+    problem(bob_other, 409, "already used for a different payment").await;
+    // Each payer's retry still finds its own payment.
+    let again = view(create(&body("alice", 320), Some(&key)).await).await;
+    assert_eq!(again.id, alice.id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

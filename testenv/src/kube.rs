@@ -258,6 +258,7 @@ impl KubeEnv {
             "--for=condition=Established",
             "--timeout=60s",
             "crd/payments.paysaga.dev",
+            "crd/idempotencykeys.paysaga.dev",
         ])?;
         Ok(())
     }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use paysaga_api::Payment;
+use paysaga_api::idempotency::IdempotencyKey;
 use paysaga_api::names::{ACCEPTED_AT_ANNOTATION, FINALIZER};
 use serde_json::json;
 
@@ -153,6 +154,17 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
                     Err(e) => return Err(Error::Expire(e)),
                 }
                 tracing::info!(workflow_id = %id, "finished payment deleted after its TTL; its history stays in Temporal");
+            }
+            Action::KeepIdempotencyKey(spec) => {
+                let keys: Api<IdempotencyKey> =
+                    Api::namespaced(ctx.client.clone(), ns.unwrap_or_default());
+                let record = IdempotencyKey::new(name, *spec);
+                match keys.create(&PostParams::default(), &record).await {
+                    // Kept by an earlier attempt: the record is written once.
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(e) => return Err(Error::KeepIdempotencyKey(e)),
+                }
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod act;
 pub mod admin;
 pub mod cache;
 pub mod follow;
+pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
@@ -102,6 +103,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let payments: Api<Cached> = Api::all(client.clone());
+    let sweeper = tokio::spawn(keys::sweep_forever(
+        client.clone(),
+        settings.idempotency_sweep,
+    ));
     let (ctx, rx) = Context::new(client, temporal, settings, metrics, readiness);
     let ctx = Arc::new(ctx);
     let triggers =
@@ -132,6 +137,7 @@ pub async fn run(
             }
         })
         .await;
+    sweeper.abort();
 }
 
 /// What, in a Payment, calls for a reconcile: its identity, spec, the

@@ -52,6 +52,10 @@ pub enum Error {
     /// Deleting a finished payment whose TTL has run out.
     #[error("failed to delete an expired payment: {0}")]
     Expire(#[source] kube::Error),
+    /// Writing the record of a deleted payment's Idempotency-Key (the
+    /// Payment is held until it is written).
+    #[error("failed to keep the deleted payment's Idempotency-Key: {0}")]
+    KeepIdempotencyKey(#[source] kube::Error),
     // write_status
     #[error("failed to write status: {0}")]
     WriteStatus(#[source] kube::Error),
@@ -70,6 +74,7 @@ impl Error {
             | Error::AddFinalizer(_)
             | Error::RemoveFinalizer(_)
             | Error::Expire(_)
+            | Error::KeepIdempotencyKey(_)
             | Error::ConsumeAnnotations(_)
             | Error::RestoreAnnotation(_)
             | Error::WriteStatus(_) => "kubernetes",

@@ -66,6 +66,8 @@ async fn shell(finished_ttl: Option<Duration>) -> Shell {
         finished_ttl,
         status_step_interval: Duration::from_secs(1),
         escalation: Default::default(),
+        idempotency_retention: Duration::from_secs(30 * 24 * 3600),
+        idempotency_sweep: Duration::from_secs(3600),
     };
     let metrics = Arc::new(metrics::Metrics::default());
     let readiness = Arc::new(Readiness::default());

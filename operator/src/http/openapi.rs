@@ -82,6 +82,7 @@ pub fn document() -> Value {
                     "operationId": "createPayment",
                     "summary": "Create a payment (idempotent with Idempotency-Key)",
                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
+                                    "description": "Scoped to the payer (userId). The same key and body return the same payment (Idempotent-Replayed: true) while it exists and for 30 days after its Payment is deleted; another body with the key is 409.",
                                     "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreatePayment"}}}},
                     "responses": with(problem_responses(&[

@@ -18,28 +18,18 @@ use paysaga_api::http::{
     CancelBody, CreatePayment, ExpediteBody, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, PaymentPage,
     PaymentView, ReviewBody,
 };
+use paysaga_api::idempotency::{self, IdempotencyKey};
 use paysaga_api::names::{
-    ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, FINALIZER, REVIEW_ANNOTATION,
-    REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
+    ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, FINALIZER,
+    IDEMPOTENCY_ANNOTATION, REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
 };
 use paysaga_api::saga::Decision;
 use paysaga_api::{Payment, Phase, Step};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::problem::Problem;
 use super::watched::Admit;
 use super::{AppState, body};
-
-/// Annotation holding the SHA-256 of the idempotency key a Payment was made with.
-const IDEMPOTENCY_ANNOTATION: &str = "paysaga.dev/idempotency-key-sha256";
-
-/// The object name for an idempotency key: deterministic, so two replicas
-/// given the same key race on one name and the API server picks the winner.
-pub fn name_for_key(key: &str) -> String {
-    let digest = hex::encode(Sha256::digest(key.as_bytes()));
-    format!("pay-{}", &digest[..24])
-}
 
 /// Whether `id` can name a Kubernetes object (a DNS subdomain). No Payment
 /// can have any other name, so anything else is simply not found.
@@ -135,12 +125,22 @@ pub async fn create(
         Some(k) => {
             annotations.insert(
                 IDEMPOTENCY_ANNOTATION.to_string(),
-                hex::encode(Sha256::digest(k.as_bytes())),
+                idempotency::key_sha256(k),
             );
-            (Some(name_for_key(k)), None)
+            (Some(idempotency::payment_name(&spec.user_id, k)), None)
         }
         None => (None, Some("pay-".to_string())),
     };
+    // A key whose payment was deleted is answered from its record, before
+    // anything is created (the controller writes the record before it lets
+    // the Payment go, so one of the two always exists).
+    if let Some(name) = &name {
+        match kept_key(&state, name, &spec).await {
+            Ok(Some(answer)) => return answer,
+            Ok(None) => {}
+            Err(p) => return p.into_response(),
+        }
+    }
     payment.metadata = ObjectMeta {
         name,
         generate_name,
@@ -159,17 +159,84 @@ pub async fn create(
             // The key was used before: the same body is the same payment.
             let name = payment.metadata.name.clone().unwrap_or_default();
             match api.get(&name).await {
-                Ok(existing) if existing.spec == spec => accepted(PaymentView::of(&existing, &state.base_url), true),
-                Ok(_) => Problem::new(
-                    StatusCode::CONFLICT,
-                    "this Idempotency-Key was already used for a different payment; use a new key for a new payment",
-                )
-                .into_response(),
+                Ok(existing) if existing.spec == spec => {
+                    accepted(PaymentView::of(&existing, &state.base_url), true)
+                }
+                Ok(_) => key_reused(),
+                // Deleted since the create collided: its record is written by now.
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    match kept_key(&state, &name, &spec).await {
+                        Ok(Some(answer)) => answer,
+                        Ok(None) => Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the payment this Idempotency-Key made is being deleted; retry shortly",
+                        )
+                        .into_response(),
+                        Err(p) => p.into_response(),
+                    }
+                }
                 Err(e) => kube_problem(e, "reading the earlier payment").into_response(),
             }
         }
         Err(e) => kube_problem(e, "creating the payment").into_response(),
     }
+}
+
+fn key_reused() -> Response {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "this Idempotency-Key was already used for a different payment; use a new key for a new payment",
+    )
+    .into_response()
+}
+
+/// The answer to a keyed request whose payment was deleted, if its record is
+/// kept: the payment as it last was (202, replayed), or 409 when the request
+/// differs. `None`: no record (the key is new, or its payment still exists).
+async fn kept_key(
+    state: &AppState,
+    name: &str,
+    spec: &CreatePayment,
+) -> Result<Option<Response>, Problem> {
+    let Some(client) = &state.kube else {
+        return Ok(None);
+    };
+    let keys: kube::Api<IdempotencyKey> = kube::Api::namespaced(client.clone(), &state.namespace);
+    let kept = match keys.get_opt(name).await {
+        Ok(Some(kept)) => kept,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(kube_problem(e, "reading the Idempotency-Key's record")),
+    };
+    if kept.spec.request_sha256 != idempotency::request_sha256(spec) {
+        return Ok(Some(key_reused()));
+    }
+    let ts = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.as_ref().map(|t| t.0.to_string())
+    };
+    let was = &kept.spec.payment;
+    let gone = format!(
+        "this payment was deleted at {}; its Idempotency-Key is kept until {}, and nothing new was created",
+        kept.spec.deleted_at.0, kept.spec.expires_at.0
+    );
+    let view = PaymentView {
+        id: name.to_string(),
+        status_url: format!("{}/v1/payments/{name}", state.base_url),
+        spec: spec.clone(),
+        phase: was.phase,
+        step: None,
+        reason: was.reason.clone(),
+        message: Some(match &was.message {
+            Some(m) => format!("{m} ({gone})"),
+            None => gone,
+        }),
+        conditions: Vec::new(),
+        created_at: ts(&was.created_at),
+        started_at: None,
+        completed_at: ts(&was.completed_at),
+        cancel_requested: false,
+        review: None,
+    };
+    Ok(Some(accepted(view, true)))
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
@@ -461,13 +528,5 @@ mod tests {
         for bad in ["", "-a", "a-", "A", "a_b", "a/b", "ü", &"a".repeat(254)] {
             assert!(!valid_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn keys_name_objects_deterministically() {
-        let a = name_for_key("order-42");
-        assert_eq!(a, name_for_key("order-42"));
-        assert_ne!(a, name_for_key("order-43"));
-        assert!(a.starts_with("pay-") && a.len() == 28, "{a}");
     }
 }

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use paysaga_api::idempotency::{self, DeletedPayment, IdempotencyKeySpec};
 use paysaga_api::names::{
-    CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, FINALIZER, REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION,
-    REVIEW_REASON_ANNOTATION,
+    CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, FINALIZER, IDEMPOTENCY_ANNOTATION, REVIEW_ANNOTATION,
+    REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
 };
 use paysaga_api::saga::{ExpediteRequest, PaymentInput, ReviewDecision};
 use paysaga_api::{Payment, PaymentStatus};
@@ -48,6 +49,10 @@ pub struct Settings {
     pub status_step_interval: Duration,
     /// When and how a stuck payment goes to a person (into its workflow's input).
     pub escalation: paysaga_api::saga::Escalation,
+    /// How long the Idempotency-Key of a deleted Payment is remembered.
+    pub idempotency_retention: Duration,
+    /// How often the expired records of Idempotency-Keys are swept.
+    pub idempotency_sweep: Duration,
 }
 
 /// A running payment is looked at again after this long even when nothing
@@ -88,6 +93,9 @@ pub enum Action {
     Forget,
     /// Delete the finished payment: its TTL has run out.
     DeleteExpired,
+    /// Remember the Idempotency-Key of a Payment about to go: a retry of the
+    /// request that made it is answered from this record, never paid again.
+    KeepIdempotencyKey(Box<IdempotencyKeySpec>),
 }
 
 /// The status write planned.
@@ -172,7 +180,7 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
                 ),
                 (None, true) => Plan::only(Vec::new(), Requeue::AwaitChange),
                 (Some(index), true) => match workflow {
-                    Ok(wf) => release(p, wf, index),
+                    Ok(wf) => release(p, wf, index, now, settings),
                     Err(_) => Plan::only(Vec::new(), Requeue::Backoff),
                 },
                 (Some(_), false) => match workflow {
@@ -185,8 +193,15 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
 }
 
 /// A payment being deleted: an in-flight one is cancelled (once) and held
-/// until its compensations are done; a finished one goes at once.
-fn release(p: &Payment, wf: &Observation, index: usize) -> Plan {
+/// until its compensations are done; a finished one goes at once, its
+/// Idempotency-Key (if it was made with one) remembered first.
+fn release(
+    p: &Payment,
+    wf: &Observation,
+    index: usize,
+    now: Timestamp,
+    settings: &Settings,
+) -> Plan {
     match wf {
         Observation::Running { .. } => {
             let mut plan = Plan::only(Vec::new(), Requeue::After(COMPENSATING));
@@ -203,11 +218,54 @@ fn release(p: &Payment, wf: &Observation, index: usize) -> Plan {
             plan.actions.push(Action::Follow);
             plan
         }
-        Observation::Absent | Observation::Closed { .. } | Observation::Recorded => Plan::only(
-            vec![Action::Forget, Action::ReleaseFinalizer { index }],
-            Requeue::AwaitChange,
-        ),
+        Observation::Absent | Observation::Closed { .. } | Observation::Recorded => {
+            let mut actions = vec![Action::Forget];
+            if let Some(kept) = kept_key(p, wf, now, settings) {
+                actions.push(Action::KeepIdempotencyKey(Box::new(kept)));
+            }
+            actions.push(Action::ReleaseFinalizer { index });
+            Plan::only(actions, Requeue::AwaitChange)
+        }
     }
+}
+
+/// The record of a deleted Payment's Idempotency-Key: how it ended (its
+/// workflow's outcome, else what its status says).
+fn kept_key(
+    p: &Payment,
+    wf: &Observation,
+    now: Timestamp,
+    settings: &Settings,
+) -> Option<IdempotencyKeySpec> {
+    let key_sha256 = p.annotations().get(IDEMPOTENCY_ANNOTATION)?.clone();
+    let status = p.status.clone().unwrap_or_default();
+    let outcome = match wf {
+        Observation::Closed {
+            outcome: Some(o), ..
+        } => Some(o),
+        _ => None,
+    };
+    let payment = DeletedPayment {
+        uid: p.metadata.uid.clone().unwrap_or_default(),
+        phase: outcome.map_or(status.phase.unwrap_or(paysaga_api::Phase::Pending), |o| {
+            o.phase
+        }),
+        reason: outcome.map(|o| o.reason.clone()).or(status.reason),
+        message: outcome.map(|o| o.message.clone()).or(status.message),
+        created_at: p.metadata.creation_timestamp.clone(),
+        completed_at: status.completed_at,
+    };
+    let expires = now
+        .checked_add(settings.idempotency_retention)
+        .unwrap_or(now);
+    Some(IdempotencyKeySpec {
+        user_id: p.spec.user_id.clone(),
+        key_sha256,
+        request_sha256: idempotency::request_sha256(&p.spec),
+        payment,
+        deleted_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        expires_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expires),
+    })
 }
 
 /// Temporal cannot be reached: say so on the Payment, and back off.

@@ -31,6 +31,8 @@ fn settings() -> Settings {
         finished_ttl: None,
         status_step_interval: Duration::from_secs(1),
         escalation: Default::default(),
+        idempotency_retention: Duration::from_secs(30 * 24 * 3600),
+        idempotency_sweep: Duration::from_secs(3600),
     }
 }
 
@@ -95,6 +97,39 @@ fn annotated(mut p: Payment, key: &str, value: &str, manager: &str) -> Payment {
             fields_v1: Some(FieldsV1(fields)),
             ..Default::default()
         });
+    p
+}
+
+/// The record of `order-1`'s Idempotency-Key, deleted at [`now`].
+fn kept(phase: Phase, reason: &str, message: Option<&str>) -> IdempotencyKeySpec {
+    let p = payment(None, None);
+    IdempotencyKeySpec {
+        user_id: "alice".into(),
+        key_sha256: "ab".repeat(32),
+        request_sha256: paysaga_api::idempotency::request_sha256(&p.spec),
+        payment: DeletedPayment {
+            uid: "u1".into(),
+            phase,
+            reason: Some(reason.into()),
+            message: message.map(Into::into),
+            created_at: None,
+            completed_at: (phase == Phase::Succeeded).then(|| Time(now())),
+        },
+        deleted_at: Time(now()),
+        expires_at: Time(
+            now()
+                .checked_add(Duration::from_secs(30 * 24 * 3600))
+                .unwrap(),
+        ),
+    }
+}
+
+/// `p` made through the API with an Idempotency-Key.
+fn keyed(mut p: Payment) -> Payment {
+    p.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(IDEMPOTENCY_ANNOTATION.to_string(), "ab".repeat(32));
     p
 }
 
@@ -736,8 +771,41 @@ fn every_branch_of_a_reconcile() {
             name: "deleted once finished: let go",
             actions: vec![Action::Forget, Action::ReleaseFinalizer { index: 1 }],
             given: with(
-                deleted(finalizers(payment(None, Some(done)), &["other", FINALIZER])),
+                deleted(finalizers(
+                    payment(None, Some(done.clone())),
+                    &["other", FINALIZER],
+                )),
                 Observation::Recorded,
+            ),
+            ..row()
+        },
+        Case {
+            name: "deleted once finished, made with an Idempotency-Key: the key kept, then let go",
+            actions: vec![
+                Action::Forget,
+                Action::KeepIdempotencyKey(Box::new(kept(Phase::Succeeded, "Confirmed", None))),
+                Action::ReleaseFinalizer { index: 0 },
+            ],
+            given: with(
+                deleted(keyed(payment(None, Some(done.clone())))),
+                Observation::Recorded,
+            ),
+            ..row()
+        },
+        Case {
+            name: "deleted in flight with a key, compensated: the key kept with the workflow's outcome",
+            actions: vec![
+                Action::Forget,
+                Action::KeepIdempotencyKey(Box::new(kept(
+                    Phase::Cancelled,
+                    "Cancelled",
+                    Some("m"),
+                ))),
+                Action::ReleaseFinalizer { index: 0 },
+            ],
+            given: with(
+                deleted(keyed(payment(None, Some(validating.clone())))),
+                closed(Phase::Cancelled, "Cancelled", vec![]),
             ),
             ..row()
         },
