@@ -27,7 +27,7 @@ $(TOOLS)/.stamp: tools/versions.env tools/install.sh
 
 dev: $(TOOLS)/.stamp ## run paysaga locally: control plane, Temporal (+UI), CRDs; Ctrl-C stops it
 	$(CARGO) build --workspace --bins
-	$(CARGO) run -q -p paysaga-testenv --bin paysaga-dev
+	target/debug/paysaga-dev
 
 test: $(TOOLS)/.stamp ## all unit and integration tests, against the real parts
 	$(CARGO) build --workspace --bins

@@ -49,7 +49,12 @@ In another terminal:
   curl -si {api}/v1/payments -H 'Idempotency-Key: order-1' \
     -H 'content-type: application/json' -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
   curl -s '{api}/v1/payments?userId=alice'
-  kubectl annotate payment coffee-beans paysaga.dev/cancel="changed my mind"
+  # cancel one in flight: hold the gateway's confirmation for a minute first
+  curl -s -X PUT {sim}/admin/config -H 'content-type: application/json' -d '{{"callbackDelayMs":60000}}'
+  kubectl apply -f {gift_card}
+  kubectl annotate payment gift-card paysaga.dev/cancel="changed my mind"
+  kubectl wait --for=jsonpath='{{.status.phase}}'=Cancelled payment/gift-card
+  curl -s -X PUT {sim}/admin/config -H 'content-type: application/json' -d '{{"callbackDelayMs":200}}'
   curl -s '{sim}/notify/v1/messages'                    # what the payer was told
   paysaga-worker audit --database-url '{database_url}'
   k6 run -e BASE_URL={api} -e SIM_URL={sim} -e RATE=5 -e DURATION=1m k6/load.js
@@ -70,6 +75,7 @@ Press Ctrl-C to stop everything.
         tools = root.join(".tools/bin").display(),
         bin = root.join("target/debug").display(),
         example = example.display(),
+        gift_card = root.join("examples/gift-card.yaml").display(),
     );
 
     stop.wait();
