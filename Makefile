@@ -6,7 +6,7 @@ CARGO ?= cargo
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help tools dev test generate lint record-histories bench-saga load stress perf kind cluster
+.PHONY: help tools dev test generate lint record-histories bench-saga load stress perf chaos kind cluster
 
 # Build profile of the binaries make load/stress run (debug, as make dev; or release).
 PROFILE ?= debug
@@ -64,6 +64,10 @@ stress: $(TOOLS)/.stamp ## k6 stress (k6/stress.js): a ramp past the breaking po
 perf: $(TOOLS)/.stamp ## the performance harness (release build): R_max, full path at 0.8 x R_max for 10 min, overload, memory (~25 min)
 	$(CARGO) build --workspace --bins --release
 	PAYSAGA_PROFILE=release target/release/paysaga-perf $(PERF_ARGS)
+
+chaos: $(TOOLS)/.stamp ## faults under k6 load (kill -9 and restart of each part, outages of Temporal and PostgreSQL): table + docs/reliability.md (~25 min)
+	$(CARGO) build --workspace --bins
+	target/debug/paysaga-chaos $(CHAOS_ARGS)
 
 kind: $(TOOLS)/.stamp ## paysaga on a kind cluster (needs Docker): image, Traefik ingress, helm install, helm test
 	tools/kind.sh

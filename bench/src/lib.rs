@@ -3,6 +3,7 @@
 //! memory, the API server's write counts, running k6, and waiting for
 //! payments to finish. Benchmarks print numbers; nothing here asserts a time.
 
+pub mod chaos;
 pub mod k6;
 
 pub use paysaga_testenv::prom;

@@ -41,6 +41,9 @@ pub struct DevOptions {
     pub temporal_file: bool,
     /// SQLite pragmas for that file (`--sqlite-pragma`), e.g. `journal_mode=wal`.
     pub temporal_pragmas: Vec<String>,
+    /// Keep the ledger on a PostgreSQL server of its own (as deployed)
+    /// instead of SQLite.
+    pub ledger_postgres: bool,
     pub api_args: Vec<String>,
     pub sim_args: Vec<String>,
     pub worker_args: Vec<String>,
@@ -70,6 +73,8 @@ pub struct DevStack {
     pub sim: Service,
     pub api: Service,
     pub temporal: TemporalEnv,
+    /// The ledger's server, when [`DevOptions::ledger_postgres`].
+    pub postgres: Option<crate::postgres::PostgresEnv>,
     pub kube: KubeEnv,
     /// A copy of the admin kubeconfig at `<dir>/kubeconfig`.
     pub kubeconfig: PathBuf,
@@ -132,8 +137,15 @@ impl DevStack {
         let callback_url = format!("{}/v1/gateway/callbacks", api.url);
         let sim_args: Vec<&str> = opts.sim_args.iter().map(String::as_str).collect();
         let sim = Service::sim(&state.join("sim"), &callback_url, port(8090)?, &sim_args)?;
-        let ledger = state.join("ledger.db");
-        let database_url = format!("sqlite://{}?mode=rwc", ledger.display());
+        let (postgres, database_url) = if opts.ledger_postgres {
+            // Durable commits: the chaos harness kills it.
+            let pg = crate::postgres::PostgresEnv::start_with(&state.join("postgres"), true)?;
+            let url = pg.database("ledger")?;
+            (Some(pg), url)
+        } else {
+            let ledger = state.join("ledger.db");
+            (None, format!("sqlite://{}?mode=rwc", ledger.display()))
+        };
         let worker = Service::payment_worker_with(
             &state.join("worker"),
             &temporal.address,
@@ -155,6 +167,7 @@ impl DevStack {
             sim,
             api,
             temporal,
+            postgres,
             kube,
             kubeconfig,
             database_url,

@@ -5,7 +5,6 @@
 //! including a test binary that panicked or was killed, where no destructor
 //! runs. The component's stdout and stderr go to a log file that is kept.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +38,43 @@ pub struct Proc {
     name: String,
     watchdog: Child,
     log: PathBuf,
+    /// How it was started, to start it again alike ([`Proc::respawn`]).
+    launch: Launch,
+}
+
+#[derive(Debug, Clone)]
+struct Launch {
+    stop_signal: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, std::ffi::OsString)>,
+}
+
+impl Launch {
+    fn spawn(&self, log: &Path, append: bool) -> Result<Child> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out.try_clone()?;
+        Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("watchdog")
+            .arg(std::process::id().to_string())
+            .arg(&self.stop_signal)
+            .arg(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", self.program.display()))
+    }
 }
 
 impl Proc {
@@ -65,28 +101,47 @@ impl Proc {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Proc> {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("watchdog")
-            .arg(std::process::id().to_string())
-            .arg(stop_signal)
-            .arg(program.as_ref())
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {name} ({})", program.as_ref().display()))?;
+        let launch = Launch {
+            stop_signal: stop_signal.to_string(),
+            program: program.as_ref().to_path_buf(),
+            args: args.to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_os_string()))
+                .collect(),
+        };
+        let watchdog = launch
+            .spawn(&log, false)
+            .with_context(|| format!("starting {name}"))?;
         crate::register_log(name, &log);
         Ok(Proc {
             name: name.to_string(),
             watchdog,
             log,
+            launch,
         })
+    }
+
+    /// Kills the component with SIGKILL (no chance to clean up, as a crash
+    /// or an OOM kill) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = self.watchdog.wait();
+    }
+
+    /// Starts the component again, with the same command line and
+    /// environment, logging on to the same file. Stops it first if it runs.
+    pub fn respawn(&mut self) -> Result<()> {
+        self.stop();
+        self.watchdog = self
+            .launch
+            .spawn(&self.log, true)
+            .with_context(|| format!("restarting {}", self.name))?;
+        Ok(())
     }
 
     pub fn name(&self) -> &str {

@@ -60,6 +60,33 @@ impl Service {
         self.proc.pid()
     }
 
+    /// Kills the service with SIGKILL (a crash: no clean shutdown).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the service again with the same command line and environment
+    /// (on the same port) and waits until it is ready: `/healthz` answers,
+    /// or, for the worker (no port), it logs that it started once more.
+    pub fn restart(&mut self) -> Result<()> {
+        let log = self.proc.log_path().to_path_buf();
+        let starts = |log: &Path| {
+            std::fs::read_to_string(log)
+                .map(|l| l.matches("worker started").count())
+                .unwrap_or(0)
+        };
+        let before = starts(&log);
+        self.proc.respawn()?;
+        let port = self.port;
+        self.proc.wait_ready(Duration::from_secs(120), || {
+            if port == 0 {
+                starts(&log) > before
+            } else {
+                http_get_ok("127.0.0.1", port, "/healthz")
+            }
+        })
+    }
+
     fn start_with_env(
         name: &str,
         dir: &Path,

@@ -69,21 +69,7 @@ impl TemporalEnv {
         }
         let mut proc = Proc::spawn("temporal", dir, "TERM", tool("temporal"), &args)?;
         let host_port = format!("127.0.0.1:{port}");
-        let probe_ns = namespace.clone();
-        let probe_addr = host_port.clone();
-        proc.wait_ready(Duration::from_secs(60), || {
-            Command::new(tool("temporal"))
-                .args([
-                    "operator",
-                    "namespace",
-                    "describe",
-                    "--namespace",
-                    &probe_ns,
-                ])
-                .args(["--address", &probe_addr])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })?;
+        wait_serving(&mut proc, &host_port, &namespace)?;
         Ok(TemporalEnv {
             address: format!("http://{host_port}"),
             host_port,
@@ -102,4 +88,33 @@ impl TemporalEnv {
     pub fn pid(&self) -> Option<u32> {
         self.proc.pid()
     }
+
+    /// Kills the server with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the server again with the same command line (its state
+    /// survives only when it has a `db_file`) and waits until it serves.
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc.respawn()?;
+        wait_serving(&mut self.proc, &self.host_port, &self.namespace)
+    }
+}
+
+/// Waits until the server at `host_port` answers for `namespace`.
+fn wait_serving(proc: &mut Proc, host_port: &str, namespace: &str) -> Result<()> {
+    proc.wait_ready(Duration::from_secs(60), || {
+        Command::new(tool("temporal"))
+            .args([
+                "operator",
+                "namespace",
+                "describe",
+                "--namespace",
+                namespace,
+            ])
+            .args(["--address", host_port])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
