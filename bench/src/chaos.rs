@@ -118,12 +118,14 @@ impl Row {
     }
 }
 
-/// The stack as `make dev` runs it, with the ledger on PostgreSQL and a
-/// 30 s confirmation timer (a payment whose confirmation a crash lost is
+/// The stack as `make dev` runs it, with the ledger on PostgreSQL, the
+/// gateway simulator keeping its charges in a file (a real gateway does not
+/// forget them when it restarts) and a 30 s confirmation timer (a payment whose confirmation a crash lost is
 /// settled from the gateway's status endpoint when it fires).
 pub fn stack_options() -> paysaga_testenv::DevOptions {
     paysaga_testenv::DevOptions {
         ledger_postgres: true,
+        durable_gateway: true,
         controller_args: vec!["--confirmation-timeout-secs=30".into()],
         ..Default::default()
     }

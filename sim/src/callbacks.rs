@@ -146,7 +146,7 @@ impl RetryPolicy {
 // ---- delivery (I/O) ----------------------------------------------------------------
 
 /// A confirmation scheduled for an accepted charge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Confirmation {
     pub payment_id: String,
     pub charge_id: String,
@@ -176,7 +176,9 @@ async fn confirm(sim: Arc<Sim>, c: Confirmation) {
     tokio::time::sleep(c.delay).await;
     let url = {
         let mut state = sim.lock();
-        match state.gateway.settle(&c.charge_id, c.outcome) {
+        let settled = state.gateway.settle(&c.charge_id, c.outcome);
+        sim.persist(&state);
+        match settled {
             Settlement::Settled => {}
             Settlement::NotPending(status) => {
                 tracing::info!(

@@ -46,6 +46,11 @@ pub struct Cli {
     /// Seed of the random faults (logged at start; from the clock when not given).
     #[arg(long, env = "PAYSAGA_SIM_SEED")]
     pub seed: Option<u64>,
+    /// Keep the gateway's charges, answers and pending confirmations in
+    /// this file, so that a restart forgets nothing (as a real gateway);
+    /// in memory only without it.
+    #[arg(long, env = "PAYSAGA_SIM_STATE_FILE")]
+    pub state_file: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "PAYSAGA_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -75,6 +80,7 @@ impl Cli {
             callback_secret,
             seed,
             retry: RetryPolicy::default(),
+            state_file: self.state_file.clone(),
         }
     }
 }

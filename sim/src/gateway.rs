@@ -19,6 +19,8 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use serde::{Deserialize, Serialize};
+
 use axum::{
     Json,
     extract::{Path, State},
@@ -41,7 +43,7 @@ use crate::{
 };
 
 /// What the gateway holds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Gateway {
     /// Charge requests by idempotency key.
     charge_keys: HashMap<String, ChargeKey>,
@@ -49,9 +51,13 @@ pub(crate) struct Gateway {
     charges: HashMap<String, Charge>,
     /// Refund answers by idempotency key.
     refund_keys: HashMap<String, RefundKey>,
+    /// Confirmations not yet settled, by charge ID (kept with the state, so
+    /// a restarted gateway still sends them).
+    #[serde(default)]
+    pub(crate) pending: HashMap<String, callbacks::Confirmation>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct ChargeKey {
     request: ChargeFingerprint,
     /// Requests received with this key, including those answered 503.
@@ -61,7 +67,7 @@ struct ChargeKey {
 }
 
 /// The fields a repeat with the same key must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ChargeFingerprint {
     payment_id: String,
     amount: i64,
@@ -80,13 +86,13 @@ impl ChargeFingerprint {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum ChargeAnswer {
     Accepted(ChargeResponse),
     Declined(String),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Charge {
     payment_id: String,
     charge_id: String,
@@ -97,7 +103,7 @@ struct Charge {
     refunded_amount: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct RefundKey {
     payment_id: String,
     answer: RefundResponse,
@@ -115,6 +121,7 @@ pub(crate) enum Settlement {
 impl Gateway {
     /// Applies a confirmation's outcome to a pending charge.
     pub(crate) fn settle(&mut self, charge_id: &str, outcome: CallbackOutcome) -> Settlement {
+        self.pending.remove(charge_id);
         match self.charges.get_mut(charge_id) {
             Some(charge) if charge.status == ChargeStatus::Pending => {
                 charge.status = match outcome {
@@ -310,6 +317,7 @@ pub async fn charge(
             ChargeDecision::Decline { reason } => {
                 key.answer = Some(ChargeAnswer::Declined(reason.to_owned()));
                 tracing::info!(attempts = key.attempts, "charge declined: {reason}");
+                sim.persist(state);
                 return Err(ApiError::Declined(reason.to_owned()));
             }
             ChargeDecision::Accept(plan) => {
@@ -343,6 +351,10 @@ pub async fn charge(
                     deliver: plan.deliver,
                     callback_url: req.callback_url.clone(),
                 });
+                if let Some(c) = &confirmation {
+                    state.gateway.pending.insert(c.charge_id.clone(), c.clone());
+                }
+                sim.persist(state);
                 (response, confirmation)
             }
         }
@@ -444,6 +456,7 @@ pub async fn refund(
             answer: answer.clone(),
         },
     );
+    sim.persist(state);
     Ok(Json(answer))
 }
 

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod callbacks;
 pub mod cli;
+mod durable;
 pub mod error;
 pub mod fraud;
 pub mod gateway;
@@ -55,6 +56,9 @@ pub struct SimSettings {
     pub seed: u64,
     /// How confirmations are retried.
     pub retry: RetryPolicy,
+    /// Keep the gateway's charges in this file across restarts
+    /// ([`durable`]); in memory only when `None`.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl SimSettings {
@@ -65,6 +69,7 @@ impl SimSettings {
             callback_secret: callback_secret.into(),
             seed: 0,
             retry: RetryPolicy::default(),
+            state_file: None,
         }
     }
 }
@@ -77,6 +82,8 @@ pub enum SimError {
     EmptySecret,
     #[error("failed to build the HTTP client for confirmations")]
     HttpClient(#[source] reqwest::Error),
+    #[error("failed to read the gateway's state file {0}")]
+    StateFile(std::path::PathBuf, #[source] std::io::Error),
 }
 
 /// The simulators' shared state. Handlers get it as `State<Arc<Sim>>`.
@@ -85,6 +92,7 @@ pub struct Sim {
     callback_secret: Arc<[u8]>,
     retry: RetryPolicy,
     http: reqwest::Client,
+    state_file: Option<durable::StateFile>,
     /// Everything mutable, behind one lock: a simulator does not need more,
     /// and one lock cannot deadlock. Never held across an `.await`.
     state: Mutex<State>,
@@ -149,19 +157,55 @@ impl Sim {
             .user_agent(concat!("paysaga-sim/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(SimError::HttpClient)?;
+        let state_file = settings.state_file.clone().map(durable::StateFile::new);
+        let saved = match &state_file {
+            Some(file) => file.load().map_err(|e| {
+                SimError::StateFile(settings.state_file.clone().unwrap_or_default(), e)
+            })?,
+            None => durable::Saved::default(),
+        };
         Ok(Arc::new(Self {
             callback_secret: settings.callback_secret.into(),
             retry: settings.retry,
             http,
+            state_file,
             state: Mutex::new(State {
                 config: settings.config,
                 scenarios: HashMap::new(),
                 rng: rng::SplitMix64::new(settings.seed),
-                gateway: gateway::Gateway::default(),
+                gateway: saved.gateway,
                 outbox: notify::Outbox::default(),
-                ids: Ids::default(),
+                ids: Ids {
+                    last: saved.last_id,
+                },
             }),
         }))
+    }
+
+    /// Schedules the confirmations a previous run left unsent (with a state
+    /// file). Call once, inside the runtime, after [`Sim::new`].
+    pub fn resume(self: &Arc<Self>) -> usize {
+        let pending: Vec<callbacks::Confirmation> =
+            self.lock().gateway.pending.values().cloned().collect();
+        for confirmation in &pending {
+            callbacks::spawn_confirmation(self.clone(), confirmation.clone());
+        }
+        pending.len()
+    }
+
+    /// Writes the gateway's state to its file, when it has one. A failed
+    /// write is logged: the simulator goes on (as in memory).
+    pub(crate) fn persist(&self, state: &State) {
+        let Some(file) = &self.state_file else {
+            return;
+        };
+        let saved = durable::SavedRef {
+            gateway: &state.gateway,
+            last_id: state.ids.last,
+        };
+        if let Err(e) = file.store(&saved) {
+            tracing::error!(error = %e, "failed to write the gateway's state file");
+        }
     }
 
     /// The state, even if a handler panicked while holding it (the data is

@@ -15,6 +15,13 @@ async fn main() -> anyhow::Result<()> {
     let settings = cli.settings(secret.into_bytes());
     let seed = settings.seed;
     let sim = Sim::new(settings).context("failed to set up the simulators")?;
+    let resumed = sim.resume();
+    if resumed > 0 {
+        tracing::info!(
+            resumed,
+            "confirmations left unsent by the previous run scheduled again"
+        );
+    }
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("failed to listen on {}", cli.listen))?;

@@ -44,6 +44,9 @@ pub struct DevOptions {
     /// Keep the ledger on a PostgreSQL server of its own (as deployed)
     /// instead of SQLite.
     pub ledger_postgres: bool,
+    /// The gateway simulator keeps its charges in a file across restarts
+    /// (`--state-file`), as a real gateway would.
+    pub durable_gateway: bool,
     pub api_args: Vec<String>,
     pub sim_args: Vec<String>,
     pub worker_args: Vec<String>,
@@ -135,7 +138,12 @@ impl DevStack {
             &opts.api_args,
         )?;
         let callback_url = format!("{}/v1/gateway/callbacks", api.url);
-        let sim_args: Vec<&str> = opts.sim_args.iter().map(String::as_str).collect();
+        let mut sim_args: Vec<String> = opts.sim_args.clone();
+        if opts.durable_gateway {
+            let file = state.join("sim/gateway.json");
+            sim_args.push(format!("--state-file={}", file.display()));
+        }
+        let sim_args: Vec<&str> = sim_args.iter().map(String::as_str).collect();
         let sim = Service::sim(&state.join("sim"), &callback_url, port(8090)?, &sim_args)?;
         let (postgres, database_url) = if opts.ledger_postgres {
             // Durable commits: the chaos harness kills it.

@@ -116,7 +116,7 @@ Written by `make chaos` ([`bench/src/bin/paysaga-chaos.rs`](../bench/src/bin/pay
 - **Machine**: {machine}
 - **Versions**: {versions}
 - **Command**: `{command}`
-- **Stack**: `make dev`'s (etcd + kube-apiserver, Temporal dev server with its state in a SQLite file, the HTTP API, the simulators, the worker, the controller), with the ledger on PostgreSQL and a 30 s confirmation timer.
+- **Stack**: `make dev`'s (etcd + kube-apiserver, Temporal dev server with its state in a SQLite file, the HTTP API, the simulators, the worker, the controller), with the ledger on PostgreSQL (durable commits), the gateway simulator keeping its charges in a file (`--state-file`: a real gateway does not forget its charges when it restarts) and a 30 s confirmation timer.
 - **Load**: k6 `k6/load.js` at {rate}/s for {load} s per scenario, each payment created with an Idempotency-Key and followed to its end; the fault comes {at} s in.
 
 Each scenario kills one component with SIGKILL (no clean shutdown) and starts it again at once with the same command line and environment, or keeps it down for {down} s first (longer than an activity's retry window). Then the harness pays once more through the API (retrying with one Idempotency-Key until accepted) and follows that payment to its end: **recovery** is the time from the fault to that end. Once k6 is done and no payment is in flight:
@@ -128,6 +128,11 @@ Each scenario kills one component with SIGKILL (no clean shutdown) and starts it
 - **client errors**: the share of k6's HTTP requests that failed (refused connections while the API was down, `5xx`).
 
 {table}
+
+## What the harness has found
+
+- **PostgreSQL down 90 s failed the audit** in the first full run: one payment `Succeeded for 3159 but debited 0`. Its debit had committed and the workflow had moved on, then the server was killed, and the commit was gone: the test PostgreSQL ran with `synchronous_commit=off`, under which a commit returns before its WAL is written. No production server runs so, and paysaga's ledger was not at fault; the chaos stack's PostgreSQL now commits durably (`PostgresEnv::start_with(dir, true)`), and the scenario passes.
+- **The gateway simulator forgot its charges on a restart** (they were in memory only): a payment whose charge was awaiting confirmation at the kill waited out its timer, found the gateway could not tell, and was parked in manual review (seen in the short run). A real gateway is durable, so the simulator now can be (`--state-file`: charges, answers and confirmations still due survive a `kill -9`, tested in `sim/tests/durable.rs`), and the chaos stack uses it.
 "#,
         when = now_utc(),
         took = took.as_secs_f64() / 60.0,

@@ -1,0 +1,120 @@
+//! `--state-file`: the gateway remembers across a crash. A charge accepted
+//! before a `kill -9` is known after the restart (its status, its key's
+//! answer), its confirmation still arrives, and IDs are not handed out
+//! twice.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Receiver, charge, eventually};
+use paysaga_api::external::paths;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The binary on a free port with `args`; its address once it listens.
+async fn start(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paysaga-sim"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .env("PAYSAGA_CALLBACK_SECRET", "test-callback-secret")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start paysaga-sim");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if entry["fields"]["message"] == "paysaga-sim listening" {
+                return entry["fields"]["addr"].as_str().expect("addr").to_owned();
+            }
+        }
+        panic!("paysaga-sim exited before listening");
+    })
+    .await
+    .expect("paysaga-sim to log its address");
+    // Keep reading its log so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
+
+async fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("POST");
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn with_a_state_file_a_killed_gateway_forgets_no_charge() {
+    let receiver = Receiver::start(&[]).await;
+    let dir = std::env::temp_dir().join(format!("paysaga-sim-durable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.json");
+    let state = format!("--state-file={}", file.display());
+    let args = [
+        state.as_str(),
+        "--callback-delay-ms=3000",
+        "--callback-url",
+        receiver.url.as_str(),
+    ];
+
+    let (mut first, url) = start(&args).await;
+    let (status, accepted) = post(
+        &format!("{url}{}", paths::CHARGES),
+        &charge("pay-d", "pay-d-charge", None),
+    )
+    .await;
+    assert_eq!(status, 201, "{accepted}");
+    let charge_id = accepted["chargeId"].as_str().unwrap().to_string();
+    first.start_kill().unwrap(); // SIGKILL, before the confirmation is due
+    first.wait().await.unwrap();
+
+    let (_second, url) = start(&args).await;
+    // The charge is known, and its key's answer stands.
+    let status = reqwest::get(format!("{url}{}/{charge_id}", paths::CHARGES))
+        .await
+        .unwrap();
+    assert_eq!(status.status().as_u16(), 200);
+    let (again, replayed) = post(
+        &format!("{url}{}", paths::CHARGES),
+        &charge("pay-d", "pay-d-charge", None),
+    )
+    .await;
+    assert_eq!(
+        (again, replayed["chargeId"].as_str()),
+        (200, Some(charge_id.as_str()))
+    );
+    // Its confirmation, due after the crash, is sent by the new process.
+    let got = receiver.wait_for("pay-d", 1).await;
+    assert_eq!(got[0].callback().charge_id, charge_id);
+    // A new charge gets a new ID, not the first one again.
+    let (_, other) = post(
+        &format!("{url}{}", paths::CHARGES),
+        &charge("pay-e", "pay-e-charge", None),
+    )
+    .await;
+    assert_ne!(other["chargeId"].as_str(), Some(charge_id.as_str()));
+    eventually("the first charge settled", async || {
+        let v: serde_json::Value = reqwest::get(format!("{url}{}/{charge_id}", paths::CHARGES))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["status"] == "captured").then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
