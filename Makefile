@@ -65,7 +65,7 @@ perf: $(TOOLS)/.stamp ## the performance harness (release build): R_max, full pa
 	$(CARGO) build --workspace --bins --release
 	PAYSAGA_PROFILE=release target/release/paysaga-perf $(PERF_ARGS)
 
-chaos: $(TOOLS)/.stamp ## faults under k6 load (kill -9 and restart of each part, outages of Temporal and PostgreSQL): table + docs/reliability.md (~25 min)
+chaos: $(TOOLS)/.stamp ## faults under k6 load (kill -9 and restart of each part, outages of Temporal and PostgreSQL): table + docs/reliability.md (~20 min)
 	$(CARGO) build --workspace --bins
 	target/debug/paysaga-chaos $(CHAOS_ARGS)
 

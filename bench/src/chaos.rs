@@ -103,6 +103,10 @@ pub struct Row {
     /// ended (the gateway did not know) and parked the payment for a
     /// person, its money held (not terminal, not stuck).
     pub in_review: u64,
+    /// How the payments made meanwhile ended.
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
     /// The ledger audit's verdict after the scenario.
     pub audit_ok: bool,
     pub requests: u64,
@@ -172,7 +176,8 @@ fn one(
         let client = stack.kube.client().await?;
         anyhow::Ok(Api::namespaced(client, "default"))
     })?;
-    let objects_before = rt.block_on(crate::payment_counts(&payments))?.0 as u64;
+    let before = rt.block_on(settle(&payments, Duration::ZERO))?;
+    let objects_before = before.total as u64;
     let workflows_before = workflow_count(stack)?;
 
     let api_url = stack.api.url.clone();
@@ -226,6 +231,9 @@ fn one(
         lost: accepted.saturating_sub(made),
         duplicated,
         stuck: (total - done - settled.in_review) as u64,
+        succeeded: settled.ended[0].saturating_sub(before.ended[0]),
+        failed: settled.ended[1].saturating_sub(before.ended[1]),
+        cancelled: settled.ended[2].saturating_sub(before.ended[2]),
         in_review: settled.in_review as u64,
         audit_ok,
         requests: s.count("http_reqs") as u64,
@@ -305,6 +313,8 @@ struct Settled {
     total: usize,
     terminal: usize,
     in_review: usize,
+    /// Payments by terminal phase: succeeded, failed, cancelled.
+    ended: [u64; 3],
 }
 
 /// Waits (up to `timeout`) until every Payment is terminal or in manual
@@ -330,10 +340,18 @@ async fn settle(api: &Api<Payment>, timeout: Duration) -> Result<Settled> {
             .count();
         let total = list.items.len();
         if terminal + in_review == total || Instant::now() > deadline {
+            let count = |phase| {
+                list.items
+                    .iter()
+                    .filter(|p| status(p).phase == Some(phase))
+                    .count() as u64
+            };
+            use paysaga_api::Phase::{Cancelled, Failed, Succeeded};
             return Ok(Settled {
                 total,
                 terminal,
                 in_review,
+                ended: [count(Succeeded), count(Failed), count(Cancelled)],
             });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -375,11 +393,11 @@ fn ledger_payments(report: &str) -> Option<u64> {
 /// The table, as Markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | accepted | made | lost | duplicated | stuck | in review | audit | requests | client errors | recovery |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
+        "| scenario | accepted | made | lost | duplicated | stuck | in review | succeeded / failed / cancelled | audit | requests | client errors | recovery |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} % | {:.1} s |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.2} % | {:.1} s |\n",
             r.scenario,
             r.accepted,
             r.made,
@@ -387,6 +405,9 @@ pub fn table(rows: &[Row]) -> String {
             r.duplicated,
             r.stuck,
             r.in_review,
+            r.succeeded,
+            r.failed,
+            r.cancelled,
             if r.audit_ok { "OK" } else { "**FAILED**" },
             r.requests,
             r.error_rate * 100.0,

@@ -167,11 +167,16 @@ pub async fn create(
                 Err(kube::Error::Api(status)) if status.code == 404 => {
                     match kept_key(&state, &name, &spec).await {
                         Ok(Some(answer)) => answer,
-                        Ok(None) => Problem::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "the payment this Idempotency-Key made is being deleted; retry shortly",
-                        )
-                        .into_response(),
+                        Ok(None) => {
+                            let mut resp = Problem::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "the payment this Idempotency-Key made is being deleted; retry shortly",
+                            )
+                            .into_response();
+                            resp.headers_mut()
+                                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                            resp
+                        }
                         Err(p) => p.into_response(),
                     }
                 }
