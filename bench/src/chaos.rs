@@ -94,7 +94,12 @@ pub struct Row {
     pub made: u64,
     /// Accepted but no object (accepted − made, when positive).
     pub lost: u64,
-    /// Objects beyond those accepted, or workflows beyond one per object.
+    /// Objects made whose create the client never saw answered (the API
+    /// died mid-request): neither lost nor duplicated, since a retry with
+    /// the same Idempotency-Key gets that payment back.
+    pub unanswered: u64,
+    /// Temporal runs of `PaymentWorkflow` beyond one per object, or ledger
+    /// payments beyond the objects.
     pub duplicated: u64,
     /// Objects neither in a terminal phase nor waiting for a person once
     /// the settle time ran out.
@@ -147,11 +152,12 @@ pub fn run(stack: &mut DevStack, scenarios: &[Scenario], opts: &Options) -> Resu
         let row = one(stack, scenario, opts, &dir, i)
             .with_context(|| format!("scenario {}", scenario.label()))?;
         eprintln!(
-            "chaos: {}: {} accepted, {} made, lost {}, duplicated {}, stuck {}, in review {}, audit {}, errors {:.2} %, recovered in {:.1} s",
+            "chaos: {}: {} accepted, {} made, lost {}, unanswered {}, duplicated {}, stuck {}, in review {}, audit {}, errors {:.2} %, recovered in {:.1} s",
             row.scenario,
             row.accepted,
             row.made,
             row.lost,
+            row.unanswered,
             row.duplicated,
             row.stuck,
             row.in_review,
@@ -220,7 +226,7 @@ fn one(
     let (report, audit_ok) = stack.audit()?;
     std::fs::write(dir.join("audit.txt"), &report)?;
     let ledger_payments = ledger_payments(&report);
-    let mut duplicated = made.saturating_sub(accepted) + workflows.saturating_sub(made);
+    let mut duplicated = workflows.saturating_sub(made);
     if ledger_payments.is_some_and(|n| n > total as u64) {
         duplicated += ledger_payments.unwrap_or(0) - total as u64;
     }
@@ -229,6 +235,7 @@ fn one(
         accepted,
         made,
         lost: accepted.saturating_sub(made),
+        unanswered: made.saturating_sub(accepted),
         duplicated,
         stuck: (total - done - settled.in_review) as u64,
         succeeded: settled.ended[0].saturating_sub(before.ended[0]),
@@ -393,15 +400,16 @@ fn ledger_payments(report: &str) -> Option<u64> {
 /// The table, as Markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | accepted | made | lost | duplicated | stuck | in review | succeeded / failed / cancelled | audit | requests | client errors | recovery |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
+        "| scenario | accepted | made | lost | unanswered | duplicated | stuck | in review | succeeded / failed / cancelled | audit | requests | client errors | recovery |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.2} % | {:.1} s |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.2} % | {:.1} s |\n",
             r.scenario,
             r.accepted,
             r.made,
             r.lost,
+            r.unanswered,
             r.duplicated,
             r.stuck,
             r.in_review,

@@ -397,8 +397,10 @@ fn network_policies_are_enforced(release: &Release) {
         ])
         .unwrap();
     let probe = |component: &str| {
+        // kube-router programs a new pod's rules a moment after it starts
+        // (and rewrites its chains while it does): probe the steady state.
         let script = format!(
-            "for t in paysaga-postgresql:5432 paysaga-temporal:7233 paysaga-sim:8090 paysaga-api:80 worker={worker_ip}:8082; do \
+            "sleep 5; for t in paysaga-postgresql:5432 paysaga-temporal:7233 paysaga-sim:8090 paysaga-api:80 worker={worker_ip}:8082; do \
                n=${{t%%=*}}; a=${{t#*=}}; h=${{a%:*}}; p=${{a#*:}}; \
                if nc -w 3 $h $p </dev/null 2>/dev/null; then echo \"$n open\"; else echo \"$n closed\"; fi; done"
         );

@@ -122,7 +122,7 @@ Written by `make chaos` ([`bench/src/bin/paysaga-chaos.rs`](../bench/src/bin/pay
 Each scenario kills one component with SIGKILL (no clean shutdown) and starts it again at once with the same command line and environment, or keeps it down for {down} s first (longer than the ledger activities' retry window: 10 attempts of at most 10 s, 0.5 s to 10 s apart, at most ~155 s on paper; whatever gives up meanwhile must fail cleanly and be compensated, and the phases column shows whether anything did). Then the harness pays once more through the API (retrying with one Idempotency-Key until accepted) and follows that payment to its end: **recovery** is the time from the fault to that end. Once k6 is done and no payment is in flight:
 
 - **accepted**: creates the API answered `202` (k6's and the probe's); **made**: Payment objects made meanwhile;
-- **lost**: accepted without an object; **duplicated**: objects beyond those accepted, Temporal runs of `PaymentWorkflow` beyond one per object, or ledger payments beyond the objects;
+- **lost**: accepted without an object; **unanswered**: objects made whose create the client never saw answered (the API died mid-request; a retry with the same Idempotency-Key gets that payment back, so neither lost nor duplicated); **duplicated**: Temporal runs of `PaymentWorkflow` beyond one per object, or ledger payments beyond the objects (one object per key is the API's naming);
 - **stuck**: objects not in a terminal phase 15 minutes after the load;
 - **audit**: `paysaga-worker audit` on the ledger: opening balances = balances + captured + in flight, per currency (a double debit or a lost credit breaks it);
 - **client errors**: the share of k6's HTTP requests that failed (refused connections while the API was down, `5xx`).
