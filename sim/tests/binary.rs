@@ -1,45 +1,15 @@
 //! The `paysaga-sim` binary: starts on a free port, logs the real address,
 //! serves, and stops cleanly on SIGTERM.
 
-use std::{process::Stdio, time::Duration};
+mod common;
 
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::Command,
-};
+use std::time::Duration;
+
+use tokio::process::Command;
 
 #[tokio::test]
 async fn the_binary_logs_its_address_serves_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paysaga-sim"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--seed",
-            "3",
-        ])
-        .env("PAYSAGA_CALLBACK_SECRET", "s3cret")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start paysaga-sim");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if entry["fields"]["message"] == "paysaga-sim listening" {
-                return entry["fields"]["addr"].as_str().expect("addr").to_owned();
-            }
-        }
-        panic!("paysaga-sim exited before listening");
-    })
-    .await
-    .expect("paysaga-sim to log its address");
+    let (mut child, addr) = common::spawn_binary(&["--seed", "3"]).await;
     assert!(!addr.ends_with(":0"), "the real port is logged: {addr}");
 
     let health = reqwest::get(format!("http://{addr}/healthz"))

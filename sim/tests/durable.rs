@@ -5,41 +5,12 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use common::{Receiver, charge, eventually};
 use paysaga_api::external::paths;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-/// The binary on a free port with `args`; its address once it listens.
-async fn start(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paysaga-sim"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(args)
-        .env("PAYSAGA_CALLBACK_SECRET", "test-callback-secret")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start paysaga-sim");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if entry["fields"]["message"] == "paysaga-sim listening" {
-                return entry["fields"]["addr"].as_str().expect("addr").to_owned();
-            }
-        }
-        panic!("paysaga-sim exited before listening");
-    })
-    .await
-    .expect("paysaga-sim to log its address");
-    // Keep reading its log so that it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+/// The binary with `args`, and its base URL.
+async fn start(args: &[&str]) -> (tokio::process::Child, String) {
+    let (child, addr) = common::spawn_binary(args).await;
     (child, format!("http://{addr}"))
 }
 

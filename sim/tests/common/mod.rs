@@ -27,6 +27,41 @@ use tokio::{net::TcpListener, sync::oneshot};
 
 pub const SECRET: &[u8] = b"test-callback-secret";
 
+/// The `paysaga-sim` binary on a free port with `args` (JSON logs, the
+/// callback key [`SECRET`] in its environment), and its address once it
+/// logs that it listens; the rest of its log is drained in the background.
+pub async fn spawn_binary(args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_paysaga-sim"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .env(
+            "PAYSAGA_CALLBACK_SECRET",
+            std::str::from_utf8(SECRET).expect("ASCII"),
+        )
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start paysaga-sim");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if entry["fields"]["message"] == "paysaga-sim listening" {
+                return entry["fields"]["addr"].as_str().expect("addr").to_owned();
+            }
+        }
+        panic!("paysaga-sim exited before listening");
+    })
+    .await
+    .expect("paysaga-sim to log its address");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
 /// Waits until `check` gives a value, for at most 10 s.
 pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
