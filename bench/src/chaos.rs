@@ -207,12 +207,11 @@ fn one(
     std::thread::sleep(opts.fault_at);
     let fault = Instant::now();
     fault_and_restart(stack, scenario)?;
-    let probe = rt.block_on(probe(
+    rt.block_on(probe(
         &api_url,
         &format!("chaos-probe-{index}-{}", std::process::id()),
     ))?;
     let recovery = fault.elapsed();
-    drop(probe);
 
     let outcome = load
         .join()
@@ -272,7 +271,7 @@ fn fault_and_restart(stack: &mut DevStack, scenario: &Scenario) -> Result<()> {
 
 /// Pays once through the API, retrying with one Idempotency-Key until it
 /// is accepted, and follows the payment to a terminal phase.
-async fn probe(api: &str, key: &str) -> Result<String> {
+async fn probe(api: &str, key: &str) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -309,7 +308,7 @@ async fn probe(api: &str, key: &str) -> Result<String> {
                 v["phase"].as_str(),
                 Some("Succeeded" | "Failed" | "Cancelled")
             ) {
-                return Ok(id);
+                return Ok(());
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

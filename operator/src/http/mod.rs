@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kube::api::{Api, ListParams};
@@ -106,14 +106,11 @@ pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
 }
 
 fn overloaded() -> Response {
-    let mut resp = Problem::new(
+    Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "too many requests in flight; retry shortly",
     )
-    .into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
+    .retry_after(1)
 }
 
 /// Ready only when the Kubernetes API and Temporal both answer.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -103,16 +103,13 @@ pub async fn create(
         Err(p) => return p.into_response(),
     };
     if let Admit::Full { in_flight, limit } = state.watched.admit(state.max_payments_in_flight) {
-        let mut resp = Problem::new(
+        return Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "{in_flight} payments are in flight, at this API's limit of {limit}; nothing was created, retry shortly"
             ),
         )
-        .into_response();
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-        return resp;
+        .retry_after(2);
     }
     let mut payment = Payment::new("", spec.clone());
     // The controller's finalizer from the start (one write fewer per
@@ -167,16 +164,11 @@ pub async fn create(
                 Err(kube::Error::Api(status)) if status.code == 404 => {
                     match kept_key(&state, &name, &spec).await {
                         Ok(Some(answer)) => answer,
-                        Ok(None) => {
-                            let mut resp = Problem::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "the payment this Idempotency-Key made is being deleted; retry shortly",
-                            )
-                            .into_response();
-                            resp.headers_mut()
-                                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                            resp
-                        }
+                        Ok(None) => Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the payment this Idempotency-Key made is being deleted; retry shortly",
+                        )
+                        .retry_after(1),
                         Err(p) => p.into_response(),
                     }
                 }

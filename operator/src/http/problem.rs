@@ -25,6 +25,14 @@ impl Problem {
             detail: detail.into(),
         }
     }
+
+    /// The problem as a response that tells the client when to try again.
+    pub fn retry_after(self, secs: u32) -> Response {
+        let mut resp = self.into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp
+    }
 }
 
 impl IntoResponse for Problem {
