@@ -14,6 +14,11 @@ pub mod paths {
         format!("{CHARGES}/{charge_id}")
     }
     pub const REFUNDS: &str = "/gateway/v1/refunds";
+    /// `POST {CHARGES}/{charge_id}/refunds`: a partial or full refund of a
+    /// captured charge ([`super::ChargeRefundRequest`]).
+    pub fn charge_refunds(charge_id: &str) -> String {
+        format!("{CHARGES}/{charge_id}/refunds")
+    }
     pub const FRAUD_SCORE: &str = "/fraud/v1/score";
     pub const MESSAGES: &str = "/notify/v1/messages";
     pub const ADMIN_CONFIG: &str = "/admin/config";
@@ -123,6 +128,33 @@ pub struct RefundResponse {
     pub refunded_amount: i64,
 }
 
+/// `POST /gateway/v1/charges/{chargeId}/refunds`: give back `amount` of a
+/// captured charge. Idempotent by `idempotency_key` (a repeat answers the
+/// first answer and refunds nothing more; the same key for another charge or
+/// amount is a 400). Refused (`409 overRefund`) past what the charge has
+/// left, (`409 notCaptured`) for a charge not captured, and (`402
+/// refundRefused`) when the gateway will not refund it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeRefundRequest {
+    /// The payment the charge belongs to (checked).
+    pub payment_id: String,
+    pub idempotency_key: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeRefundResponse {
+    pub refund_id: String,
+    pub charge_id: String,
+    pub amount: i64,
+    pub currency: String,
+    /// Refunded from the charge so far, this refund included.
+    pub charge_refunded_amount: i64,
+}
+
 /// Body of every 4xx/5xx answer of the simulators.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -140,6 +172,12 @@ pub mod error_codes {
     pub const UNAVAILABLE: &str = "unavailable";
     pub const BAD_REQUEST: &str = "badRequest";
     pub const NOT_FOUND: &str = "notFound";
+    /// A refund past what the charge has left (409).
+    pub const OVER_REFUND: &str = "overRefund";
+    /// A refund of a charge that is not captured (409).
+    pub const NOT_CAPTURED: &str = "notCaptured";
+    /// The gateway will not refund the charge (402): permanent.
+    pub const REFUND_REFUSED: &str = "refundRefused";
 }
 
 /// The gateway's asynchronous confirmation, POSTed (signed, see
@@ -274,6 +312,11 @@ pub struct Scenario {
     /// The status endpoint answers `503` for this payment's charge (the
     /// gateway cannot be asked).
     pub status_unavailable: bool,
+    /// Answer this many refund requests of the payment's charge with 503
+    /// before going on.
+    pub refund_transient_failures: u32,
+    /// Refuse every refund of the payment's charge (402 `refundRefused`).
+    pub refuse_refunds: bool,
 }
 
 /// `GET /admin/gateway-ledger`: what the gateway holds, per payment.

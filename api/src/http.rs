@@ -1,12 +1,14 @@
 //! The HTTP API's contract (`paysaga-operator api`): what clients send and
-//! receive. The Payment object stays the single source of truth; these are
-//! views of it.
+//! receive. The Payment and Refund objects stay the single source of truth;
+//! these are views of them.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Payment, PaymentSpec, Phase, Step};
+use crate::{
+    MAX_AMOUNT_MINOR, Payment, PaymentSpec, Phase, Refund, RefundPhase, RefundReason, Step,
+};
 
 /// `POST /v1/payments`: the Payment's spec, as JSON.
 pub type CreatePayment = PaymentSpec;
@@ -45,6 +47,10 @@ pub struct PaymentView {
     /// The manual review, while the payment waits for a person or once decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<crate::PaymentReview>,
+    /// What refunds have given back so far, in minor units (absent before
+    /// the first refund succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_amount: Option<i64>,
 }
 
 impl PaymentView {
@@ -73,6 +79,7 @@ impl PaymentView {
                 .as_ref()
                 .is_some_and(|a| a.contains_key(crate::names::CANCEL_ANNOTATION)),
             review: status.review,
+            refunded_amount: status.refunded_amount,
         }
     }
 }
@@ -112,4 +119,134 @@ pub struct ExpediteBody {
 pub struct CancelBody {
     #[serde(default)]
     pub reason: String,
+}
+
+/// `POST /v1/payments/{id}/refunds`: what to give back of a succeeded
+/// payment, and why. The payment is the one in the path.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRefund {
+    /// In integer minor units of the payment's currency; at most what the
+    /// payment has not had refunded yet.
+    #[schemars(range(min = 1, max = MAX_AMOUNT_MINOR))]
+    pub amount: i64,
+    pub reason: RefundReason,
+    /// Free text shown to the payer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub description: Option<String>,
+}
+
+/// A refund as the API shows it. `reason` is why it was asked for (the
+/// spec's); `outcomeReason` is the machine reason of where it is (the
+/// status's, e.g. `Refunded` or `ExceedsRefundable`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundView {
+    pub id: String,
+    /// Where to follow it: `GET` this.
+    pub status_url: String,
+    /// The refunded payment's id.
+    pub payment_id: String,
+    /// In integer minor units of the payment's currency.
+    pub amount: i64,
+    pub reason: RefundReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The payment's currency, once the controller has taken the refund up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    pub phase: RefundPhase,
+    /// A machine-readable reason for the phase (CamelCase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_reason: Option<String>,
+    /// A human-readable message for the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The gateway's id of the refund, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_refund_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+}
+
+impl RefundView {
+    /// The view of a Refund object; `base` prefixes the status URL.
+    pub fn of(r: &Refund, base: &str) -> RefundView {
+        let id = r.metadata.name.clone().unwrap_or_default();
+        let status = r.status.clone().unwrap_or_default();
+        RefundView {
+            status_url: format!("{base}/v1/refunds/{id}"),
+            id,
+            payment_id: r.spec.payment_name.clone(),
+            amount: r.spec.amount,
+            reason: r.spec.reason,
+            description: r.spec.description.clone(),
+            currency: status.currency,
+            phase: status.phase.unwrap_or(RefundPhase::Pending),
+            outcome_reason: status.reason,
+            message: status.message,
+            gateway_refund_id: status.gateway_refund_id,
+            created_at: r
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+            completed_at: status.completed_at.map(|t| t.0.to_string()),
+        }
+    }
+}
+
+/// `GET /v1/payments/{id}/refunds`: every refund of the payment, oldest first.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundPage {
+    pub items: Vec<RefundView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RefundSpec, RefundStatus};
+
+    fn refund(status: Option<RefundStatus>) -> Refund {
+        let mut r = Refund::new(
+            "rf-1",
+            RefundSpec {
+                payment_name: "pay-1".into(),
+                amount: 500,
+                reason: RefundReason::Duplicate,
+                description: None,
+            },
+        );
+        r.status = status;
+        r
+    }
+
+    #[test]
+    fn a_refund_not_taken_up_yet_is_pending() {
+        let v = RefundView::of(&refund(None), "http://api");
+        assert_eq!(v.status_url, "http://api/v1/refunds/rf-1");
+        assert_eq!((v.payment_id.as_str(), v.amount), ("pay-1", 500));
+        assert_eq!(v.phase, RefundPhase::Pending);
+        assert_eq!(v.outcome_reason, None);
+    }
+
+    #[test]
+    fn the_specs_reason_and_the_statuss_reason_stay_apart() {
+        let status = RefundStatus {
+            phase: Some(RefundPhase::Succeeded),
+            reason: Some("Refunded".into()),
+            currency: Some("EUR".into()),
+            ..RefundStatus::default()
+        };
+        let json = serde_json::to_value(RefundView::of(&refund(Some(status)), "")).unwrap();
+        assert_eq!(json["reason"], "duplicate");
+        assert_eq!(json["outcomeReason"], "Refunded");
+        assert_eq!(json["phase"], "Succeeded");
+        assert_eq!(json["currency"], "EUR");
+        assert_eq!(json["statusUrl"], "/v1/refunds/rf-1");
+    }
 }

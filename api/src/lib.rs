@@ -10,6 +10,7 @@ pub mod idempotency;
 
 pub mod names;
 pub mod payment;
+pub mod refund;
 pub mod saga;
 pub mod signature;
 
@@ -17,3 +18,4 @@ pub use payment::{
     MAX_AMOUNT_MINOR, Notify, Payment, PaymentMethod, PaymentReview, PaymentSpec, PaymentStatus,
     Phase, Step,
 };
+pub use refund::{Refund, RefundPhase, RefundReason, RefundSpec, RefundStatus};

@@ -35,6 +35,10 @@ pub const ACCEPTED_AT_ANNOTATION: &str = "paysaga.dev/accepted-at";
 pub const IDEMPOTENCY_ANNOTATION: &str = "paysaga.dev/idempotency-key-sha256";
 /// Held by the controller while a payment's workflow may still move money.
 pub const FINALIZER: &str = "paysaga.dev/workflow";
+/// Label on a Refund naming its Payment (set by the API and the controller).
+pub const PAYMENT_LABEL: &str = "paysaga.dev/payment";
+/// Held by the controller on a Refund while its workflow may still move money.
+pub const REFUND_FINALIZER: &str = "paysaga.dev/refund";
 /// Field manager of every status write by the controller.
 pub const CONTROLLER_FIELD_MANAGER: &str = "paysaga-controller";
 

@@ -41,6 +41,12 @@ pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Step", type_ = "string", json_path = ".status.step"),
     printcolumn(
+        name = "Refunded",
+        type_ = "integer",
+        json_path = ".status.refundedAmount",
+        description = "Refunded so far, in minor units"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -136,6 +142,13 @@ pub struct PaymentStatus {
     /// decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<PaymentReview>,
+    /// The gateway's id of the charge that succeeded: what refunds refund.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_id: Option<String>,
+    /// What refunds have given back so far, in minor units (written as
+    /// each Refund succeeds, from the ledger's total).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_amount: Option<i64>,
 }
 
 /// A manual review, as status shows it.
@@ -291,7 +304,9 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["User", "Amount", "Currency", "Phase", "Step", "Age"]
+            [
+                "User", "Amount", "Currency", "Phase", "Step", "Refunded", "Age"
+            ]
         );
     }
 }

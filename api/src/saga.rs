@@ -127,6 +127,10 @@ pub mod keys {
     pub fn refund(payment_id: &str) -> String {
         format!("{payment_id}-refund")
     }
+    /// A refund's call to the gateway: its workflow ID is unique per Refund.
+    pub fn charge_refund(refund_id: &str) -> String {
+        format!("{refund_id}-gateway")
+    }
     pub fn notification(payment_id: &str, channel: &str) -> String {
         format!("{payment_id}-notify-{channel}")
     }
@@ -325,4 +329,74 @@ pub mod reasons {
     pub const REVIEW_TIMEOUT: &str = "ReviewTimeout";
     pub const CANCELLED: &str = "Cancelled";
     pub const COMPENSATION_FAILED: &str = "CompensationFailed";
+}
+
+// ---- refunds ------------------------------------------------------------------------
+
+/// Workflow type of a refund (task queue [`crate::names::PAYMENTS_TASK_QUEUE`]).
+pub const REFUND_WORKFLOW: &str = "RefundWorkflow";
+
+/// What `RefundWorkflow` is started with (by the controller, from the
+/// Refund and its Payment).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundInput {
+    /// The refund's ID everywhere outside Kubernetes: its workflow ID. The
+    /// ledger's row and the gateway's idempotency key derive from it.
+    pub refund_id: String,
+    /// The refunded payment's ID (its workflow ID).
+    pub payment_id: String,
+    /// The payment's payer, whose account is credited.
+    pub user_id: String,
+    pub amount: i64,
+    /// The payment's currency as its object says; the ledger must agree.
+    pub currency: String,
+    /// The gateway's charge refunded.
+    pub charge_id: String,
+    pub reason: crate::RefundReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where to tell the payer (the payment's contacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+/// How a refund ended: the workflow's result.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundOutcome {
+    pub phase: crate::RefundPhase,
+    /// CamelCase machine reason ([`refund_reasons`]).
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_refund_id: Option<String>,
+    /// The payment's total refunded in the ledger after this refund (when
+    /// it succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_refunded_amount: Option<i64>,
+}
+
+/// Machine reasons a refund ends with ([`RefundOutcome::reason`]), and those
+/// the controller gives when it does not start one.
+pub mod refund_reasons {
+    pub const REFUNDED: &str = "Refunded";
+    /// The payment has not succeeded (failed, cancelled, still running).
+    pub const PAYMENT_NOT_SUCCEEDED: &str = "PaymentNotSucceeded";
+    /// No such Payment in the namespace.
+    pub const PAYMENT_NOT_FOUND: &str = "PaymentNotFound";
+    /// The Payment is being deleted: no new refund starts.
+    pub const PAYMENT_DELETED: &str = "PaymentDeleted";
+    /// This refund and the earlier ones would give back more than was captured.
+    pub const EXCEEDS_REFUNDABLE: &str = "ExceedsRefundable";
+    /// The payment was made by another payer than the refund names.
+    pub const PAYER_MISMATCH: &str = "PayerMismatch";
+    /// The refund's currency is not the payment's.
+    pub const CURRENCY_MISMATCH: &str = "CurrencyMismatch";
+    /// The gateway refused the refund (permanently).
+    pub const GATEWAY_REFUSED: &str = "GatewayRefused";
+    /// The gateway did not answer for the whole retry budget.
+    pub const GATEWAY_UNAVAILABLE: &str = "GatewayUnavailable";
+    /// The workflow ended without an outcome (terminated, timed out).
+    pub const WORKFLOW_ENDED: &str = "WorkflowEnded";
 }

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use paysaga_api::external::GatewayCallback;
 use paysaga_api::saga::{
     CancelRequest, ExpediteRequest, PAYMENT_WORKFLOW, PaymentInput, PaymentOutcome,
-    PaymentProgress, QUERY_STATUS, ReviewDecision, SIGNAL_CANCEL, SIGNAL_EXPEDITE,
-    SIGNAL_GATEWAY_CALLBACK, SIGNAL_REVIEW,
+    PaymentProgress, QUERY_STATUS, REFUND_WORKFLOW, RefundInput, RefundOutcome, ReviewDecision,
+    SIGNAL_CANCEL, SIGNAL_EXPEDITE, SIGNAL_GATEWAY_CALLBACK, SIGNAL_REVIEW,
 };
 use temporalio_client::errors::{
     WorkflowGetResultError, WorkflowInteractionError, WorkflowQueryError, WorkflowStartError,
@@ -103,6 +103,21 @@ pub enum Observation {
     },
 }
 
+/// A refund's workflow as Temporal sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundRun {
+    Absent,
+    Running {
+        started_at: Option<SystemTime>,
+    },
+    Closed {
+        started_at: Option<SystemTime>,
+        closed_at: Option<SystemTime>,
+        status: WorkflowExecutionStatus,
+        outcome: Option<RefundOutcome>,
+    },
+}
+
 /// Payment workflows, addressed by workflow ID.
 #[derive(Clone)]
 pub struct PaymentWorkflows {
@@ -138,14 +153,34 @@ impl PaymentWorkflows {
         input: &PaymentInput,
         task_queue: &str,
     ) -> Result<Started, TemporalError> {
-        let id = &input.payment_id;
-        let options = WorkflowStartOptions::new(task_queue.to_string(), id.clone())
+        self.start_once(PAYMENT_WORKFLOW, &input.payment_id, input, task_queue)
+            .await
+    }
+
+    /// Starts a refund's workflow, once per ID (as [`Self::start`]).
+    pub async fn start_refund(
+        &self,
+        input: &RefundInput,
+        task_queue: &str,
+    ) -> Result<Started, TemporalError> {
+        self.start_once(REFUND_WORKFLOW, &input.refund_id, input, task_queue)
+            .await
+    }
+
+    async fn start_once<T: TemporalSerializable + 'static>(
+        &self,
+        workflow_type: &str,
+        id: &str,
+        input: &T,
+        task_queue: &str,
+    ) -> Result<Started, TemporalError> {
+        let options = WorkflowStartOptions::new(task_queue.to_string(), id.to_string())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .build();
         let raw = RawValue::from_value(input, &self.converter);
         match self
             .client
-            .start_workflow(UntypedWorkflow::new(PAYMENT_WORKFLOW), raw, options)
+            .start_workflow(UntypedWorkflow::new(workflow_type), raw, options)
             .await
         {
             Ok(handle) => Ok(Started::New {
@@ -153,7 +188,68 @@ impl PaymentWorkflows {
             }),
             Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(Started::Existing),
             Err(source) => Err(TemporalError::Start {
-                id: id.clone(),
+                id: id.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Where a refund's workflow is: absent, running, or closed with its
+    /// outcome (`None` when it returned none).
+    pub async fn observe_refund(&self, id: &str) -> Result<RefundRun, TemporalError> {
+        let handle = self.client.get_workflow_handle::<UntypedWorkflow>(id);
+        let described = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(d) => d,
+            Err(WorkflowInteractionError::NotFound(_)) => return Ok(RefundRun::Absent),
+            Err(source) => {
+                return Err(TemporalError::Describe {
+                    id: id.to_string(),
+                    source,
+                });
+            }
+        };
+        let started_at = described.start_time();
+        match described.status() {
+            WorkflowExecutionStatus::Running => Ok(RefundRun::Running { started_at }),
+            WorkflowExecutionStatus::Completed => {
+                let raw = handle
+                    .get_result(WorkflowGetResultOptions::default())
+                    .await
+                    .map_err(|source| TemporalError::Result {
+                        id: id.to_string(),
+                        source,
+                    })?;
+                Ok(RefundRun::Closed {
+                    started_at,
+                    closed_at: described.close_time(),
+                    status: WorkflowExecutionStatus::Completed,
+                    outcome: Some(decode::<RefundOutcome>(id, &raw)?),
+                })
+            }
+            status => Ok(RefundRun::Closed {
+                started_at,
+                closed_at: described.close_time(),
+                status,
+                outcome: None,
+            }),
+        }
+    }
+
+    /// Waits (long-polling Temporal) until the workflow `id` has closed, in
+    /// whatever way.
+    pub async fn closed(&self, id: &str) -> Result<(), TemporalError> {
+        let handle = self.client.get_workflow_handle::<UntypedWorkflow>(id);
+        match handle.get_result(WorkflowGetResultOptions::default()).await {
+            Ok(_)
+            | Err(
+                WorkflowGetResultError::Failed(_)
+                | WorkflowGetResultError::Cancelled { .. }
+                | WorkflowGetResultError::Terminated { .. }
+                | WorkflowGetResultError::TimedOut
+                | WorkflowGetResultError::ContinuedAsNew,
+            ) => Ok(()),
+            Err(source) => Err(TemporalError::Result {
+                id: id.to_string(),
                 source,
             }),
         }

@@ -50,6 +50,10 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("create", "idempotencykeys.paysaga.dev"),
         ("list", "idempotencykeys.paysaga.dev"),
         ("delete", "idempotencykeys.paysaga.dev"),
+        ("watch", "refunds.paysaga.dev"),
+        ("patch", "refunds.paysaga.dev"),
+        ("delete", "refunds.paysaga.dev"),
+        ("patch", "refunds.paysaga.dev/status"),
     ] {
         assert_eq!(can(verb, resource), "yes", "{verb} {resource}");
     }
@@ -63,6 +67,9 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("create", "events"),
         ("update", "idempotencykeys.paysaga.dev"),
         ("patch", "idempotencykeys.paysaga.dev"),
+        ("create", "refunds.paysaga.dev"),
+        ("get", "refunds.paysaga.dev"),
+        ("update", "refunds.paysaga.dev/status"),
     ] {
         assert_eq!(can(verb, resource), "no", "{verb} {resource}");
     }

@@ -3,20 +3,27 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
-use paysaga_api::Phase;
+use kube::ResourceExt;
 use paysaga_api::external::Scenario;
-use paysaga_api::http::{PaymentPage, PaymentView};
+use paysaga_api::http::{PaymentPage, PaymentView, RefundPage, RefundView};
+use paysaga_api::names::PAYMENT_LABEL;
+use paysaga_api::refund::refund_name;
+use paysaga_api::saga::refund_reasons;
+use paysaga_api::{Phase, Refund, RefundPhase, RefundReason};
 use paysaga_testenv::{Service, block_on, eventually};
 use serde_json::json;
 
-/// The namespace, the worker, the controller and two APIs: one as deployed,
-/// and one that takes a single request at a time (for overload).
+/// The namespace, the worker (with its ledger, for the audit), the
+/// controller and two APIs: one as deployed, and one that takes a single
+/// request at a time (for overload).
 struct Stack {
     namespace: String,
+    database_url: String,
     api: Service,
     tiny: Service,
     _worker: Service,
@@ -30,6 +37,16 @@ fn stack() -> &'static Stack {
         let namespace = kube.namespace("http").unwrap().name.clone();
         let temporal = &paysaga_testenv::temporal().address;
         let dir = paysaga_testenv::run_dir();
+        let _callbacks = paysaga_testenv::api();
+        let database_url = paysaga_testenv::postgres().database("http").unwrap();
+        let worker = Service::payment_worker(
+            &dir.join("http-worker"),
+            temporal,
+            &database_url,
+            "alice:EUR:100000000",
+            &paysaga_testenv::sim().url,
+        )
+        .unwrap();
         let api = |name: &str, extra: &[String]| {
             Service::full_api(
                 &dir.join(name),
@@ -44,7 +61,7 @@ fn stack() -> &'static Stack {
         Stack {
             api: api("api", &[]),
             tiny: api("tiny-api", &["--max-in-flight=1".into()]),
-            _worker: start_worker(),
+            _worker: worker,
             // Deleted payments' keys are kept 20 s here (30 days by default),
             // so that a test sees one swept.
             _controller: start_controller(
@@ -55,6 +72,7 @@ fn stack() -> &'static Stack {
                 ],
             ),
             namespace,
+            database_url,
         }
     })
 }
@@ -753,4 +771,587 @@ async fn every_error_is_a_problem_json() {
         .await
         .unwrap();
     problem(typo, 422, "unknown field \"reasn\"").await;
+}
+
+// ---- refunds -------------------------------------------------------------------------
+
+async fn refund(payment: &str, body: &serde_json::Value, key: Option<&str>) -> reqwest::Response {
+    let mut req = http()
+        .post(url(&format!("/v1/payments/{payment}/refunds")))
+        .json(body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    req.send().await.unwrap()
+}
+
+async fn refund_view(resp: reqwest::Response) -> RefundView {
+    resp.json().await.unwrap()
+}
+
+async fn refunds_listed(payment: &str) -> RefundPage {
+    let resp = http()
+        .get(url(&format!("/v1/payments/{payment}/refunds")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// The Refund objects naming `payment`, as the API server has them.
+async fn refund_objects(payment: &str) -> Vec<Refund> {
+    let api: kube::Api<Refund> = kube::Api::namespaced(
+        paysaga_testenv::kube().client().await.unwrap(),
+        &stack().namespace,
+    );
+    let params = kube::api::ListParams::default().fields(&format!("spec.paymentName={payment}"));
+    api.list(&params).await.unwrap().items
+}
+
+/// A payment made through the API, once it has succeeded.
+async fn succeeded_payment(amount: i64) -> PaymentView {
+    let resp = create(&body("alice", amount), None).await;
+    assert_eq!(resp.status(), 202);
+    let created = view(resp).await;
+    follow(&created.status_url, "Succeeded", |v| {
+        v.phase == Phase::Succeeded
+    })
+}
+
+fn ids(page: &RefundPage) -> BTreeSet<String> {
+    page.items.iter().map(|r| r.id.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_of_an_unknown_payment_or_id_are_404() {
+    let asked = json!({"amount": 100, "reason": "requestedByCustomer"});
+    problem(
+        refund("no-such-payment", &asked, None).await,
+        404,
+        "payment no-such-payment: not found",
+    )
+    .await;
+    problem(
+        refund("no-such-payment", &asked, Some("a-key")).await,
+        404,
+        "payment no-such-payment: not found",
+    )
+    .await;
+    for path in [
+        "/v1/payments/no-such-payment/refunds",
+        "/v1/refunds/no-such-refund",
+        "/v1/refunds/Not_A_Name",
+    ] {
+        let resp = http().get(url(path)).send().await.unwrap();
+        problem(resp, 404, "not found").await;
+    }
+    assert!(refund_objects("no-such-payment").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_succeeded_payment_not_being_deleted_can_be_refunded() {
+    let stack = stack();
+    let asked = json!({"amount": 100, "reason": "requestedByCustomer"});
+    // In flight: the gateway never confirms its charge.
+    let api = payments(&stack.namespace).await;
+    let name = paysaga_testenv::unique_name("pay-unrefundable");
+    in_flight_payment(&api, &stack.namespace, &name, 500).await;
+    problem(
+        refund(&name, &asked, None).await,
+        409,
+        &format!(
+            "payment {name} has not succeeded (Processing); only a succeeded payment can be refunded"
+        ),
+    )
+    .await;
+    // Failed: an unknown payer's payment fails at validation.
+    let failed =
+        view(create(&body(&paysaga_testenv::unique_name("nobody"), 500), None).await).await;
+    follow(&failed.status_url, "Failed", |v| v.phase == Phase::Failed);
+    problem(
+        refund(&failed.id, &asked, None).await,
+        409,
+        "has not succeeded (Failed)",
+    )
+    .await;
+
+    // Being deleted (held here by a finalizer of the test's): refused too.
+    let paid = succeeded_payment(500).await;
+    const HOLD: &str = "test.paysaga.dev/hold";
+    let kube = paysaga_testenv::kube();
+    let ns = stack.namespace.as_str();
+    let hold = json!([{"op": "add", "path": "/metadata/finalizers/-", "value": HOLD}]).to_string();
+    kube.kubectl_ok(&[
+        "patch",
+        "payment",
+        &paid.id,
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        &hold,
+    ])
+    .unwrap();
+    kube.kubectl_ok(&["delete", "payment", &paid.id, "-n", ns, "--wait=false"])
+        .unwrap();
+    problem(
+        refund(&paid.id, &asked, None).await,
+        409,
+        &format!("payment {} is being deleted", paid.id),
+    )
+    .await;
+    for id in [&name, &failed.id, &paid.id] {
+        assert!(
+            refund_objects(id).await.is_empty(),
+            "{id}: a refund was made"
+        );
+    }
+    // Let it go: remove the test's finalizer, and only it.
+    eventually(
+        Duration::from_secs(30),
+        "the test's finalizer removed",
+        || {
+            let p = block_on(api.get(&paid.id)).map_err(|e| e.to_string())?;
+            let finalizers = p.metadata.finalizers.unwrap_or_default();
+            let Some(i) = finalizers.iter().position(|f| f == HOLD) else {
+                return Ok(());
+            };
+            let remove = json!([
+                {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": HOLD},
+                {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+            ])
+            .to_string();
+            kube.kubectl_ok(&[
+                "patch",
+                "payment",
+                &paid.id,
+                "-n",
+                ns,
+                "--type=json",
+                "-p",
+                &remove,
+            ])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refund_requests_are_checked_before_anything_is_made() {
+    let paid = succeeded_payment(1000).await;
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            json!({"amount": 100, "reason": "boredom"}),
+            "unknown variant `boredom`",
+        ),
+        (
+            json!({"amount": 100, "reason": "duplicate", "notes": "typo of description"}),
+            "unknown field \"notes\"",
+        ),
+        (json!({"reason": "duplicate"}), "missing field `amount`"),
+        (
+            json!({"amount": 1.5, "reason": "duplicate"}),
+            "invalid type: floating point",
+        ),
+        // The API server's own validation (the CRD's), as for payments.
+        (
+            json!({"amount": 0, "reason": "duplicate"}),
+            "spec.amount in body should be greater than or equal to 1",
+        ),
+        (
+            json!({"amount": -5, "reason": "duplicate"}),
+            "spec.amount in body should be greater than or equal to 1",
+        ),
+        (
+            json!({"amount": 10, "reason": "other", "description": "x".repeat(257)}),
+            "spec.description",
+        ),
+        // More than the payment has: an early answer (the ledger decides).
+        (
+            json!({"amount": 1001, "reason": "duplicate"}),
+            "at most 1000 can still be refunded",
+        ),
+    ];
+    for (asked, words) in cases {
+        problem(refund(&paid.id, &asked, None).await, 422, words).await;
+    }
+    let good = json!({"amount": 100, "reason": "duplicate"});
+    let refunds = url(&format!("/v1/payments/{}/refunds", paid.id));
+    let as_text = http()
+        .post(&refunds)
+        .header("content-type", "text/plain")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(as_text, 415, "must be sent as application/json").await;
+    let untyped = http()
+        .post(&refunds)
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(untyped, 415, "no Content-Type").await;
+    for bad_key in [" ".to_string(), "k".repeat(256)] {
+        problem(
+            refund(&paid.id, &good, Some(&bad_key)).await,
+            400,
+            "Idempotency-Key must be 1 to 255 visible characters",
+        )
+        .await;
+    }
+    assert!(refund_objects(&paid.id).await.is_empty());
+    assert!(refunds_listed(&paid.id).await.items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_idempotency_key_replays_the_same_refund_and_refuses_a_different_one() {
+    let paid = succeeded_payment(1000).await;
+    let key = paysaga_testenv::unique_name("refund");
+    let asked = json!({"amount": 100, "reason": "requestedByCustomer", "description": "scratched"});
+    let first = refund(&paid.id, &asked, Some(&key)).await;
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("Idempotent-Replayed").is_none());
+    let first = refund_view(first).await;
+    assert_eq!(first.id, refund_name(&paid.id, &key));
+    assert_eq!(first.status_url, format!("/v1/refunds/{}", first.id));
+    assert_eq!(
+        (first.payment_id.as_str(), first.amount, first.reason),
+        (paid.id.as_str(), 100, RefundReason::RequestedByCustomer)
+    );
+    assert_eq!(first.description.as_deref(), Some("scratched"));
+    assert_eq!(first.phase, RefundPhase::Pending);
+    assert!(first.created_at.is_some());
+
+    let again = refund(&paid.id, &asked, Some(&key)).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["Idempotent-Replayed"], "true");
+    assert_eq!(refund_view(again).await.id, first.id);
+
+    let other = json!({"amount": 101, "reason": "requestedByCustomer", "description": "scratched"});
+    problem(
+        refund(&paid.id, &other, Some(&key)).await,
+        409,
+        "this Idempotency-Key was already used for a different refund",
+    )
+    .await;
+
+    // One object, owned by the payment (deleted with it) and labelled with it.
+    let objects = refund_objects(&paid.id).await;
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let object = &objects[0];
+    assert_eq!(object.metadata.name.as_deref(), Some(first.id.as_str()));
+    assert_eq!(object.labels()[PAYMENT_LABEL], paid.id);
+    let payment = payments(&stack().namespace)
+        .await
+        .get(&paid.id)
+        .await
+        .unwrap();
+    let owners = object.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (
+            owners[0].api_version.as_str(),
+            owners[0].kind.as_str(),
+            owners[0].name.as_str(),
+            Some(owners[0].uid.clone()),
+            owners[0].controller,
+            owners[0].block_owner_deletion
+        ),
+        (
+            "paysaga.dev/v1alpha1",
+            "Payment",
+            paid.id.as_str(),
+            payment.metadata.uid,
+            Some(false),
+            None
+        )
+    );
+
+    // Without a key, the same body is a new refund each time.
+    let a = refund_view(refund(&paid.id, &asked, None).await).await;
+    let b = refund_view(refund(&paid.id, &asked, None).await).await;
+    assert!(a.id.starts_with("rf-") && b.id.starts_with("rf-"));
+    assert_ne!(a.id, b.id);
+    // The key is scoped to the payment: another payment's refund of its own.
+    let other_paid = succeeded_payment(1000).await;
+    let elsewhere = refund(&other_paid.id, &asked, Some(&key)).await;
+    assert_eq!(elsewhere.status(), 202);
+    assert!(elsewhere.headers().get("Idempotent-Replayed").is_none());
+    assert_ne!(refund_view(elsewhere).await.id, first.id);
+    assert_eq!(
+        ids(&refunds_listed(&paid.id).await),
+        BTreeSet::from([first.id, a.id, b.id])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_are_read_one_by_one_and_listed_by_payment() {
+    let ns = &stack().namespace;
+    let paid = succeeded_payment(1000).await;
+    let made = refund(
+        &paid.id,
+        &json!({"amount": 250, "reason": "fraudulent"}),
+        None,
+    )
+    .await;
+    assert_eq!(made.status(), 202);
+    let made = refund_view(made).await;
+    // One made with kubectl (no label, no owner), and one of another payment.
+    let by_kubectl = paysaga_testenv::unique_name("rf-kubectl");
+    let elsewhere = paysaga_testenv::unique_name("rf-elsewhere");
+    for (name, payment) in [
+        (&by_kubectl, paid.id.as_str()),
+        (&elsewhere, "another-payment"),
+    ] {
+        let manifest = json!({
+            "apiVersion": "paysaga.dev/v1alpha1", "kind": "Refund",
+            "metadata": {"name": name},
+            "spec": {"paymentName": payment, "amount": 50, "reason": "other"},
+        });
+        kubectl_apply(ns, &manifest.to_string());
+    }
+
+    let read: RefundView = http()
+        .get(url(&made.status_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            read.id.as_str(),
+            read.payment_id.as_str(),
+            read.amount,
+            read.reason
+        ),
+        (
+            made.id.as_str(),
+            paid.id.as_str(),
+            250,
+            RefundReason::Fraudulent
+        )
+    );
+    let kubectl_made: RefundView = http()
+        .get(url(&format!("/v1/refunds/{by_kubectl}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (kubectl_made.payment_id.as_str(), kubectl_made.amount),
+        (paid.id.as_str(), 50)
+    );
+
+    let page = refunds_listed(&paid.id).await;
+    assert_eq!(ids(&page), BTreeSet::from([made.id.clone(), by_kubectl]));
+    assert!(page.items.iter().all(|r| r.payment_id == paid.id));
+    // Answered the same by the object: the view is of the Refund.
+    for object in refund_objects(&paid.id).await {
+        let listed = page
+            .items
+            .iter()
+            .find(|r| Some(&r.id) == object.metadata.name.as_ref());
+        assert_eq!(
+            listed.map(|r| (r.amount, r.reason)),
+            Some((object.spec.amount, object.spec.reason))
+        );
+    }
+}
+
+/// The API's Role (`charts/paysaga/templates/api.yaml`) grants what its
+/// routes need, refunds included, and nothing more: asked with `kubectl auth
+/// can-i`, then proven by an API running with only that account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
+    stack();
+    let kube = paysaga_testenv::kube();
+    let ns = kube.namespace("http-rbac").unwrap();
+    let chart = paysaga_testenv::workspace_root().join("charts/paysaga");
+    let rendered = paysaga_testenv::process::run(
+        std::process::Command::new(paysaga_testenv::tool("helm"))
+            .args(["template", "paysaga"])
+            .arg(&chart)
+            .args(["--namespace", &ns.name, "--show-only", "templates/api.yaml"]),
+    )
+    .unwrap();
+    let rbac: Vec<&str> = rendered
+        .split("\n---")
+        .filter(|doc| {
+            doc.lines().any(|l| {
+                matches!(
+                    l,
+                    "kind: ServiceAccount" | "kind: Role" | "kind: RoleBinding"
+                )
+            })
+        })
+        .collect();
+    assert_eq!(rbac.len(), 3, "{rendered}");
+    kubectl_apply(&ns.name, &rbac.join("\n---\n"));
+    let kubeconfig = kube
+        .service_account_kubeconfig(&ns.name, "paysaga-api")
+        .unwrap();
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        let out = std::process::Command::new(paysaga_testenv::tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["auth", "can-i", verb, resource, "-n", namespace])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for (verb, resource) in [
+        ("create", "payments.paysaga.dev"),
+        ("get", "payments.paysaga.dev"),
+        ("list", "payments.paysaga.dev"),
+        ("watch", "payments.paysaga.dev"),
+        ("patch", "payments.paysaga.dev"),
+        ("get", "idempotencykeys.paysaga.dev"),
+        ("create", "refunds.paysaga.dev"),
+        ("get", "refunds.paysaga.dev"),
+        ("list", "refunds.paysaga.dev"),
+    ] {
+        assert_eq!(can(verb, resource, &ns.name), "yes", "{verb} {resource}");
+    }
+    for (verb, resource) in [
+        ("watch", "refunds.paysaga.dev"),
+        ("patch", "refunds.paysaga.dev"),
+        ("update", "refunds.paysaga.dev"),
+        ("delete", "refunds.paysaga.dev"),
+        ("patch", "refunds.paysaga.dev/status"),
+        ("update", "payments.paysaga.dev"),
+        ("delete", "payments.paysaga.dev"),
+        ("patch", "payments.paysaga.dev/status"),
+        ("list", "idempotencykeys.paysaga.dev"),
+        ("create", "idempotencykeys.paysaga.dev"),
+        ("get", "secrets"),
+    ] {
+        assert_eq!(can(verb, resource, &ns.name), "no", "{verb} {resource}");
+    }
+    assert_eq!(can("create", "refunds.paysaga.dev", "default"), "no");
+
+    // An API with only that account serves the refund routes.
+    let api = Service::full_api(
+        &paysaga_testenv::run_dir().join("rbac-api"),
+        &paysaga_testenv::temporal().address,
+        None,
+        &kubeconfig,
+        &ns.name,
+        &[],
+    )
+    .unwrap();
+    let at = |path: &str| format!("{}{path}", api.url);
+    let created = http()
+        .post(at("/v1/payments"))
+        .json(&body("alice", 700))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let created = view(created).await;
+    eventually(Duration::from_secs(60), "the payment Succeeded", || {
+        let read = http().get(at(&created.status_url));
+        let v: PaymentView =
+            block_on(async { read.send().await?.json().await }).map_err(|e| e.to_string())?;
+        if v.phase == Phase::Succeeded {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    });
+    let asked = json!({"amount": 70, "reason": "duplicate"});
+    let made = http()
+        .post(at(&format!("/v1/payments/{}/refunds", created.id)))
+        .header("Idempotency-Key", "rbac")
+        .json(&asked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 202);
+    let made = refund_view(made).await;
+    let replayed = http()
+        .post(at(&format!("/v1/payments/{}/refunds", created.id)))
+        .header("Idempotency-Key", "rbac")
+        .json(&asked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 202);
+    let read = http().get(at(&made.status_url)).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    let listed: RefundPage = http()
+        .get(at(&format!("/v1/payments/{}/refunds", created.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&listed), BTreeSet::from([made.id]));
+}
+
+/// The whole way: a payment made and succeeded, then partly refunded through
+/// the API; the controller runs the Refund, the worker's RefundWorkflow the
+/// ledger and the gateway, and the payment shows what was given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_through_the_http_api_reaches_succeeded() {
+    let paid = succeeded_payment(1000).await;
+    let key = paysaga_testenv::unique_name("refund");
+    let asked = json!({"amount": 400, "reason": "requestedByCustomer", "description": "one cup arrived broken"});
+    let resp = refund(&paid.id, &asked, Some(&key)).await;
+    assert_eq!(resp.status(), 202);
+    let made = refund_view(resp).await;
+    let ended = eventually(
+        Duration::from_secs(60),
+        &format!("{}: ended", made.status_url),
+        || {
+            let resp =
+                block_on(http().get(url(&made.status_url)).send()).map_err(|e| e.to_string())?;
+            if resp.status() != 200 {
+                return Err(resp.status().to_string());
+            }
+            let r: RefundView = block_on(resp.json()).map_err(|e| e.to_string())?;
+            if r.phase.is_terminal() {
+                Ok(r)
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    );
+    assert_eq!(ended.phase, RefundPhase::Succeeded, "{ended:?}");
+    assert_eq!(
+        ended.outcome_reason.as_deref(),
+        Some(refund_reasons::REFUNDED)
+    );
+    assert_eq!(ended.currency.as_deref(), Some("EUR"));
+    assert!(ended.gateway_refund_id.is_some(), "{ended:?}");
+    assert!(ended.completed_at.is_some(), "{ended:?}");
+
+    // The payment shows what was given back, and still Succeeded.
+    let payment = follow(&paid.status_url, "refundedAmount 400", |v| {
+        v.refunded_amount == Some(400)
+    });
+    assert_eq!(payment.phase, Phase::Succeeded);
+    // What is left can be asked for, no more.
+    problem(
+        refund(&paid.id, &json!({"amount": 601, "reason": "other"}), None).await,
+        422,
+        "at most 600 can still be refunded",
+    )
+    .await;
+    // The retry is the same refund, as it ended.
+    let again = refund(&paid.id, &asked, Some(&key)).await;
+    assert_eq!(again.headers()["Idempotent-Replayed"], "true");
+    assert_eq!(refund_view(again).await, ended);
+    let page = refunds_listed(&paid.id).await;
+    assert_eq!(page.items, vec![ended]);
+
+    let (report, ok) = paysaga_testenv::dev::audit(&stack().database_url).unwrap();
+    assert!(ok, "{report}");
 }

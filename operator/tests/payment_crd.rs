@@ -189,8 +189,8 @@ async fn status_subresource_changes_status_and_leaves_spec_alone() {
     assert!(namespaces.get(&ns.name).await.is_ok());
 }
 
-/// Every manifest in examples/ (the README applies them) is a Payment the
-/// real API server accepts.
+/// Every manifest in examples/ (the README applies them) is a Payment or a
+/// Refund the real API server accepts.
 #[test]
 fn every_example_is_accepted_by_the_api_server() {
     let env = control_plane();
@@ -204,7 +204,10 @@ fn every_example_is_accepted_by_the_api_server() {
             let out = env
                 .kubectl_ok(&["apply", "--dry-run=server", "-n", &ns.name, "-f", &file])
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
-            assert!(out.contains("payment.paysaga.dev/"), "{file}: {out}");
+            assert!(
+                out.contains("payment.paysaga.dev/") || out.contains("refund.paysaga.dev/"),
+                "{file}: {out}"
+            );
             applied.push(file);
         }
     }

@@ -13,9 +13,37 @@
 //! A payment with a scenario is deterministic: its rates are not drawn.
 //! Charges are idempotent by `idempotencyKey` (a repeat answers the first
 //! answer, 200 instead of 201, and schedules nothing); reusing a key for a
-//! different payment, amount, currency or method is a 400. Refunds are
-//! idempotent by their own key and subject only to `transientFailureRate`
-//! (a scenario has no refund knobs).
+//! different payment, amount, currency or method is a 400.
+//!
+//! There are two kinds of refund:
+//! - **the saga's compensation** (`POST /gateway/v1/refunds`, [`refund`]):
+//!   gives back whatever the payment's charges still hold, pending or
+//!   captured, partial refunds deducted; refunding nothing is a success.
+//!   Idempotent by its key; subject only to `transientFailureRate`;
+//! - **a refund of a captured charge** (`POST
+//!   /gateway/v1/charges/{chargeId}/refunds`, [`refund_charge`]), partial or
+//!   full, decided after the body is validated and the latency waited, in
+//!   this order:
+//!   1. its key: a repeat with the same charge, payment, amount and currency
+//!      answers the recorded answer (a refund with 200 instead of 201,
+//!      refunding nothing more); the same key for anything else is a 400;
+//!   2. a transient fault (503): the scenario's `refundTransientFailures`
+//!      while it has some left, else (without a scenario)
+//!      `transientFailureRate`. Not recorded;
+//!   3. the charge: unknown → 404; of another payment, or in another
+//!      currency → 400; pending or failed → 409 `notCaptured` (not recorded:
+//!      it may yet be captured);
+//!   4. the scenario's `refuseRefunds` → 402 `refundRefused`, recorded;
+//!   5. more than the charge has left → 409 `overRefund`, recorded. A fully
+//!      refunded charge (`refunded`) is an over-refund too, with 0 left,
+//!      rather than `notCaptured`: it was captured, and the caller learns
+//!      there is nothing left;
+//!   6. otherwise refunded, 201, recorded: the charge stays `succeeded`
+//!      while partly refunded and becomes `refunded` once fully.
+//!
+//! The state is behind one lock, held from the key's check to the answer's
+//! record, so refunds racing for the same charge are decided one after the
+//! other: two asking for its last cent get one 201 and one `overRefund`.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -25,12 +53,14 @@ use axum::{
     Json,
     extract::{Path, State},
     http::StatusCode,
+    response::{IntoResponse, Response},
 };
 use paysaga_api::{
     PaymentMethod,
     external::{
-        CallbackOutcome, ChargeLookup, ChargeRequest, ChargeResponse, ChargeStatus,
-        GatewayLedgerEntry, RefundRequest, RefundResponse, Scenario, SimConfig,
+        CallbackOutcome, ChargeLookup, ChargeRefundRequest, ChargeRefundResponse, ChargeRequest,
+        ChargeResponse, ChargeStatus, ErrorBody, GatewayLedgerEntry, RefundRequest, RefundResponse,
+        Scenario, SimConfig, error_codes,
     },
 };
 
@@ -49,8 +79,12 @@ pub(crate) struct Gateway {
     charge_keys: HashMap<String, ChargeKey>,
     /// Accepted charges by charge ID.
     charges: HashMap<String, Charge>,
-    /// Refund answers by idempotency key.
+    /// Compensation refund answers by idempotency key.
     refund_keys: HashMap<String, RefundKey>,
+    /// Answers to refunds of a charge by idempotency key (a key of its own
+    /// namespace: the compensation's keys are not these).
+    #[serde(default)]
+    charge_refund_keys: HashMap<String, ChargeRefundKey>,
     /// Confirmations not yet settled, by charge ID (kept with the state, so
     /// a restarted gateway still sends them).
     #[serde(default)]
@@ -109,6 +143,61 @@ struct RefundKey {
     answer: RefundResponse,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct ChargeRefundKey {
+    request: ChargeRefundFingerprint,
+    answer: ChargeRefundAnswer,
+}
+
+/// The fields a repeat of a charge refund with the same key must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ChargeRefundFingerprint {
+    charge_id: String,
+    payment_id: String,
+    amount: i64,
+    currency: String,
+}
+
+impl ChargeRefundFingerprint {
+    fn of(charge_id: &str, req: &ChargeRefundRequest) -> Self {
+        Self {
+            charge_id: charge_id.to_owned(),
+            payment_id: req.payment_id.clone(),
+            amount: req.amount,
+            currency: req.currency.clone(),
+        }
+    }
+}
+
+/// A charge refund's recorded answer: a retry with the same key gets it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum ChargeRefundAnswer {
+    Refunded(ChargeRefundResponse),
+    Refused(String),
+    OverRefund(String),
+}
+
+impl ChargeRefundAnswer {
+    /// The answer as sent: 201 the first time, 200 for a repeat.
+    fn reply(
+        &self,
+        first: bool,
+    ) -> Result<(StatusCode, Json<ChargeRefundResponse>), ChargeRefundError> {
+        match self {
+            ChargeRefundAnswer::Refunded(response) => {
+                let status = if first {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                Ok((status, Json(response.clone())))
+            }
+            ChargeRefundAnswer::Refused(m) => Err(ChargeRefundError::Refused(m.clone())),
+            ChargeRefundAnswer::OverRefund(m) => Err(ChargeRefundError::OverRefund(m.clone())),
+        }
+    }
+}
+
 /// What became of a pending charge when its confirmation came due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Settlement {
@@ -135,7 +224,8 @@ impl Gateway {
     }
 
     /// Refunds every charge of the payment that still holds money (pending
-    /// or succeeded); returns the amount refunded.
+    /// or succeeded), each for what it has left after its partial refunds;
+    /// returns the amount refunded.
     fn refund_held(&mut self, payment_id: &str) -> i64 {
         let mut total = 0;
         for charge in self.charges.values_mut() {
@@ -145,9 +235,9 @@ impl Gateway {
                     ChargeStatus::Pending | ChargeStatus::Succeeded
                 )
             {
+                total += charge.amount - charge.refunded_amount;
                 charge.status = ChargeStatus::Refunded;
                 charge.refunded_amount = charge.amount;
-                total += charge.amount;
             }
         }
         total
@@ -240,6 +330,81 @@ pub fn decide_charge(
             draws.drop,
             draws.failure,
         )),
+    }
+}
+
+/// What to answer to a new refund of a charge (one whose key has no
+/// recorded answer yet). No client required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChargeRefundDecision {
+    /// Answer 503, record nothing; `from_scenario`: this uses up one of the
+    /// scenario's `refundTransientFailures`.
+    Unavailable { from_scenario: bool },
+    /// 404: the gateway has no such charge.
+    UnknownCharge,
+    /// 400: the request does not match the charge. Not recorded.
+    Mismatch(String),
+    /// 409 `notCaptured` (pending or failed). Not recorded: a pending
+    /// charge may yet be captured.
+    NotCaptured(ChargeStatus),
+    /// 402 `refundRefused` (the scenario's `refuseRefunds`), recorded.
+    Refuse,
+    /// 409 `overRefund`, recorded; `left`: what the charge has left.
+    OverRefund { left: i64 },
+    /// Refund, answer 201, record it; `refunded_amount`: the charge's
+    /// refunded amount with this refund.
+    Refund { refunded_amount: i64 },
+}
+
+/// Decides a new refund of `charge` (`None`: unknown) asked by `req`, in the
+/// order of the module doc. `transient_draw` is uniform in `[0, 1)`, drawn
+/// for every new attempt.
+fn decide_charge_refund(
+    config: &SimConfig,
+    scenario: Option<&Scenario>,
+    transient_draw: f64,
+    charge: Option<&Charge>,
+    req: &ChargeRefundRequest,
+) -> ChargeRefundDecision {
+    let transient = match scenario {
+        Some(s) => s.refund_transient_failures > 0,
+        None => happens(config.transient_failure_rate, transient_draw),
+    };
+    if transient {
+        return ChargeRefundDecision::Unavailable {
+            from_scenario: scenario.is_some(),
+        };
+    }
+    let Some(charge) = charge else {
+        return ChargeRefundDecision::UnknownCharge;
+    };
+    if charge.payment_id != req.payment_id {
+        return ChargeRefundDecision::Mismatch(format!(
+            "charge {:?} belongs to another payment than {:?}",
+            charge.charge_id, req.payment_id
+        ));
+    }
+    if charge.currency != req.currency {
+        return ChargeRefundDecision::Mismatch(format!(
+            "charge {:?} is in {}, not {}",
+            charge.charge_id, charge.currency, req.currency
+        ));
+    }
+    match charge.status {
+        ChargeStatus::Succeeded | ChargeStatus::Refunded => {}
+        status @ (ChargeStatus::Pending | ChargeStatus::Failed) => {
+            return ChargeRefundDecision::NotCaptured(status);
+        }
+    }
+    if scenario.is_some_and(|s| s.refuse_refunds) {
+        return ChargeRefundDecision::Refuse;
+    }
+    let left = charge.amount - charge.refunded_amount;
+    if req.amount > left {
+        return ChargeRefundDecision::OverRefund { left };
+    }
+    ChargeRefundDecision::Refund {
+        refunded_amount: charge.refunded_amount + req.amount,
     }
 }
 
@@ -460,6 +625,155 @@ pub async fn refund(
     Ok(Json(answer))
 }
 
+/// What a refund of a charge answers when it does not refund: the errors
+/// every service answers, and its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChargeRefundError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// More than the charge has left (409 `overRefund`).
+    #[error("over refund: {0}")]
+    OverRefund(String),
+    /// The charge is not captured (409 `notCaptured`).
+    #[error("not captured: {0}")]
+    NotCaptured(String),
+    /// The gateway will not refund the charge (402 `refundRefused`): permanent.
+    #[error("refund refused: {0}")]
+    Refused(String),
+}
+
+impl ChargeRefundError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ChargeRefundError::Api(e) => e.status(),
+            ChargeRefundError::OverRefund(_) | ChargeRefundError::NotCaptured(_) => {
+                StatusCode::CONFLICT
+            }
+            ChargeRefundError::Refused(_) => StatusCode::PAYMENT_REQUIRED,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (code, message) = match self {
+            ChargeRefundError::Api(e) => return e.body(),
+            ChargeRefundError::OverRefund(m) => (error_codes::OVER_REFUND, m),
+            ChargeRefundError::NotCaptured(m) => (error_codes::NOT_CAPTURED, m),
+            ChargeRefundError::Refused(m) => (error_codes::REFUND_REFUSED, m),
+        };
+        ErrorBody {
+            code: code.to_owned(),
+            message: message.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ChargeRefundError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+fn validate_charge_refund(req: &ChargeRefundRequest) -> Result<(), ApiError> {
+    validate::non_empty("paymentId", &req.payment_id)?;
+    validate::non_empty("idempotencyKey", &req.idempotency_key)?;
+    validate::positive_amount(req.amount)?;
+    validate::currency(&req.currency)
+}
+
+/// `POST /gateway/v1/charges/{chargeId}/refunds`: a partial or full refund
+/// of a captured charge, decided as the module doc says.
+#[tracing::instrument(skip_all, fields(%charge_id, payment_id = %req.payment_id, key = %req.idempotency_key))]
+pub async fn refund_charge(
+    State(sim): State<Arc<Sim>>,
+    Path(charge_id): Path<String>,
+    AppJson(req): AppJson<ChargeRefundRequest>,
+) -> Result<(StatusCode, Json<ChargeRefundResponse>), ChargeRefundError> {
+    validate_charge_refund(&req)?;
+    sim.simulate_latency().await;
+
+    let mut guard = sim.lock();
+    let state = &mut *guard;
+    let fingerprint = ChargeRefundFingerprint::of(&charge_id, &req);
+    if let Some(first) = state.gateway.charge_refund_keys.get(&req.idempotency_key) {
+        if first.request != fingerprint {
+            return Err(ApiError::BadRequest(format!(
+                "idempotency key {:?} was first used for a different refund ({:?})",
+                req.idempotency_key, first.request
+            ))
+            .into());
+        }
+        tracing::info!(answer = ?first.answer, "repeated charge refund: first answer replayed");
+        return first.answer.reply(false);
+    }
+
+    let draw = state.rng.next_f64();
+    let scenario = crate::scenario(&mut state.scenarios, &req.payment_id);
+    let charge = state.gateway.charges.get_mut(&charge_id);
+    let answer = match decide_charge_refund(
+        &state.config,
+        scenario.as_deref(),
+        draw,
+        charge.as_deref(),
+        &req,
+    ) {
+        ChargeRefundDecision::Unavailable { from_scenario } => {
+            let why = match scenario {
+                Some(s) if from_scenario => {
+                    s.refund_transient_failures -= 1;
+                    format!(
+                        "simulated transient fault (scenario, {} left)",
+                        s.refund_transient_failures
+                    )
+                }
+                _ => "simulated transient fault (transientFailureRate)".to_owned(),
+            };
+            tracing::info!("charge refund answered 503: {why}");
+            return Err(ApiError::Unavailable(why).into());
+        }
+        ChargeRefundDecision::UnknownCharge => {
+            return Err(ApiError::NotFound(format!("no charge {charge_id:?}")).into());
+        }
+        ChargeRefundDecision::Mismatch(why) => return Err(ApiError::BadRequest(why).into()),
+        ChargeRefundDecision::NotCaptured(status) => {
+            return Err(ChargeRefundError::NotCaptured(format!(
+                "charge {charge_id:?} is {status:?}, not captured: nothing to refund"
+            )));
+        }
+        ChargeRefundDecision::Refuse => ChargeRefundAnswer::Refused(format!(
+            "refund of charge {charge_id:?} refused by the payment's scenario"
+        )),
+        ChargeRefundDecision::OverRefund { left } => ChargeRefundAnswer::OverRefund(format!(
+            "refund of {} {} exceeds what charge {charge_id:?} has left: {left} {}",
+            req.amount, req.currency, req.currency
+        )),
+        ChargeRefundDecision::Refund { refunded_amount } => {
+            let charge = charge.expect("a refund is decided for a known charge");
+            charge.refunded_amount = refunded_amount;
+            if refunded_amount == charge.amount {
+                charge.status = ChargeStatus::Refunded;
+            }
+            ChargeRefundAnswer::Refunded(ChargeRefundResponse {
+                refund_id: state.ids.next("re"),
+                charge_id: charge_id.clone(),
+                amount: req.amount,
+                currency: req.currency.clone(),
+                charge_refunded_amount: refunded_amount,
+            })
+        }
+    };
+    tracing::info!(?answer, "charge refund decided");
+    let reply = answer.reply(true);
+    state.gateway.charge_refund_keys.insert(
+        req.idempotency_key.clone(),
+        ChargeRefundKey {
+            request: fingerprint,
+            answer,
+        },
+    );
+    sim.persist(state);
+    reply
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,7 +965,10 @@ mod tests {
             ),
             (
                 "refunded",
-                vec![charge("c1", "p", 100, ChargeStatus::Refunded)],
+                vec![refunded(
+                    charge("c1", "p", 100, ChargeStatus::Refunded),
+                    100,
+                )],
                 0,
             ),
             (
@@ -667,12 +984,249 @@ mod tests {
                 ],
                 150,
             ),
+            (
+                "partly refunded",
+                vec![refunded(
+                    charge("c1", "p", 100, ChargeStatus::Succeeded),
+                    30,
+                )],
+                70,
+            ),
         ];
         for (name, charges, want) in table {
             let mut g = gateway(charges);
             assert_eq!(g.refund_held("p"), want, "{name}");
             assert_eq!(g.refund_held("p"), 0, "{name}: twice");
+            for c in g.charges.values().filter(|c| c.payment_id == "p") {
+                if c.status == ChargeStatus::Refunded {
+                    assert_eq!(c.refunded_amount, c.amount, "{name}: all given back");
+                }
+            }
         }
+    }
+
+    fn refunded(mut c: Charge, amount: i64) -> Charge {
+        c.refunded_amount = amount;
+        c
+    }
+
+    fn refund_of(payment: &str, amount: i64, currency: &str) -> ChargeRefundRequest {
+        ChargeRefundRequest {
+            payment_id: payment.into(),
+            idempotency_key: "k".into(),
+            amount,
+            currency: currency.into(),
+        }
+    }
+
+    #[test]
+    fn charge_refund_decisions() {
+        use ChargeRefundDecision as D;
+        struct Case {
+            name: &'static str,
+            config: SimConfig,
+            scenario: Option<Scenario>,
+            draw: f64,
+            charge: Option<Charge>,
+            request: ChargeRefundRequest,
+            want: ChargeRefundDecision,
+        }
+        let captured = || charge("c1", "p", 100, ChargeStatus::Succeeded);
+        let base = || Case {
+            name: "",
+            config: config(0.0, 0.0),
+            scenario: None,
+            draw: 0.99,
+            charge: Some(captured()),
+            request: refund_of("p", 40, "EUR"),
+            want: D::Refund {
+                refunded_amount: 40,
+            },
+        };
+        let flaky = Scenario {
+            refund_transient_failures: 1,
+            refuse_refunds: true,
+            ..Scenario::default()
+        };
+        let refusing = Scenario {
+            refuse_refunds: true,
+            ..Scenario::default()
+        };
+        let cases = [
+            Case {
+                name: "a partial refund",
+                ..base()
+            },
+            Case {
+                name: "the whole amount",
+                request: refund_of("p", 100, "EUR"),
+                want: D::Refund {
+                    refunded_amount: 100,
+                },
+                ..base()
+            },
+            Case {
+                name: "the rest of a partly refunded charge",
+                charge: Some(refunded(captured(), 60)),
+                want: D::Refund {
+                    refunded_amount: 100,
+                },
+                ..base()
+            },
+            Case {
+                name: "a cent too much",
+                charge: Some(refunded(captured(), 61)),
+                want: D::OverRefund { left: 39 },
+                ..base()
+            },
+            Case {
+                name: "a fully refunded charge has nothing left",
+                charge: Some(refunded(
+                    charge("c1", "p", 100, ChargeStatus::Refunded),
+                    100,
+                )),
+                request: refund_of("p", 1, "EUR"),
+                want: D::OverRefund { left: 0 },
+                ..base()
+            },
+            Case {
+                name: "pending",
+                charge: Some(charge("c1", "p", 100, ChargeStatus::Pending)),
+                want: D::NotCaptured(ChargeStatus::Pending),
+                ..base()
+            },
+            Case {
+                name: "failed",
+                charge: Some(charge("c1", "p", 100, ChargeStatus::Failed)),
+                want: D::NotCaptured(ChargeStatus::Failed),
+                ..base()
+            },
+            Case {
+                name: "unknown charge",
+                charge: None,
+                want: D::UnknownCharge,
+                ..base()
+            },
+            Case {
+                name: "another payment",
+                request: refund_of("q", 40, "EUR"),
+                want: D::Mismatch("charge \"c1\" belongs to another payment than \"q\"".into()),
+                ..base()
+            },
+            Case {
+                name: "another currency",
+                request: refund_of("p", 40, "USD"),
+                want: D::Mismatch("charge \"c1\" is in EUR, not USD".into()),
+                ..base()
+            },
+            Case {
+                name: "transient rate fires",
+                config: config(0.5, 0.0),
+                draw: 0.01,
+                want: D::Unavailable {
+                    from_scenario: false,
+                },
+                ..base()
+            },
+            Case {
+                name: "transient rate misses",
+                config: config(0.5, 0.0),
+                ..base()
+            },
+            Case {
+                name: "transient before unknown charge",
+                config: config(1.0, 0.0),
+                draw: 0.01,
+                charge: None,
+                want: D::Unavailable {
+                    from_scenario: false,
+                },
+                ..base()
+            },
+            Case {
+                name: "scenario failures first",
+                scenario: Some(flaky.clone()),
+                want: D::Unavailable {
+                    from_scenario: true,
+                },
+                ..base()
+            },
+            Case {
+                name: "a scenario ignores the rate",
+                config: config(1.0, 0.0),
+                draw: 0.01,
+                scenario: Some(Scenario::default()),
+                ..base()
+            },
+            Case {
+                name: "scenario refuses",
+                scenario: Some(refusing.clone()),
+                want: D::Refuse,
+                ..base()
+            },
+            Case {
+                name: "refused before over-refund",
+                scenario: Some(refusing.clone()),
+                request: refund_of("p", 1000, "EUR"),
+                want: D::Refuse,
+                ..base()
+            },
+            Case {
+                name: "not captured before refused",
+                scenario: Some(refusing),
+                charge: Some(charge("c1", "p", 100, ChargeStatus::Pending)),
+                want: D::NotCaptured(ChargeStatus::Pending),
+                ..base()
+            },
+        ];
+        for c in cases {
+            let got = decide_charge_refund(
+                &c.config,
+                c.scenario.as_ref(),
+                c.draw,
+                c.charge.as_ref(),
+                &c.request,
+            );
+            assert_eq!(got, c.want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn charge_refund_errors_have_their_status_and_code() {
+        let table = [
+            (
+                ChargeRefundError::OverRefund("x".into()),
+                409,
+                error_codes::OVER_REFUND,
+            ),
+            (
+                ChargeRefundError::NotCaptured("x".into()),
+                409,
+                error_codes::NOT_CAPTURED,
+            ),
+            (
+                ChargeRefundError::Refused("x".into()),
+                402,
+                error_codes::REFUND_REFUSED,
+            ),
+            (
+                ApiError::NotFound("x".into()).into(),
+                404,
+                error_codes::NOT_FOUND,
+            ),
+        ];
+        for (err, status, code) in table {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.body().code, code, "{err}");
+            assert_eq!(err.body().message, "x");
+        }
+    }
+
+    #[test]
+    fn a_state_file_without_charge_refunds_still_loads() {
+        let old = r#"{"charge_keys":{},"charges":{},"refund_keys":{}}"#;
+        let g: Gateway = serde_json::from_str(old).expect("an old state file");
+        assert!(g.charge_refund_keys.is_empty());
     }
 
     #[test]

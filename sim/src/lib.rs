@@ -3,7 +3,7 @@
 //!
 //! | service | routes | module |
 //! |---|---|---|
-//! | payment gateway | `POST /gateway/v1/charges`, `GET /gateway/v1/charges/{chargeId}` (what became of a charge), `POST /gateway/v1/refunds`, signed confirmations | [`gateway`], [`callbacks`] |
+//! | payment gateway | `POST /gateway/v1/charges`, `GET /gateway/v1/charges/{chargeId}` (what became of a charge), `POST /gateway/v1/charges/{chargeId}/refunds` (partial or full refund of a captured charge), `POST /gateway/v1/refunds` (the saga's compensation), signed confirmations | [`gateway`], [`callbacks`] |
 //! | fraud scoring | `POST /fraud/v1/score` | [`fraud`] |
 //! | email/SMS provider | `POST`/`GET /notify/v1/messages` | [`notify`] |
 //! | knobs and audit | `/admin/config`, `/admin/scenarios/{paymentId}`, `/admin/gateway-ledger`, `/healthz` | [`admin`] |
@@ -235,6 +235,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route(
             &format!("{}/{{charge_id}}", paths::CHARGES),
             get(gateway::charge_status),
+        )
+        .route(
+            &paths::charge_refunds("{charge_id}"),
+            post(gateway::refund_charge),
         )
         .route(paths::REFUNDS, post(gateway::refund))
         .route(paths::FRAUD_SCORE, post(fraud::score))

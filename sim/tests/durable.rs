@@ -1,7 +1,7 @@
 //! `--state-file`: the gateway remembers across a crash. A charge accepted
 //! before a `kill -9` is known after the restart (its status, its key's
 //! answer), its confirmation still arrives, and IDs are not handed out
-//! twice.
+//! twice; a refund of a charge likewise survives.
 
 mod common;
 
@@ -87,5 +87,56 @@ async fn with_a_state_file_a_killed_gateway_forgets_no_charge() {
         (v["status"] == "captured").then_some(())
     })
     .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn with_a_state_file_a_refund_survives_a_kill() {
+    let dir =
+        std::env::temp_dir().join(format!("paysaga-sim-durable-refund-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.json");
+    let state = format!("--state-file={}", file.display());
+    let args = [state.as_str(), "--callback-delay-ms=0"];
+    let refund = |key: &str, amount: i64| serde_json::json!({"paymentId": "pay-r", "idempotencyKey": key, "amount": amount, "currency": "EUR"});
+
+    let (mut first, url) = start(&args).await;
+    let (status, accepted) = post(
+        &format!("{url}{}", paths::CHARGES),
+        &charge("pay-r", "pay-r-charge", None),
+    )
+    .await;
+    assert_eq!(status, 201, "{accepted}");
+    let charge_id = accepted["chargeId"].as_str().unwrap().to_string();
+    let refunds = format!("{url}{}", paths::charge_refunds(&charge_id));
+    eventually("the charge captured", async || {
+        let v: serde_json::Value = reqwest::get(format!("{url}{}", paths::charge(&charge_id)))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["status"] == "captured").then_some(())
+    })
+    .await;
+    let (status, partial) = post(&refunds, &refund("pay-r-1", 500)).await;
+    assert_eq!(status, 201, "{partial}");
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+
+    let (_second, url) = start(&args).await;
+    let refunds = format!("{url}{}", paths::charge_refunds(&charge_id));
+    // The refund and its key's answer stand; what is left is what was left.
+    let (status, again) = post(&refunds, &refund("pay-r-1", 500)).await;
+    assert_eq!((status, &again), (200, &partial));
+    let (status, over) = post(&refunds, &refund("pay-r-2", 800)).await;
+    assert_eq!((status, over["code"].as_str()), (409, Some("overRefund")));
+    let (status, rest) = post(&refunds, &refund("pay-r-3", 750)).await;
+    assert_eq!(status, 201, "{rest}");
+    assert_eq!(rest["chargeRefundedAmount"], 1250);
+    assert_ne!(
+        rest["refundId"], partial["refundId"],
+        "IDs not handed out twice"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

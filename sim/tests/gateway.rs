@@ -1,14 +1,17 @@
 //! The gateway over real HTTP: charges, signed confirmations to a real
-//! receiver, refunds, and the ledger.
+//! receiver, refunds (the saga's compensation, and partial or full refunds
+//! of a captured charge), and the ledger.
 
 mod common;
 
 use common::{Receiver, SECRET, TestSim, charge, eventually};
 use paysaga_api::{
-    external::{CallbackOutcome, ChargeStatus, SimConfig, error_codes, paths},
+    external::{
+        CallbackOutcome, ChargeRefundResponse, ChargeStatus, SimConfig, error_codes, paths,
+    },
     signature::SignatureError,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn config_to(receiver: &Receiver, callback_delay_ms: u64) -> SimConfig {
     SimConfig {
@@ -444,4 +447,318 @@ async fn the_status_endpoint_tells_what_became_of_a_charge() {
         (status, body["code"].as_str()),
         (503, Some(error_codes::UNAVAILABLE))
     );
+}
+
+// ---- refunds of a captured charge ----------------------------------------------
+
+/// A charge (1250 EUR) of `payment` under `scenario`, once the status
+/// endpoint says `status`; its ID.
+async fn charge_in(sim: &TestSim, payment: &str, scenario: Value, status: &str) -> String {
+    sim.set_scenario(payment, scenario).await;
+    let (code, answer) = sim
+        .post(
+            paths::CHARGES,
+            &charge(payment, &format!("{payment}-charge"), None),
+        )
+        .await;
+    assert_eq!(code, 201, "{answer}");
+    let id = answer["chargeId"].as_str().expect("chargeId").to_owned();
+    eventually(&format!("{payment}'s charge {status}"), async || {
+        let (_, c) = sim.get(&paths::charge(&id)).await;
+        (c["status"] == status).then_some(())
+    })
+    .await;
+    id
+}
+
+/// A charge of `payment` the gateway captured.
+async fn captured(sim: &TestSim, payment: &str) -> String {
+    charge_in(sim, payment, json!({"callback": "succeeded"}), "captured").await
+}
+
+fn charge_refund(payment_id: &str, key: &str, amount: i64) -> Value {
+    json!({"paymentId": payment_id, "idempotencyKey": key, "amount": amount, "currency": "EUR"})
+}
+
+/// POSTs a refund of `charge_id`.
+async fn refund_charge(sim: &TestSim, charge_id: &str, body: &Value) -> (u16, Value) {
+    sim.post(&paths::charge_refunds(charge_id), body).await
+}
+
+fn error_of(answer: &(u16, Value)) -> (u16, Option<&str>) {
+    (answer.0, answer.1["code"].as_str())
+}
+
+#[tokio::test]
+async fn partial_refunds_add_up_to_the_captured_amount_and_no_further() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let id = captured(&sim, "pay-part").await;
+
+    let (status, first) = refund_charge(&sim, &id, &charge_refund("pay-part", "r1", 500)).await;
+    assert_eq!(status, 201, "{first}");
+    let refund: ChargeRefundResponse = serde_json::from_value(first).expect("a refund");
+    assert_eq!(
+        (
+            refund.charge_id.as_str(),
+            refund.amount,
+            refund.currency.as_str()
+        ),
+        (id.as_str(), 500, "EUR")
+    );
+    assert_eq!(refund.charge_refunded_amount, 500);
+    let entry = sim.ledger_entry("pay-part").await.expect("charged");
+    assert_eq!(
+        (entry.status, entry.refunded_amount),
+        (ChargeStatus::Succeeded, 500),
+        "partly refunded: still captured"
+    );
+    assert_eq!(sim.get(&paths::charge(&id)).await.1["status"], "captured");
+
+    // More than is left: refused, naming what is left, and so again.
+    let too_much = charge_refund("pay-part", "r2", 800);
+    for _ in 0..2 {
+        let answer = refund_charge(&sim, &id, &too_much).await;
+        assert_eq!(error_of(&answer), (409, Some(error_codes::OVER_REFUND)));
+        let message = answer.1["message"].as_str().unwrap_or_default();
+        assert!(message.contains("750 EUR"), "{message}");
+    }
+
+    // The rest: fully refunded.
+    let (status, rest) = refund_charge(&sim, &id, &charge_refund("pay-part", "r3", 750)).await;
+    assert_eq!(status, 201, "{rest}");
+    assert_eq!(rest["chargeRefundedAmount"], 1250);
+    assert_ne!(rest["refundId"], json!(refund.refund_id));
+    assert_eq!(sim.get(&paths::charge(&id)).await.1["status"], "refunded");
+    let entry = sim.ledger_entry("pay-part").await.expect("charged");
+    assert_eq!(
+        (entry.status, entry.refunded_amount),
+        (ChargeStatus::Refunded, 1250)
+    );
+
+    // Nothing left, not even a cent.
+    let answer = refund_charge(&sim, &id, &charge_refund("pay-part", "r4", 1)).await;
+    assert_eq!(error_of(&answer), (409, Some(error_codes::OVER_REFUND)));
+}
+
+#[tokio::test]
+async fn a_repeated_charge_refund_gets_the_first_answer_and_refunds_once() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let id = captured(&sim, "pay-rep").await;
+    let body = charge_refund("pay-rep", "pay-rep-refund", 300);
+
+    let (status, first) = refund_charge(&sim, &id, &body).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = refund_charge(&sim, &id, &body).await;
+    assert_eq!((status, &again), (200, &first), "same key, same answer");
+    assert_eq!(
+        sim.ledger_entry("pay-rep")
+            .await
+            .expect("charged")
+            .refunded_amount,
+        300,
+        "refunded once"
+    );
+
+    // The same key for anything else is a mistake.
+    let other_charge = captured(&sim, "pay-rep-2").await;
+    for (charge_id, body) in [
+        (&id, charge_refund("pay-rep", "pay-rep-refund", 400)),
+        (
+            &other_charge,
+            charge_refund("pay-rep-2", "pay-rep-refund", 300),
+        ),
+        (
+            &id,
+            json!({"paymentId": "pay-rep", "idempotencyKey": "pay-rep-refund", "amount": 300, "currency": "USD"}),
+        ),
+    ] {
+        let answer = refund_charge(&sim, charge_id, &body).await;
+        assert_eq!(
+            error_of(&answer),
+            (400, Some(error_codes::BAD_REQUEST)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        sim.ledger_entry("pay-rep")
+            .await
+            .expect("charged")
+            .refunded_amount,
+        300
+    );
+}
+
+#[tokio::test]
+async fn only_a_captured_charge_of_the_payment_can_be_refunded() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let pending = charge_in(&sim, "pay-pend", json!({}), "pending").await;
+    let failed = charge_in(&sim, "pay-fld", json!({"callback": "failed"}), "failed").await;
+    let good = captured(&sim, "pay-good").await;
+
+    for (id, payment) in [(&pending, "pay-pend"), (&failed, "pay-fld")] {
+        let answer = refund_charge(&sim, id, &charge_refund(payment, "k", 100)).await;
+        assert_eq!(
+            error_of(&answer),
+            (409, Some(error_codes::NOT_CAPTURED)),
+            "{payment}"
+        );
+    }
+    let answer = refund_charge(&sim, "ch-nobody-knows", &charge_refund("pay-x", "k", 100)).await;
+    assert_eq!(error_of(&answer), (404, Some(error_codes::NOT_FOUND)));
+
+    for body in [
+        charge_refund("pay-other", "k1", 100),
+        json!({"paymentId": "pay-good", "idempotencyKey": "k2", "amount": 100, "currency": "USD"}),
+        charge_refund("pay-good", "k3", 0),
+        charge_refund("pay-good", "", 100),
+        json!({"paymentId": "pay-good", "idempotencyKey": "k4", "amount": 100, "currency": "eur"}),
+    ] {
+        let answer = refund_charge(&sim, &good, &body).await;
+        assert_eq!(
+            error_of(&answer),
+            (400, Some(error_codes::BAD_REQUEST)),
+            "{body}"
+        );
+    }
+    for payment in ["pay-pend", "pay-fld", "pay-good"] {
+        let entry = sim.ledger_entry(payment).await.expect("charged");
+        assert_eq!(entry.refunded_amount, 0, "{payment}");
+    }
+    // A 409 notCaptured is not recorded: once captured, the same key refunds.
+    sim.set_scenario(
+        "pay-late",
+        json!({"callback": "succeeded", "callbackDelayMs": 200}),
+    )
+    .await;
+    let (_, late) = sim
+        .post(paths::CHARGES, &charge("pay-late", "pay-late-charge", None))
+        .await;
+    let late = late["chargeId"].as_str().expect("chargeId").to_owned();
+    let body = charge_refund("pay-late", "pay-late-refund", 100);
+    let answer = refund_charge(&sim, &late, &body).await;
+    assert_eq!(error_of(&answer), (409, Some(error_codes::NOT_CAPTURED)));
+    let (status, answer) = eventually("the late charge refunded", async || {
+        let answer = refund_charge(&sim, &late, &body).await;
+        (answer.0 != 409).then_some(answer)
+    })
+    .await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[tokio::test]
+async fn refund_transient_failures_answer_503_then_the_same_key_refunds() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let id = charge_in(
+        &sim,
+        "pay-rflaky",
+        json!({"callback": "succeeded", "refundTransientFailures": 2}),
+        "captured",
+    )
+    .await;
+    let body = charge_refund("pay-rflaky", "pay-rflaky-refund", 1250);
+    for _ in 0..2 {
+        let answer = refund_charge(&sim, &id, &body).await;
+        assert_eq!(error_of(&answer), (503, Some(error_codes::UNAVAILABLE)));
+        assert_eq!(
+            sim.ledger_entry("pay-rflaky")
+                .await
+                .expect("charged")
+                .refunded_amount,
+            0,
+            "a 503 refunds nothing"
+        );
+    }
+    let (status, answer) = refund_charge(&sim, &id, &body).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        sim.ledger_entry("pay-rflaky")
+            .await
+            .expect("charged")
+            .status,
+        ChargeStatus::Refunded
+    );
+}
+
+#[tokio::test]
+async fn a_refused_refund_is_402_and_sticks_to_its_key() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let id = charge_in(
+        &sim,
+        "pay-refuse",
+        json!({"callback": "succeeded", "refuseRefunds": true}),
+        "captured",
+    )
+    .await;
+    let body = charge_refund("pay-refuse", "pay-refuse-refund", 100);
+    for _ in 0..2 {
+        let answer = refund_charge(&sim, &id, &body).await;
+        assert_eq!(error_of(&answer), (402, Some(error_codes::REFUND_REFUSED)));
+    }
+    // Even once the scenario no longer refuses, the key's answer stands; a
+    // new key is decided anew.
+    sim.set_scenario("pay-refuse", json!({})).await;
+    let answer = refund_charge(&sim, &id, &body).await;
+    assert_eq!(error_of(&answer), (402, Some(error_codes::REFUND_REFUSED)));
+    let (status, answer) =
+        refund_charge(&sim, &id, &charge_refund("pay-refuse", "pay-refuse-2", 100)).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        sim.ledger_entry("pay-refuse")
+            .await
+            .expect("charged")
+            .refunded_amount,
+        100
+    );
+}
+
+#[tokio::test]
+async fn of_two_refunds_racing_for_the_last_cent_exactly_one_wins() {
+    // Some latency, so that both requests are in flight at once.
+    let sim = TestSim::start(SimConfig {
+        latency_ms: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    let id = captured(&sim, "pay-race").await;
+    let (status, _) = refund_charge(&sim, &id, &charge_refund("pay-race", "r0", 1249)).await;
+    assert_eq!(status, 201);
+
+    let (ra, rb) = (
+        charge_refund("pay-race", "ra", 1),
+        charge_refund("pay-race", "rb", 1),
+    );
+    let (a, b) = tokio::join!(refund_charge(&sim, &id, &ra), refund_charge(&sim, &id, &rb));
+    let mut outcomes = [error_of(&a), error_of(&b)];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [(201, None), (409, Some(error_codes::OVER_REFUND))],
+        "{a:?} / {b:?}"
+    );
+    let entry = sim.ledger_entry("pay-race").await.expect("charged");
+    assert_eq!(
+        (entry.status, entry.refunded_amount),
+        (ChargeStatus::Refunded, 1250)
+    );
+}
+
+#[tokio::test]
+async fn the_compensation_refunds_what_partial_refunds_left() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let id = captured(&sim, "pay-comp").await;
+    let (status, _) = refund_charge(&sim, &id, &charge_refund("pay-comp", "r1", 500)).await;
+    assert_eq!(status, 201);
+
+    let (status, answer) = sim
+        .post(paths::REFUNDS, &refund("pay-comp", "pay-comp-refund"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["refundedAmount"], 750);
+    let entry = sim.ledger_entry("pay-comp").await.expect("charged");
+    assert_eq!(
+        (entry.status, entry.refunded_amount),
+        (ChargeStatus::Refunded, 1250)
+    );
+    let answer = refund_charge(&sim, &id, &charge_refund("pay-comp", "r2", 1)).await;
+    assert_eq!(error_of(&answer), (409, Some(error_codes::OVER_REFUND)));
 }

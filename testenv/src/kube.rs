@@ -259,6 +259,7 @@ impl KubeEnv {
             "--timeout=60s",
             "crd/payments.paysaga.dev",
             "crd/idempotencykeys.paysaga.dev",
+            "crd/refunds.paysaga.dev",
         ])?;
         Ok(())
     }

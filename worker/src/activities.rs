@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paysaga_api::external::{
-    Channel, ChargeLookup, ChargeRequest, ChargeResponse, ChargeState, ErrorBody,
-    FraudScoreRequest, FraudScoreResponse, NotificationRequest, RefundRequest, RefundResponse,
-    error_codes, paths,
+    Channel, ChargeLookup, ChargeRefundRequest, ChargeRefundResponse, ChargeRequest,
+    ChargeResponse, ChargeState, ErrorBody, FraudScoreRequest, FraudScoreResponse,
+    NotificationRequest, RefundRequest, RefundResponse, error_codes, paths,
 };
 use paysaga_api::saga::keys;
 use paysaga_api::{Notify, PaymentMethod};
@@ -17,7 +17,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::ledger::{Applied, Ledger, LedgerError};
+use crate::ledger::{Applied, Ledger, LedgerError, RefundClaim, RefundState};
 
 /// Failure type names the workflow tells apart (non-retryable).
 pub mod failure_types {
@@ -26,6 +26,12 @@ pub mod failure_types {
     pub const ALREADY_COMPENSATED: &str = "AlreadyCompensated";
     pub const DECLINED: &str = "Declined";
     pub const BAD_REQUEST: &str = "BadRequest";
+    /// A refund the ledger refuses: the failure type is the refund's reason
+    /// ([`paysaga_api::saga::refund_reasons`]).
+    pub use paysaga_api::saga::refund_reasons::{
+        CURRENCY_MISMATCH, EXCEEDS_REFUNDABLE, GATEWAY_REFUSED, PAYER_MISMATCH,
+        PAYMENT_NOT_SUCCEEDED,
+    };
 }
 
 /// A permanent failure: the retry policy stops at once.
@@ -54,6 +60,20 @@ fn ledger_error(e: LedgerError) -> ActivityError {
         e if e.is_permanent() => permanent(failure_types::ACCOUNT_INVALID, e.to_string()),
         _ => transient(e.to_string()),
     }
+}
+
+/// A ledger error of a refund: its refusals are permanent, with the refund's
+/// reason as their type; a database fault is transient.
+fn refund_ledger_error(e: LedgerError) -> ActivityError {
+    let type_name = match &e {
+        LedgerError::PaymentNotRefundable { .. } => failure_types::PAYMENT_NOT_SUCCEEDED,
+        LedgerError::RefundCurrencyMismatch { .. } => failure_types::CURRENCY_MISMATCH,
+        LedgerError::RefundPayerMismatch { .. } => failure_types::PAYER_MISMATCH,
+        LedgerError::ExceedsRefundable { .. } => failure_types::EXCEEDS_REFUNDABLE,
+        e if e.is_permanent() => failure_types::BAD_REQUEST,
+        _ => return transient(e.to_string()),
+    };
+    permanent(type_name, e.to_string())
 }
 
 /// Where the outside world is.
@@ -210,6 +230,31 @@ pub struct OutcomeOp {
     pub amount: i64,
     pub currency: String,
     pub phase: String,
+    pub reason: String,
+}
+
+/// A refund's call to the gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeRefundOp {
+    pub refund_id: String,
+    pub payment_id: String,
+    pub charge_id: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteRefundOp {
+    pub refund_id: String,
+    pub gateway_refund_id: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRefundOp {
+    pub refund_id: String,
     pub reason: String,
 }
 
@@ -409,6 +454,82 @@ impl SagaActivities {
             sent += 1;
         }
         Ok(sent)
+    }
+
+    /// Reserves a refund in the ledger: the payment succeeded, for this
+    /// payer and currency, and this refund with the earlier ones stays within
+    /// what was captured. Idempotent by refund ID (answers the state).
+    #[activity(name = "reserveRefund")]
+    pub async fn reserve_refund(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        claim: RefundClaim,
+    ) -> Result<RefundState, ActivityError> {
+        self.ledger
+            .reserve_refund(&claim)
+            .await
+            .map_err(refund_ledger_error)
+    }
+
+    /// Refunds part or all of a captured charge at the gateway, once per
+    /// refund (its idempotency key). 5xx are retried by the policy; any
+    /// refusal (over-refund, not captured, refused) is permanent.
+    #[activity(name = "refundCharge")]
+    pub async fn refund_charge(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: ChargeRefundOp,
+    ) -> Result<String, ActivityError> {
+        let key = keys::charge_refund(&op.refund_id);
+        let req = ChargeRefundRequest {
+            payment_id: op.payment_id,
+            idempotency_key: key.clone(),
+            amount: op.amount,
+            currency: op.currency,
+        };
+        let url = format!(
+            "{}{}",
+            self.endpoints.gateway_url,
+            paths::charge_refunds(&op.charge_id)
+        );
+        match post_json::<_, ChargeRefundResponse>(&self.http, &url, &key, &req).await? {
+            Ok(resp) => Ok(resp.refund_id),
+            Err((status, body)) => Err(permanent(
+                failure_types::GATEWAY_REFUSED,
+                format!(
+                    "the gateway refused the refund ({status} {}): {}",
+                    body.code, body.message
+                ),
+            )),
+        }
+    }
+
+    /// Credits the payer what the gateway refunded, once; answers the
+    /// payment's total refunded.
+    #[activity(name = "completeRefund")]
+    pub async fn complete_refund(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: CompleteRefundOp,
+    ) -> Result<i64, ActivityError> {
+        self.ledger
+            .complete_refund(&op.refund_id, &op.gateway_refund_id)
+            .await
+            .map(|(_, total)| total)
+            .map_err(refund_ledger_error)
+    }
+
+    /// Gives a reservation up: the refund failed and nothing moved.
+    #[activity(name = "releaseRefund")]
+    pub async fn release_refund(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        op: ReleaseRefundOp,
+    ) -> Result<Applied, ActivityError> {
+        self.ledger
+            .release_refund(&op.refund_id, &op.reason)
+            .await
+            .map_err(refund_ledger_error)
     }
 
     /// Records how the payment ended, for the audit.

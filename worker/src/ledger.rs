@@ -6,6 +6,15 @@
 //! every operation locks the account row first (a no-op `UPDATE`, which is a
 //! row lock in PostgreSQL and the write lock in SQLite), so retries,
 //! duplicates and races never move money twice.
+//!
+//! A refund gives back part or all of what a succeeded payment captured, in
+//! two steps around the gateway call: [`Ledger::reserve_refund`] sets the
+//! amount aside (a `reserved` row counts against what is left, so two refunds
+//! racing for the last cent cannot both reach the gateway), then
+//! [`Ledger::complete_refund`] credits the payer or [`Ledger::release_refund`]
+//! gives the reservation up. Both lock the payer's account row first, like
+//! every money movement, which serialises all refunds of that payer's payments
+//! under PostgreSQL's default READ COMMITTED as well as in SQLite.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -36,6 +45,46 @@ pub enum LedgerError {
     },
     #[error("payment {0} was already compensated; refusing a late debit")]
     AlreadyCompensated(String),
+    #[error(
+        "payment {payment_id} has not succeeded ({}); nothing to refund",
+        .phase.as_deref().unwrap_or("no outcome recorded")
+    )]
+    PaymentNotRefundable {
+        payment_id: String,
+        phase: Option<String>,
+    },
+    #[error("payment {payment_id} was paid in {payment}; cannot refund it in {requested}")]
+    RefundCurrencyMismatch {
+        payment_id: String,
+        payment: String,
+        requested: String,
+    },
+    #[error("payment {payment_id} was paid by {payer:?}; cannot refund it to {requested:?}")]
+    RefundPayerMismatch {
+        payment_id: String,
+        payer: String,
+        requested: String,
+    },
+    #[error(
+        "payment {payment_id} captured {captured}, of which {refunded} is refunded or reserved; \
+         {} is left, less than the {requested} requested",
+        .captured - .refunded
+    )]
+    ExceedsRefundable {
+        payment_id: String,
+        captured: i64,
+        /// Succeeded and reserved by other refunds of the payment.
+        refunded: i64,
+        requested: i64,
+    },
+    #[error("refund {refund_id} of {amount}: a refund must be positive")]
+    RefundNotPositive { refund_id: String, amount: i64 },
+    #[error("refund {0} is not reserved")]
+    RefundNotReserved(String),
+    #[error("refund {0} already succeeded; it cannot be released")]
+    RefundAlreadySucceeded(String),
+    #[error("refund {0} was released (failed); it cannot complete")]
+    RefundAlreadyFailed(String),
     #[error("invalid account seed {0:?}: expected user:CUR:balance[:frozen]")]
     BadSeed(String),
     #[error("ledger database: {0}")]
@@ -61,6 +110,34 @@ pub enum Applied {
     AlreadyDone,
     /// There was nothing to move (a credit with no debit).
     Nothing,
+}
+
+/// A refund to reserve: `amount` of `payment_id` back to its payer. The
+/// refund id is the idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundClaim {
+    pub refund_id: String,
+    pub payment_id: String,
+    pub user_id: String,
+    pub currency: String,
+    pub amount: i64,
+}
+
+/// Where a refund is in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum RefundState {
+    /// Set aside: counts against what is left to refund; nothing moved yet.
+    Reserved,
+    /// Credited to the payer.
+    Succeeded {
+        gateway_refund_id: Option<String>,
+        /// Σ succeeded refunds of the payment, this one included.
+        payment_refunded: i64,
+    },
+    /// Released; nothing moved.
+    Failed { reason: String },
 }
 
 /// A demo account, from configuration: `user:CUR:balance[:frozen]`.
@@ -270,9 +347,170 @@ impl Ledger {
         Ok(())
     }
 
+    /// Sets `claim.amount` aside for a refund of a succeeded payment, if that
+    /// much is left of what it captured. Idempotent on the refund id: a refund
+    /// already recorded answers with its state, whatever the claim says now.
+    pub async fn reserve_refund(&self, claim: &RefundClaim) -> Result<RefundState, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        // Every refund of this payer's payments waits here for the others.
+        lock_account(&mut tx, &claim.user_id).await?;
+        if let Some(refund) = refund_row(&mut tx, &claim.refund_id).await? {
+            return refund.state(&mut tx).await;
+        }
+        if claim.amount <= 0 {
+            return Err(LedgerError::RefundNotPositive {
+                refund_id: claim.refund_id.clone(),
+                amount: claim.amount,
+            });
+        }
+        let outcome = sqlx::query(
+            "SELECT user_id, currency, phase FROM payment_outcomes WHERE payment_id = $1",
+        )
+        .bind(&claim.payment_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let not_refundable = |phase| LedgerError::PaymentNotRefundable {
+            payment_id: claim.payment_id.clone(),
+            phase,
+        };
+        let outcome = outcome.ok_or_else(|| not_refundable(None))?;
+        let (payer, currency, phase): (String, String, String) =
+            (outcome.get(0), outcome.get(1), outcome.get(2));
+        if phase != "Succeeded" {
+            return Err(not_refundable(Some(phase)));
+        }
+        if payer != claim.user_id {
+            return Err(LedgerError::RefundPayerMismatch {
+                payment_id: claim.payment_id.clone(),
+                payer,
+                requested: claim.user_id.clone(),
+            });
+        }
+        if currency != claim.currency {
+            return Err(LedgerError::RefundCurrencyMismatch {
+                payment_id: claim.payment_id.clone(),
+                payment: currency,
+                requested: claim.currency.clone(),
+            });
+        }
+        let ops = entries(&mut tx, &claim.payment_id).await?;
+        let captured = ops.get("debit").copied().unwrap_or_default()
+            - ops.get("credit").copied().unwrap_or_default();
+        let refunded = refunds_of(&mut tx, &claim.payment_id, Counted::Held).await?;
+        if refunded.saturating_add(claim.amount) > captured {
+            return Err(LedgerError::ExceedsRefundable {
+                payment_id: claim.payment_id.clone(),
+                captured,
+                refunded,
+                requested: claim.amount,
+            });
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO refunds (refund_id, payment_id, user_id, amount, currency, status, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'reserved', $6, $6)",
+        )
+        .bind(&claim.refund_id)
+        .bind(&claim.payment_id)
+        .bind(&claim.user_id)
+        .bind(claim.amount)
+        .bind(&claim.currency)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(RefundState::Reserved)
+    }
+
+    /// Credits the payer with a reserved refund the gateway made. Idempotent.
+    /// Returns what happened and Σ succeeded refunds of the payment after it.
+    pub async fn complete_refund(
+        &self,
+        refund_id: &str,
+        gateway_refund_id: &str,
+    ) -> Result<(Applied, i64), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let refund = lock_refund(&mut tx, refund_id)
+            .await?
+            .ok_or_else(|| LedgerError::RefundNotReserved(refund_id.to_string()))?;
+        match refund.status.as_str() {
+            "succeeded" => {
+                let refunded = refunds_of(&mut tx, &refund.payment_id, Counted::Succeeded).await?;
+                return Ok((Applied::AlreadyDone, refunded));
+            }
+            "failed" => return Err(LedgerError::RefundAlreadyFailed(refund_id.to_string())),
+            _ => {}
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO refund_entries (refund_id, payment_id, user_id, amount, currency, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(refund_id)
+        .bind(&refund.payment_id)
+        .bind(&refund.user_id)
+        .bind(refund.amount)
+        .bind(&refund.currency)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE accounts SET balance = balance + $1 WHERE user_id = $2")
+            .bind(refund.amount)
+            .bind(&refund.user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE refunds SET status = 'succeeded', gateway_refund_id = $1, updated_ms = $2 \
+             WHERE refund_id = $3",
+        )
+        .bind(gateway_refund_id)
+        .bind(now)
+        .bind(refund_id)
+        .execute(&mut *tx)
+        .await?;
+        let refunded = refunds_of(&mut tx, &refund.payment_id, Counted::Succeeded).await?;
+        tx.commit().await?;
+        Ok((Applied::Moved, refunded))
+    }
+
+    /// Gives up a reserved refund (the gateway refused it): it is marked
+    /// failed with `reason` and no longer counts; no money moves. `Moved`
+    /// means released now; `Nothing`, that no such refund was reserved.
+    pub async fn release_refund(
+        &self,
+        refund_id: &str,
+        reason: &str,
+    ) -> Result<Applied, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(refund) = lock_refund(&mut tx, refund_id).await? else {
+            return Ok(Applied::Nothing);
+        };
+        match refund.status.as_str() {
+            "failed" => return Ok(Applied::AlreadyDone),
+            "succeeded" => return Err(LedgerError::RefundAlreadySucceeded(refund_id.to_string())),
+            _ => {}
+        }
+        sqlx::query(
+            "UPDATE refunds SET status = 'failed', reason = $1, updated_ms = $2 WHERE refund_id = $3",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(refund_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Applied::Moved)
+    }
+
+    /// Σ succeeded refunds of the payment.
+    pub async fn payment_refunded(&self, payment_id: &str) -> Result<i64, LedgerError> {
+        let mut conn = self.pool.acquire().await?;
+        refunds_of(&mut conn, payment_id, Counted::Succeeded).await
+    }
+
     /// Everything the audit needs, read in one go.
     pub async fn snapshot(&self) -> Result<crate::audit::Snapshot, LedgerError> {
-        use crate::audit::{Account, Entry, Outcome, Snapshot};
+        use crate::audit::{Account, Entry, Outcome, RefundEntry, RefundRecord, Snapshot};
         let accounts =
             sqlx::query("SELECT user_id, currency, balance, opening_balance FROM accounts")
                 .fetch_all(&self.pool)
@@ -312,10 +550,39 @@ impl Ledger {
             reason: r.get(5),
         })
         .collect();
+        let refunds = sqlx::query(
+            "SELECT refund_id, payment_id, user_id, amount, currency, status FROM refunds",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| RefundRecord {
+            refund_id: r.get(0),
+            payment_id: r.get(1),
+            user_id: r.get(2),
+            amount: r.get(3),
+            currency: r.get(4),
+            status: r.get(5),
+        })
+        .collect();
+        let refund_entries =
+            sqlx::query("SELECT refund_id, payment_id, user_id, amount FROM refund_entries")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| RefundEntry {
+                    refund_id: r.get(0),
+                    payment_id: r.get(1),
+                    user_id: r.get(2),
+                    amount: r.get(3),
+                })
+                .collect();
         Ok(Snapshot {
             accounts,
             entries,
             outcomes,
+            refunds,
+            refund_entries,
         })
     }
 }
@@ -399,6 +666,96 @@ async fn insert_entry(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A row of `refunds`.
+struct Refund {
+    payment_id: String,
+    user_id: String,
+    amount: i64,
+    currency: String,
+    status: String,
+    reason: Option<String>,
+    gateway_refund_id: Option<String>,
+}
+
+impl Refund {
+    async fn state(self, conn: &mut sqlx::AnyConnection) -> Result<RefundState, LedgerError> {
+        Ok(match self.status.as_str() {
+            "succeeded" => RefundState::Succeeded {
+                gateway_refund_id: self.gateway_refund_id,
+                payment_refunded: refunds_of(conn, &self.payment_id, Counted::Succeeded).await?,
+            },
+            "failed" => RefundState::Failed {
+                reason: self.reason.unwrap_or_default(),
+            },
+            _ => RefundState::Reserved,
+        })
+    }
+}
+
+async fn refund_row(
+    conn: &mut sqlx::AnyConnection,
+    refund_id: &str,
+) -> Result<Option<Refund>, LedgerError> {
+    let row = sqlx::query(
+        "SELECT payment_id, user_id, amount, currency, status, reason, gateway_refund_id \
+         FROM refunds WHERE refund_id = $1",
+    )
+    .bind(refund_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| Refund {
+        payment_id: r.get(0),
+        user_id: r.get(1),
+        amount: r.get(2),
+        currency: r.get(3),
+        status: r.get(4),
+        reason: r.get(5),
+        gateway_refund_id: r.get(6),
+    }))
+}
+
+/// Locks the account of the refund's payer, then reads the refund again: its
+/// status only changes under that lock.
+async fn lock_refund(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    refund_id: &str,
+) -> Result<Option<Refund>, LedgerError> {
+    let Some(refund) = refund_row(tx, refund_id).await? else {
+        return Ok(None);
+    };
+    lock_account(tx, &refund.user_id).await?;
+    refund_row(tx, refund_id).await
+}
+
+/// Which refunds of a payment to add up.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// Credited to the payer.
+    Succeeded,
+    /// Credited or reserved: what is no longer left to refund.
+    Held,
+}
+
+/// Σ amount of the payment's refunds. Added up here rather than by `SUM`,
+/// which PostgreSQL returns as `NUMERIC` for a `BIGINT` column.
+async fn refunds_of(
+    conn: &mut sqlx::AnyConnection,
+    payment_id: &str,
+    counted: Counted,
+) -> Result<i64, LedgerError> {
+    let sql = match counted {
+        Counted::Succeeded => {
+            "SELECT amount FROM refunds WHERE payment_id = $1 AND status = 'succeeded'"
+        }
+        Counted::Held => {
+            "SELECT amount FROM refunds WHERE payment_id = $1 \
+             AND status IN ('reserved', 'succeeded')"
+        }
+    };
+    let rows = sqlx::query(sql).bind(payment_id).fetch_all(conn).await?;
+    Ok(rows.iter().map(|r| r.get::<i64, _>(0)).sum())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::activities::{Endpoints, FraudActivities, SagaActivities, http_client}
 use crate::admin::Readiness;
 use crate::ledger::{Ledger, parse_seeds};
 use crate::ping::{PingActivities, PingWorkflow};
+use crate::refund::RefundWorkflow;
 use crate::workflows::{FraudCheckWorkflow, PaymentWorkflow};
 
 /// How the worker runs. Every limit is explicit: the SDK's defaults are not
@@ -113,6 +114,7 @@ pub async fn run(
         config.tune(
             WorkerOptions::new(config.payments_task_queue.clone())
                 .register_workflow::<PaymentWorkflow>()?
+                .register_workflow::<RefundWorkflow>()?
                 .register_workflow::<PingWorkflow>()?
                 .register_activities(saga)
                 .register_activities(PingActivities)

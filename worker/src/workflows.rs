@@ -33,7 +33,7 @@ pub const FRAUD_REJECT_THRESHOLD: u32 = 80;
 // ---- activity options -------------------------------------------------------------
 
 /// Ledger and notification calls: short, retried on transient faults.
-fn quick() -> ActivityOptions {
+pub(crate) fn quick() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
         .retry_policy(
             RetryPolicy::builder()
@@ -1278,7 +1278,7 @@ fn stop_detail(stop: &Stop) -> String {
 
 /// `1250 EUR` → `12.50 EUR` for messages (two-decimal display; the amount
 /// itself stays in minor units everywhere).
-fn format_amount(minor: i64, currency: &str) -> String {
+pub(crate) fn format_amount(minor: i64, currency: &str) -> String {
     format!("{}.{:02} {currency}", minor / 100, (minor % 100).abs())
 }
 

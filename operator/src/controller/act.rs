@@ -51,24 +51,12 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
     for action in actions {
         match action {
             Action::AddFinalizer { existing } => {
-                // As kube-runtime's finalizer helper does it: guarded by a
-                // test of what was seen, so a concurrent change is not lost.
-                let patch = if existing.is_empty() {
-                    json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
-                           {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
-                } else {
-                    json!([{"op": "test", "path": "/metadata/finalizers", "value": existing},
-                           {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
-                };
-                json_patch(&api, name, patch)
+                json_patch(&api, name, add_finalizer(&existing, FINALIZER))
                     .await
                     .map_err(Error::AddFinalizer)?;
             }
             Action::ReleaseFinalizer { index } => {
-                let path = format!("/metadata/finalizers/{index}");
-                let patch = json!([{"op": "test", "path": path, "value": FINALIZER},
-                                   {"op": "remove", "path": path}]);
-                json_patch(&api, name, patch)
+                json_patch(&api, name, remove_finalizer(index, FINALIZER))
                     .await
                     .map_err(Error::RemoveFinalizer)?;
             }
@@ -186,7 +174,32 @@ fn annotation_path(key: &str) -> String {
     )
 }
 
-async fn json_patch(api: &Api<Payment>, name: &str, patch: serde_json::Value) -> kube::Result<()> {
+/// Adds `finalizer` as kube-runtime's finalizer helper does: guarded by a
+/// test of what was seen, so a concurrent change is not lost.
+pub(crate) fn add_finalizer(existing: &[String], finalizer: &str) -> serde_json::Value {
+    if existing.is_empty() {
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+               {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}])
+    } else {
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": existing},
+               {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}])
+    }
+}
+
+/// Removes the finalizer at `index`, if it is still `finalizer` there.
+pub(crate) fn remove_finalizer(index: usize, finalizer: &str) -> serde_json::Value {
+    let path = format!("/metadata/finalizers/{index}");
+    json!([{"op": "test", "path": path, "value": finalizer}, {"op": "remove", "path": path}])
+}
+
+pub(crate) async fn json_patch<K>(
+    api: &Api<K>,
+    name: &str,
+    patch: serde_json::Value,
+) -> kube::Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
     api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
+pub mod refunds;
 pub mod status;
 pub mod tracker;
 
@@ -107,6 +108,12 @@ pub async fn run(
         client.clone(),
         settings.idempotency_sweep,
     ));
+    let refunds = tokio::spawn(refunds::run(
+        client.clone(),
+        temporal.clone(),
+        settings.payments_task_queue.clone(),
+        settings.finished_ttl,
+    ));
     let (ctx, rx) = Context::new(client, temporal, settings, metrics, readiness);
     let ctx = Arc::new(ctx);
     let triggers =
@@ -138,6 +145,7 @@ pub async fn run(
         })
         .await;
     sweeper.abort();
+    refunds.abort();
 }
 
 /// What, in a Payment, calls for a reconcile: its identity, spec, the

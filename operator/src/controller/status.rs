@@ -38,6 +38,12 @@ pub async fn write_status(
                 ctx.client.clone(),
                 key.namespace.as_deref().unwrap_or_default(),
             );
+            // `refundedAmount` is the refunds' to write (only ever up): never
+            // applied from here, where it could be older than a refund's.
+            let status = paysaga_api::PaymentStatus {
+                refunded_amount: None,
+                ..*status
+            };
             let body = serde_json::json!({
                 "apiVersion": Payment::api_version(&()),
                 "kind": Payment::kind(&()),

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payments;
 pub mod problem;
+pub mod refunds;
 pub mod watched;
 
 use std::sync::Arc;
@@ -70,6 +71,11 @@ pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
         .route("/v1/payments/{id}/cancel", post(payments::cancel))
         .route("/v1/payments/{id}/review", post(payments::review))
         .route("/v1/payments/{id}/expedite", post(payments::expedite))
+        .route(
+            "/v1/payments/{id}/refunds",
+            post(refunds::create).get(refunds::list),
+        )
+        .route("/v1/refunds/{id}", get(refunds::get))
         .route(paths::GATEWAY_CALLBACKS, post(callbacks::receive))
         .layer(
             ServiceBuilder::new()

@@ -4,9 +4,10 @@
 //! as `docs/openapi.json` (a test fails when it is stale).
 
 use paysaga_api::http::{
-    CancelBody, CreatePayment, ExpediteBody, PaymentPage, PaymentView, ReviewBody,
+    CancelBody, CreatePayment, CreateRefund, ExpediteBody, PaymentPage, PaymentView, RefundPage,
+    RefundView, ReviewBody,
 };
-use paysaga_api::{MAX_AMOUNT_MINOR, Phase, Step};
+use paysaga_api::{MAX_AMOUNT_MINOR, Phase, RefundPhase, RefundReason, Step};
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
@@ -51,6 +52,11 @@ pub fn document() -> Value {
     let problem = generator.subschema_for::<Problem>();
     let phase = generator.subschema_for::<Phase>();
     let step = generator.subschema_for::<Step>();
+    let create_refund = generator.subschema_for::<CreateRefund>();
+    let refund_view = generator.subschema_for::<RefundView>();
+    let refund_page = generator.subschema_for::<RefundPage>();
+    let refund_phase = generator.subschema_for::<RefundPhase>();
+    let refund_reason = generator.subschema_for::<RefundReason>();
     let mut schemas = generator.take_definitions(true);
     for (name, schema) in [
         ("CreatePayment", create),
@@ -62,19 +68,25 @@ pub fn document() -> Value {
         ("Problem", problem),
         ("Phase", phase),
         ("Step", step),
+        ("CreateRefund", create_refund),
+        ("RefundView", refund_view),
+        ("RefundPage", refund_page),
+        ("RefundPhase", refund_phase),
+        ("RefundReason", refund_reason),
     ] {
         if schema.as_value().get("$ref").is_none() {
             schemas.insert(name.to_string(), schema.to_value());
         }
     }
     let payment = |code: &str, why: &str| json!({code: {"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentView"}}}}});
+    let refund = |code: &str, why: &str| json!({code: {"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RefundView"}}}}});
     let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 253}});
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "paysaga",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": format!("Payments run as durable Temporal sagas. Amounts are integer minor units (1 to {MAX_AMOUNT_MINOR}). Errors are RFC 9457 problem details."),
+            "description": format!("Payments run as durable Temporal sagas; a succeeded payment can be refunded, partly or whole, by refunds of its own. Amounts are integer minor units (1 to {MAX_AMOUNT_MINOR}). Errors are RFC 9457 problem details."),
         },
         "paths": {
             "/v1/payments": {
@@ -160,7 +172,7 @@ pub fn document() -> Value {
                 "post": {
                     "operationId": "expeditePayment",
                     "summary": "Stop waiting now: ask the gateway at once, or retry the charge at once",
-                    "parameters": [id_param],
+                    "parameters": [id_param.clone()],
                     "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExpediteBody"}}}},
                     "responses": with(problem_responses(&[
                         ("404", "no such payment"),
@@ -170,6 +182,49 @@ pub fn document() -> Value {
                         ("422", "an invalid body (an unknown field named)"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
                     ]), payment("202", "expedite requested; follow statusUrl")),
+                },
+            },
+            "/v1/payments/{id}/refunds": {
+                "post": {
+                    "operationId": "createRefund",
+                    "summary": "Refund a succeeded payment, partly or whole (idempotent with Idempotency-Key)",
+                    "description": "Checks the payment as it is now (it exists, is not being deleted, has succeeded, has that much left to refund) and creates a Refund object, which the controller runs. The check is an early answer only: refunds asked at once may all pass it, and the ledger decides; one it refuses ends Failed (ExceedsRefundable). Refunds are owned by their payment and deleted with it: no record of a refund, or of its Idempotency-Key, outlives the payment.",
+                    "parameters": [
+                        id_param.clone(),
+                        {"name": "Idempotency-Key", "in": "header", "required": false,
+                         "description": "Scoped to the payment. The same key and body return the same refund (Idempotent-Replayed: true) while it exists, which is as long as its payment exists; another body with the key is 409.",
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+                    ],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRefund"}}}},
+                    "responses": with(problem_responses(&[
+                        ("400", "a malformed Idempotency-Key"),
+                        ("404", "no such payment"),
+                        ("409", "the payment is being deleted or has not succeeded (its phase named), or the key was used for a different refund"),
+                        ("413", "the body is over 2 MiB"),
+                        ("415", "the body was not sent as application/json"),
+                        ("422", "an invalid refund, with the reason (an unknown field named), or more than the payment has left to refund"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), refund("202", "accepted; follow statusUrl")),
+                },
+                "get": {
+                    "operationId": "listRefunds",
+                    "summary": "A payment's refunds, oldest first (those made with kubectl too)",
+                    "parameters": [id_param.clone()],
+                    "responses": with(problem_responses(&[
+                        ("404", "no such payment"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), json!({"200": {"description": "the payment's refunds", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RefundPage"}}}}})),
+                },
+            },
+            "/v1/refunds/{id}": {
+                "get": {
+                    "operationId": "getRefund",
+                    "summary": "A refund's phase, outcome reason, message and timestamps",
+                    "parameters": [id_param],
+                    "responses": with(problem_responses(&[
+                        ("404", "no such refund (deleted with its payment, if that was deleted)"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), refund("200", "the refund")),
                 },
             },
             "/healthz": {"get": {"operationId": "healthz", "responses": {"200": {"description": "the process answers"}}}},

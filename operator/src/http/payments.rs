@@ -33,7 +33,7 @@ use super::{AppState, body};
 
 /// Whether `id` can name a Kubernetes object (a DNS subdomain). No Payment
 /// can have any other name, so anything else is simply not found.
-fn valid_name(id: &str) -> bool {
+pub(super) fn valid_name(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 253
         && id
@@ -48,7 +48,7 @@ fn not_found(id: &str) -> Response {
 }
 
 /// A kube error as a problem a client can act on.
-fn kube_problem(e: kube::Error, what: &str) -> Problem {
+pub(super) fn kube_problem(e: kube::Error, what: &str) -> Problem {
     match e {
         kube::Error::Api(status) if status.code == 422 => {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, status.message.clone())
@@ -66,6 +66,19 @@ fn kube_problem(e: kube::Error, what: &str) -> Problem {
                 format!("{what}: the Kubernetes API is not answering"),
             )
         }
+    }
+}
+
+/// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible
+/// characters, else 400.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => Ok(Some(k.to_string())),
+        Some(_) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 255 visible characters",
+        )),
     }
 }
 
@@ -87,16 +100,9 @@ pub async fn create(
         Ok(s) => s,
         Err(problem) => return problem.into_response(),
     };
-    let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => Some(k.to_string()),
-        Some(_) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "Idempotency-Key must be 1 to 255 visible characters",
-            )
-            .into_response();
-        }
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(problem) => return problem.into_response(),
     };
     let api = match state.payments() {
         Ok(api) => api,
@@ -232,6 +238,7 @@ async fn kept_key(
         completed_at: ts(&was.completed_at),
         cancel_requested: false,
         review: None,
+        refunded_amount: None,
     };
     Ok(Some(accepted(view, true)))
 }

@@ -65,6 +65,7 @@ pub fn from_workflow(p: &Payment, workflow: &Observation) -> PaymentStatus {
                     status.step = Some(Step::Done);
                     status.reason = Some(o.reason.clone());
                     status.message = Some(o.message.clone());
+                    status.charge_id = o.charge_id.clone().or(status.charge_id);
                     status.conditions =
                         conditions::from_history(&o.history, &current.conditions, generation);
                     if let Some(r) = &o.review {
