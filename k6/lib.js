@@ -11,6 +11,8 @@
 //   USERS      how many load accounts to spread payments over (load-0 … load-N-1; make dev opens 50)
 //   CURRENCY   their currency (EUR)
 //   FOLLOW_TIMEOUT_S  give up following one payment after this long (default 120)
+//   REFUNDS    share of succeeded payments then partly refunded through the API (default 0),
+//              each refund followed to its end
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
@@ -20,6 +22,8 @@ export const SIM_URL = (__ENV.SIM_URL || '').replace(/\/$/, '');
 const USERS = Number(__ENV.USERS || 50);
 const CURRENCY = __ENV.CURRENCY || 'EUR';
 const FOLLOW_TIMEOUT_MS = 1000 * Number(__ENV.FOLLOW_TIMEOUT_S || 120);
+const REFUNDS = Number(__ENV.REFUNDS || 0);
+if (!(REFUNDS >= 0 && REFUNDS <= 1)) throw new Error(`REFUNDS must be a share within [0, 1], got ${__ENV.REFUNDS}`);
 
 /// From the API's 202 to the first read showing a terminal phase.
 export const e2e = new Trend('payment_e2e', true);
@@ -38,6 +42,13 @@ export const shed = new Rate('payment_shed');
 export const created = new Counter('payments_created');
 
 const TERMINAL = ['Succeeded', 'Failed', 'Cancelled'];
+
+/// Refunds by how they ended, and from the API's 202 to the end seen.
+const refundsEnded = {
+  Succeeded: new Counter('refunds_succeeded'),
+  Failed: new Counter('refunds_failed'),
+};
+export const refundE2e = new Trend('refund_e2e', true);
 
 // The knobs of the simulators each MIX name sets.
 const KNOBS = {
@@ -122,7 +133,39 @@ export function follow(id) {
   }
 }
 
-/// One client's payment: create it, then follow it to the end.
+/// Asks for `amount` of a succeeded payment back (idempotently) and follows
+/// the refund to its end. Returns the last view, or null.
+export function refundAndFollow(paymentId, amount) {
+  const res = http.post(
+    `${BASE_URL}/v1/payments/${paymentId}/refunds`,
+    JSON.stringify({ amount, reason: 'requestedByCustomer' }),
+    {
+      headers: Object.assign({ 'Idempotency-Key': `k6-refund-${paymentId}` }, JSON_HEADERS),
+      tags: { name: 'refund' },
+    },
+  );
+  if (!check(res, { 'refund accepted (202)': (r) => r.status === 202 })) return null;
+  const began = Date.now();
+  const id = res.json().id;
+  let wait = 0.1;
+  for (;;) {
+    sleep(wait);
+    const got = http.get(`${BASE_URL}/v1/refunds/${id}`, { tags: { name: 'read refund' } });
+    if (got.status === 200) {
+      const view = got.json();
+      if (view.phase === 'Succeeded' || view.phase === 'Failed') {
+        refundE2e.add(Date.now() - began);
+        refundsEnded[view.phase].add(1);
+        return view;
+      }
+    }
+    if (Date.now() - began > FOLLOW_TIMEOUT_MS) return null;
+    wait = Math.min(wait * 1.5, 2);
+  }
+}
+
+/// One client's payment: create it, then follow it to the end (and, for a
+/// REFUNDS share of those that succeeded, refund part of it).
 export function payAndFollow() {
   const res = createPayment();
   if (res.status === 429 || res.status === 503) {
@@ -138,4 +181,8 @@ export function payAndFollow() {
     'reached a terminal phase': (v) => v !== null,
     'terminal phase has a reason': (v) => v !== null && typeof v.reason === 'string' && v.reason.length > 0,
   });
+  if (view !== null && view.phase === 'Succeeded' && Math.random() < REFUNDS) {
+    const refund = refundAndFollow(view.id, 1 + Math.floor(Math.random() * view.amount));
+    check(refund, { 'refund succeeded': (r) => r !== null && r.phase === 'Succeeded' });
+  }
 }

@@ -5,7 +5,7 @@
 //   k6 run -e BASE_URL=http://127.0.0.1:8080 k6/smoke.js
 import http from 'k6/http';
 import { check, group } from 'k6';
-import { BASE_URL, createPayment, follow } from './lib.js';
+import { BASE_URL, createPayment, follow, refundAndFollow } from './lib.js';
 
 export const options = {
   scenarios: {
@@ -65,9 +65,29 @@ export function contract() {
     check(missing, { 'an unknown payment is 404': (r) => r.status === 404 });
   });
 
+  group('a succeeded payment is refunded in part, never past what is left', () => {
+    const id = post(body, key).json().id;
+    const refund = refundAndFollow(id, 234);
+    check(refund, { 'the refund succeeds': (r) => r !== null && r.phase === 'Succeeded' && r.amount === 234 });
+    const after = http.get(`${BASE_URL}/v1/payments/${id}`).json();
+    check(after, { 'the payment shows what was refunded': (v) => v.refundedAmount === 234 });
+    const tooMuch = http.post(
+      `${BASE_URL}/v1/payments/${id}/refunds`,
+      JSON.stringify({ amount: 1001, reason: 'other' }),
+      { headers: JSON_HEADERS, tags: { name: 'refund' } },
+    );
+    check(tooMuch, { 'more than is left is 422': (r) => r.status === 422 });
+  });
+
   group('business failures end Failed, with the reason', () => {
     const frozen = follow(post({ userId: 'dave', amount: 100, currency: 'EUR', method: 'card' }).json().id);
     check(frozen, { 'a frozen account fails: AccountInvalid': (v) => v !== null && v.phase === 'Failed' && v.reason === 'AccountInvalid' });
+    const refundFailed = http.post(
+      `${BASE_URL}/v1/payments/${frozen.id}/refunds`,
+      JSON.stringify({ amount: 100, reason: 'other' }),
+      { headers: JSON_HEADERS, tags: { name: 'refund' } },
+    );
+    check(refundFailed, { 'a failed payment cannot be refunded: 409': (r) => r.status === 409 });
     const poor = follow(post({ userId: 'carol', amount: 999999, currency: 'EUR', method: 'card' }).json().id);
     check(poor, { 'too little money fails: InsufficientFunds': (v) => v !== null && v.phase === 'Failed' && v.reason === 'InsufficientFunds' });
   });

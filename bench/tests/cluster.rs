@@ -309,7 +309,7 @@ fn k6_smoke_through_the_ingress_passes(release: &Release) {
         s.failed_thresholds(),
         out.display()
     );
-    assert_eq!(s.get("checks", "passes"), Some(33.0), "every check ran");
+    assert_eq!(s.get("checks", "passes"), Some(38.0), "every check ran");
     eprintln!(
         "cluster: k6 smoke through the ingress: {} checks passed, {} requests, create p95 {:.0} ms, e2e p95 {:.0} ms",
         s.get("checks", "passes").unwrap_or(0.0),

@@ -32,7 +32,7 @@ fn the_k6_smoke_run_passes_every_check_and_the_audit_is_clean() {
         dir.display()
     );
     // Every check of the script ran: the contract's 13 and two per concurrent payment.
-    assert_eq!(passes, 33.0, "not every check ran");
+    assert_eq!(passes, 38.0, "not every check ran");
     assert_eq!(s.count("payments_succeeded"), 11.0);
     assert_eq!(s.count("payments_failed"), 2.0);
     let (report, ok) = stack.audit().unwrap();

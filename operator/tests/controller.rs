@@ -32,13 +32,25 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
     let kubeconfig = paysaga_testenv::kube()
         .service_account_kubeconfig(SYSTEM_NAMESPACE, "paysaga-controller")
         .unwrap();
+    // `kind/status` asks about the status subresource (`can-i` would read
+    // `kind/name` as an object's name).
     let can = |verb: &str, resource: &str| {
-        let out = std::process::Command::new(paysaga_testenv::tool("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["auth", "can-i", verb, resource, "--all-namespaces"])
-            .output()
-            .unwrap();
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((r, sub)) => (r, Some(sub)),
+            None => (resource, None),
+        };
+        let mut cmd = std::process::Command::new(paysaga_testenv::tool("kubectl"));
+        cmd.arg("--kubeconfig").arg(&kubeconfig).args([
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "--all-namespaces",
+        ]);
+        if let Some(sub) = subresource {
+            cmd.arg(format!("--subresource={sub}"));
+        }
+        let out = cmd.output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     for (verb, resource) in [

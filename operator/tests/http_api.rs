@@ -719,6 +719,26 @@ async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(cases.contains("passed"), "{report}");
+    // Every operation of the document was run, the refunds' among them.
+    let operations: usize = served["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|methods| methods.as_object().unwrap().len())
+        .sum();
+    let ids = served.to_string();
+    for id in ["createRefund", "listRefunds", "getRefund"] {
+        assert!(ids.contains(&format!("\"operationId\":\"{id}\"")), "{id}");
+    }
+    let selected = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Operations:"))
+        .map(str::trim);
+    assert_eq!(
+        selected,
+        Some(format!("{operations} selected / {operations} total").as_str()),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1197,13 +1217,16 @@ async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
     let kubeconfig = kube
         .service_account_kubeconfig(&ns.name, "paysaga-api")
         .unwrap();
+    // `kind/status` is the status subresource (kubectl would read it as
+    // an object named `status`).
     let can = |verb: &str, resource: &str, namespace: &str| {
-        let out = std::process::Command::new(paysaga_testenv::tool("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["auth", "can-i", verb, resource, "-n", namespace])
-            .output()
-            .unwrap();
+        let mut cmd = std::process::Command::new(paysaga_testenv::tool("kubectl"));
+        cmd.arg("--kubeconfig").arg(&kubeconfig);
+        match resource.split_once('/') {
+            Some((kind, sub)) => cmd.args(["auth", "can-i", verb, kind, "--subresource", sub]),
+            None => cmd.args(["auth", "can-i", verb, resource]),
+        };
+        let out = cmd.args(["-n", namespace]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     for (verb, resource) in [
