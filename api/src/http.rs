@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    MAX_AMOUNT_MINOR, Payment, PaymentSpec, Phase, Refund, RefundPhase, RefundReason, Step,
+    MAX_AMOUNT_MINOR, Payment, PaymentSpec, Phase, RecurringPayment, RecurringPaymentSpec,
+    RecurringPhase, Refund, RefundPhase, RefundReason, Step,
 };
 
 /// `POST /v1/payments`: the Payment's spec, as JSON.
@@ -206,6 +207,91 @@ pub struct RefundPage {
     pub items: Vec<RefundView>,
 }
 
+/// `POST /v1/recurring-payments`: the RecurringPayment's spec, as JSON.
+pub type CreateRecurringPayment = RecurringPaymentSpec;
+
+/// A recurring payment as the API shows it: its spec, and what its Schedule
+/// has done so far (absent until the controller has taken it up).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecurringPaymentView {
+    pub id: String,
+    /// Where to follow it: `GET` this.
+    pub status_url: String,
+    /// The Payments it made: `GET` this.
+    pub payments_url: String,
+    #[serde(flatten)]
+    pub spec: RecurringPaymentSpec,
+    /// Absent until the controller has taken it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RecurringPhase>,
+    /// A machine-readable reason for the phase (CamelCase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A human-readable message for the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The Temporal Schedule firing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<String>,
+    /// The next firings (RFC 3339), as the Schedule tells them (up to three).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next_runs: Vec<String>,
+    /// The id of the newest Payment made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_payment: Option<String>,
+    /// Firings that made a Payment.
+    pub payments_made: i64,
+    /// Of the Payments made that still exist: how many succeeded.
+    pub payments_succeeded: i64,
+    /// Of the Payments made that still exist: how many failed (or were
+    /// cancelled).
+    pub payments_failed: i64,
+    /// Firings skipped because the payment before had not finished.
+    pub skipped: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+impl RecurringPaymentView {
+    /// The view of a RecurringPayment object; `base` prefixes its URLs.
+    pub fn of(r: &RecurringPayment, base: &str) -> RecurringPaymentView {
+        let id = r.metadata.name.clone().unwrap_or_default();
+        let status = r.status.clone().unwrap_or_default();
+        RecurringPaymentView {
+            status_url: format!("{base}/v1/recurring-payments/{id}"),
+            payments_url: format!("{base}/v1/recurring-payments/{id}/payments"),
+            id,
+            spec: r.spec.clone(),
+            phase: status.phase,
+            reason: status.reason,
+            message: status.message,
+            schedule_id: status.schedule_id,
+            next_runs: status.next_runs.iter().map(|t| t.0.to_string()).collect(),
+            last_payment: status.last_payment,
+            payments_made: status.payments_made,
+            payments_succeeded: status.payments_succeeded,
+            payments_failed: status.payments_failed,
+            skipped: status.skipped,
+            created_at: r
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+        }
+    }
+}
+
+/// `GET /v1/recurring-payments`: one page.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecurringPaymentPage {
+    pub items: Vec<RecurringPaymentView>,
+    /// Pass as `continue` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +334,58 @@ mod tests {
         assert_eq!(json["phase"], "Succeeded");
         assert_eq!(json["currency"], "EUR");
         assert_eq!(json["statusUrl"], "/v1/refunds/rf-1");
+    }
+    #[test]
+    fn a_recurring_payment_not_taken_up_yet_has_no_phase() {
+        use crate::recurring::{OverlapPolicy, RecurringSchedule};
+        use crate::{PaymentMethod, RecurringPaymentStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+        let spec = RecurringPaymentSpec {
+            template: PaymentSpec {
+                user_id: "alice".into(),
+                amount: 990,
+                currency: "EUR".into(),
+                method: PaymentMethod::Card,
+                description: None,
+                notify: None,
+            },
+            schedule: RecurringSchedule {
+                cron: Some("0 9 1 * *".into()),
+                every: None,
+                time_zone: None,
+            },
+            start_at: None,
+            end_at: None,
+            max_payments: None,
+            suspend: false,
+            overlap_policy: OverlapPolicy::Skip,
+            catchup_window: None,
+        };
+        let mut r = RecurringPayment::new("rent", spec);
+        let json = serde_json::to_value(RecurringPaymentView::of(&r, "http://api")).unwrap();
+        assert_eq!(json["statusUrl"], "http://api/v1/recurring-payments/rent");
+        assert_eq!(
+            json["paymentsUrl"],
+            "http://api/v1/recurring-payments/rent/payments"
+        );
+        assert_eq!(json["template"]["amount"], 990);
+        assert_eq!(json["schedule"]["cron"], "0 9 1 * *");
+        assert!(json.get("phase").is_none(), "{json}");
+        assert!(json.get("nextRuns").is_none(), "{json}");
+        assert_eq!(json["paymentsMade"], 0);
+
+        let due: k8s_openapi::jiff::Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
+        r.status = Some(RecurringPaymentStatus {
+            phase: Some(RecurringPhase::Active),
+            next_runs: vec![Time(due)],
+            payments_made: 3,
+            payments_made_before: 1,
+            ..RecurringPaymentStatus::default()
+        });
+        let v = RecurringPaymentView::of(&r, "");
+        assert_eq!(v.phase, Some(RecurringPhase::Active));
+        assert_eq!(v.next_runs, ["2026-12-01T09:00:00Z"]);
+        assert_eq!(v.payments_made, 3);
     }
 }

@@ -10,6 +10,7 @@ pub mod idempotency;
 
 pub mod names;
 pub mod payment;
+pub mod recurring;
 pub mod refund;
 pub mod saga;
 pub mod signature;
@@ -17,5 +18,8 @@ pub mod signature;
 pub use payment::{
     MAX_AMOUNT_MINOR, Notify, Payment, PaymentMethod, PaymentReview, PaymentSpec, PaymentStatus,
     Phase, Step,
+};
+pub use recurring::{
+    RecurringPayment, RecurringPaymentSpec, RecurringPaymentStatus, RecurringPhase,
 };
 pub use refund::{Refund, RefundPhase, RefundReason, RefundSpec, RefundStatus};

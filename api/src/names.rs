@@ -37,6 +37,10 @@ pub const IDEMPOTENCY_ANNOTATION: &str = "paysaga.dev/idempotency-key-sha256";
 pub const FINALIZER: &str = "paysaga.dev/workflow";
 /// Label on a Refund naming its Payment (set by the API and the controller).
 pub const PAYMENT_LABEL: &str = "paysaga.dev/payment";
+/// Label on a Payment made by a RecurringPayment, naming it.
+pub const RECURRING_LABEL: &str = "paysaga.dev/recurring";
+/// Held by the controller on a RecurringPayment until its Schedule is deleted.
+pub const RECURRING_FINALIZER: &str = "paysaga.dev/schedule";
 /// Held by the controller on a Refund while its workflow may still move money.
 pub const REFUND_FINALIZER: &str = "paysaga.dev/refund";
 /// Field manager of every status write by the controller.

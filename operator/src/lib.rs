@@ -5,4 +5,5 @@ pub mod controller;
 pub mod crdgen;
 pub mod http;
 pub mod openmetrics;
+pub mod schedules;
 pub mod temporal;

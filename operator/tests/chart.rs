@@ -174,7 +174,12 @@ fn helm_install_creates_every_object() {
 
 #[test]
 fn the_charts_crds_are_the_generated_ones() {
-    for file in ["payment.yaml", "idempotencykey.yaml", "refund.yaml"] {
+    for file in [
+        "payment.yaml",
+        "idempotencykey.yaml",
+        "refund.yaml",
+        "recurringpayment.yaml",
+    ] {
         let generated = std::fs::read_to_string(workspace_root().join("crds").join(file)).unwrap();
         let in_chart = std::fs::read_to_string(chart().join("crds").join(file)).unwrap();
         assert!(

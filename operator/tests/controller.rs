@@ -66,6 +66,9 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("patch", "refunds.paysaga.dev"),
         ("delete", "refunds.paysaga.dev"),
         ("patch", "refunds.paysaga.dev/status"),
+        ("watch", "recurringpayments.paysaga.dev"),
+        ("patch", "recurringpayments.paysaga.dev"),
+        ("patch", "recurringpayments.paysaga.dev/status"),
     ] {
         assert_eq!(can(verb, resource), "yes", "{verb} {resource}");
     }
@@ -82,6 +85,9 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("create", "refunds.paysaga.dev"),
         ("get", "refunds.paysaga.dev"),
         ("update", "refunds.paysaga.dev/status"),
+        ("create", "recurringpayments.paysaga.dev"),
+        ("delete", "recurringpayments.paysaga.dev"),
+        ("update", "recurringpayments.paysaga.dev"),
     ] {
         assert_eq!(can(verb, resource), "no", "{verb} {resource}");
     }

@@ -705,6 +705,16 @@ async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
         .output()
         .await
         .unwrap();
+    // What it made fires on a schedule (the controller runs them): stopped
+    // here, before anything is asserted, so that the other tests' payments
+    // run beside none of it.
+    let made: kube::Api<paysaga_api::RecurringPayment> = kube::Api::namespaced(
+        paysaga_testenv::kube().client().await.unwrap(),
+        &stack().namespace,
+    );
+    made.delete_collection(&Default::default(), &Default::default())
+        .await
+        .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     let cases = report
         .lines()
@@ -719,7 +729,8 @@ async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(cases.contains("passed"), "{report}");
-    // Every operation of the document was run, the refunds' among them.
+    // Every operation of the document was run, the refunds' and the
+    // recurring payments' among them.
     let operations: usize = served["paths"]
         .as_object()
         .unwrap()
@@ -727,7 +738,18 @@ async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
         .map(|methods| methods.as_object().unwrap().len())
         .sum();
     let ids = served.to_string();
-    for id in ["createRefund", "listRefunds", "getRefund"] {
+    for id in [
+        "createRefund",
+        "listRefunds",
+        "getRefund",
+        "createRecurringPayment",
+        "listRecurringPayments",
+        "getRecurringPayment",
+        "deleteRecurringPayment",
+        "suspendRecurringPayment",
+        "resumeRecurringPayment",
+        "listRecurringPaymentPayments",
+    ] {
         assert!(ids.contains(&format!("\"operationId\":\"{id}\"")), "{id}");
     }
     let selected = report
@@ -1186,8 +1208,10 @@ async fn refunds_are_read_one_by_one_and_listed_by_payment() {
 }
 
 /// The API's Role (`charts/paysaga/templates/api.yaml`) grants what its
-/// routes need, refunds included, and nothing more: asked with `kubectl auth
-/// can-i`, then proven by an API running with only that account.
+/// routes need, refunds and recurring payments included, and nothing more:
+/// asked with `kubectl auth can-i`, then proven by an API running with only
+/// that account (the recurring payments' routes are proven so in
+/// `http_recurring.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
     stack();
@@ -1239,6 +1263,11 @@ async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
         ("create", "refunds.paysaga.dev"),
         ("get", "refunds.paysaga.dev"),
         ("list", "refunds.paysaga.dev"),
+        ("create", "recurringpayments.paysaga.dev"),
+        ("get", "recurringpayments.paysaga.dev"),
+        ("list", "recurringpayments.paysaga.dev"),
+        ("patch", "recurringpayments.paysaga.dev"),
+        ("delete", "recurringpayments.paysaga.dev"),
     ] {
         assert_eq!(can(verb, resource, &ns.name), "yes", "{verb} {resource}");
     }
@@ -1253,11 +1282,20 @@ async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
         ("patch", "payments.paysaga.dev/status"),
         ("list", "idempotencykeys.paysaga.dev"),
         ("create", "idempotencykeys.paysaga.dev"),
+        ("watch", "recurringpayments.paysaga.dev"),
+        ("update", "recurringpayments.paysaga.dev"),
+        ("deletecollection", "recurringpayments.paysaga.dev"),
+        ("patch", "recurringpayments.paysaga.dev/status"),
+        ("update", "recurringpayments.paysaga.dev/status"),
         ("get", "secrets"),
     ] {
         assert_eq!(can(verb, resource, &ns.name), "no", "{verb} {resource}");
     }
     assert_eq!(can("create", "refunds.paysaga.dev", "default"), "no");
+    assert_eq!(
+        can("create", "recurringpayments.paysaga.dev", "default"),
+        "no"
+    );
 
     // An API with only that account serves the refund routes.
     let api = Service::full_api(

@@ -27,7 +27,9 @@ fn kubectl_apply_example_and_get_shows_the_columns() {
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "USER", "AMOUNT", "CURRENCY", "PHASE", "STEP", "AGE"]
+        [
+            "NAME", "USER", "AMOUNT", "CURRENCY", "PHASE", "STEP", "REFUNDED", "AGE"
+        ]
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -189,8 +191,8 @@ async fn status_subresource_changes_status_and_leaves_spec_alone() {
     assert!(namespaces.get(&ns.name).await.is_ok());
 }
 
-/// Every manifest in examples/ (the README applies them) is a Payment or a
-/// Refund the real API server accepts.
+/// Every manifest in examples/ (the README applies them) is a Payment, a
+/// Refund or a RecurringPayment the real API server accepts.
 #[test]
 fn every_example_is_accepted_by_the_api_server() {
     let env = control_plane();
@@ -205,7 +207,9 @@ fn every_example_is_accepted_by_the_api_server() {
                 .kubectl_ok(&["apply", "--dry-run=server", "-n", &ns.name, "-f", &file])
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             assert!(
-                out.contains("payment.paysaga.dev/") || out.contains("refund.paysaga.dev/"),
+                ["payment", "refund", "recurringpayment"]
+                    .iter()
+                    .any(|kind| out.contains(&format!("{kind}.paysaga.dev/"))),
                 "{file}: {out}"
             );
             applied.push(file);

@@ -154,12 +154,13 @@ impl DevStack {
             let ledger = state.join("ledger.db");
             (None, format!("sqlite://{}?mode=rwc", ledger.display()))
         };
-        let worker = Service::payment_worker_with(
+        let worker = Service::payment_worker_kube(
             &state.join("worker"),
             &temporal.address,
             &database_url,
             &dev_accounts(),
             &sim.url,
+            Some(&kubeconfig),
             &opts.worker_args,
         )?;
         let controller = Service::controller(

@@ -260,6 +260,7 @@ impl KubeEnv {
             "crd/payments.paysaga.dev",
             "crd/idempotencykeys.paysaga.dev",
             "crd/refunds.paysaga.dev",
+            "crd/recurringpayments.paysaga.dev",
         ])?;
         Ok(())
     }

@@ -262,6 +262,28 @@ impl Service {
         sim_url: &str,
         extra: &[String],
     ) -> Result<Service> {
+        Service::payment_worker_kube(
+            dir,
+            temporal_address,
+            database_url,
+            seed_accounts,
+            sim_url,
+            None,
+            extra,
+        )
+    }
+
+    /// [`Service::payment_worker_with`] with `kubeconfig`'s credentials:
+    /// RecurringPayments' firings create Payments with them.
+    pub fn payment_worker_kube(
+        dir: &Path,
+        temporal_address: &str,
+        database_url: &str,
+        seed_accounts: &str,
+        sim_url: &str,
+        kubeconfig: Option<&Path>,
+        extra: &[String],
+    ) -> Result<Service> {
         let mut args = vec![
             format!("--temporal-address={temporal_address}"),
             format!("--seed-accounts={seed_accounts}"),
@@ -271,11 +293,12 @@ impl Service {
         ];
         args.extend(extra.iter().cloned());
         // The URL may carry a password: the environment, never argv.
-        Service::worker_with_env(
-            dir,
-            &args,
-            &[("PAYSAGA_DATABASE_URL", database_url.as_ref())],
-        )
+        let mut env: Vec<(&str, &std::ffi::OsStr)> =
+            vec![("PAYSAGA_DATABASE_URL", database_url.as_ref())];
+        if let Some(kubeconfig) = kubeconfig {
+            env.push(("KUBECONFIG", kubeconfig.as_os_str()));
+        }
+        Service::worker_with_env(dir, &args, &env)
     }
 
     /// `paysaga-sim`, delivering confirmations to `callback_url`.

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod audit;
 pub mod ledger;
 pub mod ping;
+pub mod recurring;
 pub mod refund;
 pub mod worker;
 pub mod workflows;

@@ -12,6 +12,7 @@ use crate::activities::{Endpoints, FraudActivities, SagaActivities, http_client}
 use crate::admin::Readiness;
 use crate::ledger::{Ledger, parse_seeds};
 use crate::ping::{PingActivities, PingWorkflow};
+use crate::recurring::{RecurringActivities, RecurringFireWorkflow};
 use crate::refund::RefundWorkflow;
 use crate::workflows::{FraudCheckWorkflow, PaymentWorkflow};
 
@@ -104,6 +105,17 @@ pub async fn run(
         http: http.clone(),
         endpoints: config.endpoints.clone(),
     };
+    // Firings of RecurringPayments create Payments: the worker's own
+    // ServiceAccount in a cluster, KUBECONFIG elsewhere; none, and firings
+    // fail saying so.
+    let kube = match kube::Client::try_default().await {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kubernetes credentials: recurring payments cannot fire");
+            None
+        }
+    };
+    let recurring = RecurringActivities { kube };
     let fraud = FraudActivities {
         http,
         fraud_url: config.endpoints.fraud_url.clone(),
@@ -115,8 +127,10 @@ pub async fn run(
             WorkerOptions::new(config.payments_task_queue.clone())
                 .register_workflow::<PaymentWorkflow>()?
                 .register_workflow::<RefundWorkflow>()?
+                .register_workflow::<RecurringFireWorkflow>()?
                 .register_workflow::<PingWorkflow>()?
                 .register_activities(saga)
+                .register_activities(recurring)
                 .register_activities(PingActivities)
                 .build(),
         ),

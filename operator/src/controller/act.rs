@@ -192,6 +192,28 @@ pub(crate) fn remove_finalizer(index: usize, finalizer: &str) -> serde_json::Val
     json!([{"op": "test", "path": path, "value": finalizer}, {"op": "remove", "path": path}])
 }
 
+/// Writes a status whole, by server-side apply with the controller's field
+/// manager: a field the new status leaves out is removed (a merge patch
+/// would keep it).
+pub(crate) async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> kube::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(paysaga_api::names::CONTROLLER_FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map(drop)
+}
+
 pub(crate) async fn json_patch<K>(
     api: &Api<K>,
     name: &str,

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
+pub mod recurring;
 pub mod refunds;
 pub mod status;
 pub mod tracker;
@@ -114,6 +115,11 @@ pub async fn run(
         settings.payments_task_queue.clone(),
         settings.finished_ttl,
     ));
+    let recurring = tokio::spawn(recurring::run(
+        client.clone(),
+        temporal.clone(),
+        settings.payments_task_queue.clone(),
+    ));
     let (ctx, rx) = Context::new(client, temporal, settings, metrics, readiness);
     let ctx = Arc::new(ctx);
     let triggers =
@@ -146,6 +152,7 @@ pub async fn run(
         .await;
     sweeper.abort();
     refunds.abort();
+    recurring.abort();
 }
 
 /// What, in a Payment, calls for a reconcile: its identity, spec, the

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payments;
 pub mod problem;
+pub mod recurring;
 pub mod refunds;
 pub mod watched;
 
@@ -76,6 +77,26 @@ pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
             post(refunds::create).get(refunds::list),
         )
         .route("/v1/refunds/{id}", get(refunds::get))
+        .route(
+            "/v1/recurring-payments",
+            post(recurring::create).get(recurring::list),
+        )
+        .route(
+            "/v1/recurring-payments/{id}",
+            get(recurring::get).delete(recurring::delete),
+        )
+        .route(
+            "/v1/recurring-payments/{id}/suspend",
+            post(recurring::suspend),
+        )
+        .route(
+            "/v1/recurring-payments/{id}/resume",
+            post(recurring::resume),
+        )
+        .route(
+            "/v1/recurring-payments/{id}/payments",
+            get(recurring::payments),
+        )
         .route(paths::GATEWAY_CALLBACKS, post(callbacks::receive))
         .layer(
             ServiceBuilder::new()

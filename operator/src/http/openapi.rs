@@ -4,10 +4,10 @@
 //! as `docs/openapi.json` (a test fails when it is stale).
 
 use paysaga_api::http::{
-    CancelBody, CreatePayment, CreateRefund, ExpediteBody, PaymentPage, PaymentView, RefundPage,
-    RefundView, ReviewBody,
+    CancelBody, CreatePayment, CreateRecurringPayment, CreateRefund, ExpediteBody, PaymentPage,
+    PaymentView, RecurringPaymentPage, RecurringPaymentView, RefundPage, RefundView, ReviewBody,
 };
-use paysaga_api::{MAX_AMOUNT_MINOR, Phase, RefundPhase, RefundReason, Step};
+use paysaga_api::{MAX_AMOUNT_MINOR, Phase, RecurringPhase, RefundPhase, RefundReason, Step};
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
@@ -57,6 +57,10 @@ pub fn document() -> Value {
     let refund_page = generator.subschema_for::<RefundPage>();
     let refund_phase = generator.subschema_for::<RefundPhase>();
     let refund_reason = generator.subschema_for::<RefundReason>();
+    let create_recurring = generator.subschema_for::<CreateRecurringPayment>();
+    let recurring_view = generator.subschema_for::<RecurringPaymentView>();
+    let recurring_page = generator.subschema_for::<RecurringPaymentPage>();
+    let recurring_phase = generator.subschema_for::<RecurringPhase>();
     let mut schemas = generator.take_definitions(true);
     for (name, schema) in [
         ("CreatePayment", create),
@@ -73,6 +77,10 @@ pub fn document() -> Value {
         ("RefundPage", refund_page),
         ("RefundPhase", refund_phase),
         ("RefundReason", refund_reason),
+        ("CreateRecurringPayment", create_recurring),
+        ("RecurringPaymentView", recurring_view),
+        ("RecurringPaymentPage", recurring_page),
+        ("RecurringPhase", recurring_phase),
     ] {
         if schema.as_value().get("$ref").is_none() {
             schemas.insert(name.to_string(), schema.to_value());
@@ -80,13 +88,18 @@ pub fn document() -> Value {
     }
     let payment = |code: &str, why: &str| json!({code: {"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentView"}}}}});
     let refund = |code: &str, why: &str| json!({code: {"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RefundView"}}}}});
+    let recurring = |code: &str, why: &str| json!({code: {"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecurringPaymentView"}}}}});
+    let page_params = [
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}),
+        json!({"name": "continue", "in": "query", "schema": {"type": "string"}}),
+    ];
     let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 253}});
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "paysaga",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": format!("Payments run as durable Temporal sagas; a succeeded payment can be refunded, partly or whole, by refunds of its own. Amounts are integer minor units (1 to {MAX_AMOUNT_MINOR}). Errors are RFC 9457 problem details."),
+            "description": format!("Payments run as durable Temporal sagas; a succeeded payment can be refunded, partly or whole, by refunds of its own; a recurring payment makes a payment from its template on a schedule. Amounts are integer minor units (1 to {MAX_AMOUNT_MINOR}). Errors are RFC 9457 problem details."),
         },
         "paths": {
             "/v1/payments": {
@@ -220,11 +233,97 @@ pub fn document() -> Value {
                 "get": {
                     "operationId": "getRefund",
                     "summary": "A refund's phase, outcome reason, message and timestamps",
-                    "parameters": [id_param],
+                    "parameters": [id_param.clone()],
                     "responses": with(problem_responses(&[
                         ("404", "no such refund (deleted with its payment, if that was deleted)"),
                         ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
                     ]), refund("200", "the refund")),
+                },
+            },
+            "/v1/recurring-payments": {
+                "post": {
+                    "operationId": "createRecurringPayment",
+                    "summary": "Create a recurring payment: a Payment made from the template on a schedule (idempotent with Idempotency-Key)",
+                    "description": "Creates a RecurringPayment object; the controller keeps a Temporal Schedule for it, and each firing makes an ordinary Payment from the template, named <id>-<yyyymmdd>t<hhmmss>z after the time it was due and listed at paymentsUrl.",
+                    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
+                                    "description": "Scoped to the payer (template.userId). The same key and body return the same recurring payment (Idempotent-Replayed: true) while it exists; another body with the key is 409.",
+                                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRecurringPayment"}}}},
+                    "responses": with(problem_responses(&[
+                        ("400", "a malformed Idempotency-Key"),
+                        ("409", "the key was used for a different recurring payment"),
+                        ("413", "the body is over 2 MiB"),
+                        ("415", "the body was not sent as application/json"),
+                        ("422", "an invalid recurring payment, with the reason (an unknown field named; a schedule with both or neither of cron and every; endAt not after startAt; an invalid template)"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), recurring("202", "accepted; follow statusUrl")),
+                },
+                "get": {
+                    "operationId": "listRecurringPayments",
+                    "summary": "List recurring payments, paginated",
+                    "parameters": page_params.clone(),
+                    "responses": with(problem_responses(&[
+                        ("400", "an invalid query or continue token"),
+                        ("422", "an invalid limit"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), json!({"200": {"description": "a page", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecurringPaymentPage"}}}}})),
+                },
+            },
+            "/v1/recurring-payments/{id}": {
+                "get": {
+                    "operationId": "getRecurringPayment",
+                    "summary": "A recurring payment's spec, phase, next firings and the payments it made so far",
+                    "parameters": [id_param.clone()],
+                    "responses": with(problem_responses(&[
+                        ("404", "no such recurring payment"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), recurring("200", "the recurring payment")),
+                },
+                "delete": {
+                    "operationId": "deleteRecurringPayment",
+                    "summary": "Stop a recurring payment for good: its Schedule is deleted, the Payments it made stay",
+                    "parameters": [id_param.clone()],
+                    "responses": with(problem_responses(&[
+                        ("404", "no such recurring payment"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), recurring("202", "deletion asked; the recurring payment as it was")),
+                },
+            },
+            "/v1/recurring-payments/{id}/suspend": {
+                "post": {
+                    "operationId": "suspendRecurringPayment",
+                    "summary": "Pause the firings until resumed (suspending a suspended one changes nothing)",
+                    "parameters": [id_param.clone()],
+                    "responses": with(problem_responses(&[
+                        ("404", "no such recurring payment"),
+                        ("409", "the recurring payment has completed or is being deleted"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), recurring("202", "spec.suspend is true; follow statusUrl")),
+                },
+            },
+            "/v1/recurring-payments/{id}/resume": {
+                "post": {
+                    "operationId": "resumeRecurringPayment",
+                    "summary": "Fire again after a suspend (resuming an active one changes nothing)",
+                    "parameters": [id_param.clone()],
+                    "responses": with(problem_responses(&[
+                        ("404", "no such recurring payment"),
+                        ("409", "the recurring payment has completed or is being deleted"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), recurring("202", "spec.suspend is false; follow statusUrl")),
+                },
+            },
+            "/v1/recurring-payments/{id}/payments": {
+                "get": {
+                    "operationId": "listRecurringPaymentPayments",
+                    "summary": "The Payments a recurring payment made (those still kept), paginated",
+                    "parameters": [id_param, page_params[0].clone(), page_params[1].clone()],
+                    "responses": with(problem_responses(&[
+                        ("400", "an invalid query or continue token"),
+                        ("404", "no such recurring payment"),
+                        ("422", "an invalid limit"),
+                        ("503", "overloaded (Retry-After) or Kubernetes unavailable"),
+                    ]), json!({"200": {"description": "a page of its payments", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentPage"}}}}})),
                 },
             },
             "/healthz": {"get": {"operationId": "healthz", "responses": {"200": {"description": "the process answers"}}}},

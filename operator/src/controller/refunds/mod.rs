@@ -24,7 +24,7 @@ use paysaga_api::{Payment, Refund};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::act::{add_finalizer, json_patch, remove_finalizer};
+use super::act::{add_finalizer, apply_status, json_patch, remove_finalizer};
 use crate::temporal::{PaymentWorkflows, Started, TemporalError};
 use plan::{Plan, Seen, Step, plan};
 
@@ -292,9 +292,7 @@ async fn act(
         }
     }
     if let Some(status) = plan.status {
-        let patch = json!({"status": status});
-        refunds
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        apply_status(&refunds, &name, &status)
             .await
             .map_err(kube_err("write the refund's status"))?;
     }
