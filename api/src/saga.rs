@@ -395,8 +395,6 @@ pub mod refund_reasons {
     pub const CURRENCY_MISMATCH: &str = "CurrencyMismatch";
     /// The gateway refused the refund (permanently).
     pub const GATEWAY_REFUSED: &str = "GatewayRefused";
-    /// The gateway did not answer for the whole retry budget.
-    pub const GATEWAY_UNAVAILABLE: &str = "GatewayUnavailable";
     /// The workflow ended without an outcome (terminated, timed out).
     pub const WORKFLOW_ENDED: &str = "WorkflowEnded";
 }

@@ -93,6 +93,18 @@ struct ControllerOpts {
     /// How often expired Idempotency-Key records are deleted, in seconds.
     #[arg(long, env = "PAYSAGA_IDEMPOTENCY_SWEEP_SECS", default_value_t = 3600)]
     idempotency_sweep_secs: u64,
+    /// The namespaces RecurringPayments may fire in, comma separated: those
+    /// where the worker may create Payments (the chart: its release
+    /// namespace and `worker.recurringNamespaces`). A RecurringPayment
+    /// elsewhere fails (`NamespaceNotServed`) and no Schedule is made. Empty:
+    /// every namespace.
+    #[arg(
+        long,
+        env = "PAYSAGA_RECURRING_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    recurring_namespaces: Vec<String>,
     /// Payments reconciled at once.
     #[arg(long, env = "PAYSAGA_CONTROLLER_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
@@ -199,6 +211,12 @@ async fn main() -> anyhow::Result<()> {
                 idempotency_sweep: std::time::Duration::from_secs(
                     opts.idempotency_sweep_secs.max(1),
                 ),
+                recurring_namespaces: opts
+                    .recurring_namespaces
+                    .into_iter()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
                 escalation: paysaga_api::saga::Escalation {
                     charge_max_attempts: opts.charge_max_attempts,
                     charge_retry_wait_secs: opts.charge_retry_wait_secs,

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use paysaga_api::recurring::{OverlapPolicy, RECURRING_FIRE_WORKFLOW, RecurringFire};
 use temporalio_client::schedules::{
-    CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, ScheduleAction,
-    ScheduleError, ScheduleOverlapPolicy, ScheduleSpec,
+    CreateScheduleOptions, DeleteScheduleOptions, ListSchedulesOptions, PauseScheduleOptions,
+    ScheduleAction, ScheduleDescriptionAction, ScheduleError, ScheduleOverlapPolicy, ScheduleSpec,
 };
 use temporalio_client::{Client, RpcOptions, UntypedWorkflow};
 use temporalio_common::data_converters::{PayloadConverter, RawValue};
@@ -179,6 +179,43 @@ impl Schedules {
             )
             .await
             .map_err(|e| failure(id, e))
+    }
+
+    /// Pauses the Schedule, saying why.
+    pub async fn pause(&self, id: &str, why: &str) -> Result<(), ScheduleFailure> {
+        self.client
+            .get_schedule_handle(id)
+            .pause(Some(why.to_string()), PauseScheduleOptions::default())
+            .await
+            .map_err(|e| failure(id, e))
+    }
+
+    /// The RecurringPayment a Schedule fires for, read from its action: `None`
+    /// when it is gone or is not a paysaga firing (another application's
+    /// Schedule that happens to share the prefix).
+    pub async fn fires_for(&self, id: &str) -> Result<Option<RecurringFire>, ScheduleFailure> {
+        let d = match self
+            .client
+            .get_schedule_handle(id)
+            .describe(RpcOptions::default())
+            .await
+        {
+            Ok(d) => d,
+            Err(e) if code(&e) == Some(tonic::Code::NotFound) => return Ok(None),
+            Err(e) => return Err(failure(id, e)),
+        };
+        let action = match d.action() {
+            ScheduleDescriptionAction::StartWorkflow(a)
+                if a.workflow_type() == RECURRING_FIRE_WORKFLOW =>
+            {
+                a
+            }
+            _ => return Ok(None),
+        };
+        Ok(action
+            .raw_args()
+            .and_then(|p| p.first())
+            .and_then(|p| serde_json::from_slice(&p.data).ok()))
     }
 
     /// Deletes the Schedule; one already gone is fine.

@@ -67,6 +67,7 @@ fn the_controller_account_can_do_no_more_than_it_uses() {
         ("delete", "refunds.paysaga.dev"),
         ("patch", "refunds.paysaga.dev/status"),
         ("watch", "recurringpayments.paysaga.dev"),
+        ("get", "recurringpayments.paysaga.dev"),
         ("patch", "recurringpayments.paysaga.dev"),
         ("patch", "recurringpayments.paysaga.dev/status"),
     ] {

@@ -192,15 +192,20 @@ async fn the_worker_account_can_create_and_read_payments_and_nothing_else() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    for verb in ["create", "get"] {
-        assert_eq!(can(verb, "payments.paysaga.dev", ns), "yes", "{verb}");
+    for (verb, resource) in [
+        ("create", "payments.paysaga.dev"),
+        ("get", "payments.paysaga.dev"),
+        ("get", "recurringpayments.paysaga.dev"),
+    ] {
+        assert_eq!(can(verb, resource, ns), "yes", "{verb} {resource}");
     }
     for (verb, resource) in [
         ("list", "payments.paysaga.dev"),
         ("watch", "payments.paysaga.dev"),
         ("patch", "payments.paysaga.dev"),
         ("delete", "payments.paysaga.dev"),
-        ("get", "recurringpayments.paysaga.dev"),
+        ("list", "recurringpayments.paysaga.dev"),
+        ("patch", "recurringpayments.paysaga.dev"),
         ("get", "secrets"),
     ] {
         assert_eq!(can(verb, resource, ns), "no", "{verb} {resource}");
@@ -570,4 +575,77 @@ async fn the_controller_restarted_mid_way_converges() {
     assert_eq!(r.status.unwrap().observed_generation, r.metadata.generation);
     let described = block_on(async { schedules().await.describe(&id).await.unwrap().unwrap() });
     assert!(described.paused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_deleted_out_of_band_comes_back_and_one_without_its_object_goes() {
+    stack();
+    apply(
+        "comeback",
+        serde_json::json!({"every": "2s"}),
+        serde_json::json!({"maxPayments": 100}),
+    );
+    let r = wait_object("comeback", "a payment made", 60, |r| {
+        r.status.as_ref().is_some_and(|s| s.payments_made >= 1)
+    });
+    let id = schedule_id(&r.metadata);
+    let schedules = schedules().await;
+    schedules.delete(&id).await.unwrap();
+    // Seen at the next look (just after the next firing was due).
+    eventually(
+        Duration::from_secs(60),
+        "the Schedule made again",
+        || match block_on(schedules.describe(&id)).map_err(|e| e.to_string())? {
+            Some(_) => Ok(()),
+            None => Err("not yet".to_string()),
+        },
+    );
+    let events = paysaga_testenv::kube()
+        .kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &stack().namespace,
+            "--field-selector",
+            "regarding.name=comeback",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .unwrap();
+    assert!(events.contains("ScheduleRecreated"), "{events}");
+    patch_spec("comeback", serde_json::json!({"suspend": true}));
+
+    // A Schedule under paysaga's prefix whose object does not exist.
+    let stray = format!(
+        "recurring-{}-stray-00000000-0000-0000-0000-000000000000",
+        stack().namespace
+    );
+    let desired = paysaga_operator::schedules::Desired {
+        cron: None,
+        every: Some(Duration::from_secs(3600)),
+        time_zone: None,
+        start: None,
+        end: None,
+        remaining: None,
+        paused: true,
+        overlap: paysaga_api::recurring::OverlapPolicy::Skip,
+        catchup: Duration::from_secs(60),
+        fire: RecurringFire {
+            namespace: stack().namespace.clone(),
+            name: "stray".into(),
+            uid: "00000000-0000-0000-0000-000000000000".into(),
+            template: r.spec.template.clone(),
+        },
+        task_queue: "payments".into(),
+    };
+    assert!(schedules.create(&stray, &desired).await.unwrap());
+    // The sweep runs every minute.
+    eventually(
+        Duration::from_secs(150),
+        "the stray Schedule deleted",
+        || match block_on(schedules.describe(&stray)).map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        },
+    );
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, PostParams};
-use paysaga_api::Payment;
 use paysaga_api::names::{ACCEPTED_AT_ANNOTATION, FINALIZER, RECURRING_LABEL};
 use paysaga_api::recurring::{FireOutcome, RecurringFire, due_from_workflow_id, payment_name};
+use paysaga_api::{Payment, RecurringPayment};
 use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{activities, workflow, workflow_methods};
@@ -27,6 +27,8 @@ pub mod failure_types {
     pub const NAME_TAKEN: &str = "PaymentNameTaken";
     /// The API server refused the Payment (invalid).
     pub const INVALID: &str = "InvalidPayment";
+    /// The RecurringPayment is gone or being deleted: its firing makes nothing.
+    pub const GONE: &str = "RecurringPaymentGone";
 }
 
 fn permanent(type_name: &str, message: String) -> ActivityError {
@@ -140,6 +142,30 @@ impl RecurringActivities {
         })?;
         let name = payment_name(&op.fire.name, due);
         let api = self.payments(&op.fire.namespace)?;
+        // A firing still running when its RecurringPayment is deleted makes
+        // nothing: the Payments of a deleted one are kept, and one made now
+        // would still name it as owner.
+        let owners: Api<RecurringPayment> = Api::namespaced(
+            self.kube.clone().expect("payments() checked the client"),
+            &op.fire.namespace,
+        );
+        let owner = owners
+            .get_opt(&op.fire.name)
+            .await
+            .map_err(|e| kube_error(&format!("reading recurring payment {}", op.fire.name), e))?;
+        let live = owner.is_some_and(|o| {
+            o.metadata.uid.as_deref() == Some(op.fire.uid.as_str())
+                && o.metadata.deletion_timestamp.is_none()
+        });
+        if !live {
+            return Err(permanent(
+                failure_types::GONE,
+                format!(
+                    "recurring payment {} is gone or being deleted; payment {name} not made",
+                    op.fire.name
+                ),
+            ));
+        }
         let accepted_at = format!("{:.3}", k8s_openapi::jiff::Timestamp::now());
         let payment = scheduled_payment(&op.fire, &name, accepted_at);
         match api.create(&PostParams::default(), &payment).await {

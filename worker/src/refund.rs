@@ -20,24 +20,28 @@ use crate::activities::{
 use crate::ledger::{RefundClaim, RefundState};
 use crate::workflows::{format_amount, quick};
 
-/// The gateway's refund: transient faults retried with backoff for about ten
-/// minutes; every refusal is permanent.
+/// The gateway's refund: transient faults (5xx, timeouts) retried with
+/// backoff, with the same key, for as long as it takes: an unanswered
+/// refund may have been made, so it is never given up as "nothing
+/// refunded". Every refusal is permanent.
 fn gateway_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15))
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))
                 .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(30))
-                .maximum_attempts(25)
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(0)
                 .non_retryable_error_types([failure_types::GATEWAY_REFUSED])
                 .build(),
         )
         .build()
 }
 
-/// What must happen once the gateway refunded (the credit) or once the
-/// refund failed (the release): retried until it does.
+/// What must happen, ledger work whose refusals are permanent: the
+/// reservation (a database fault must not read as a refusal), the credit
+/// once the gateway refunded, the release once it refused. Retried until it
+/// does.
 fn must_happen() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15))
         .retry_policy(
@@ -93,7 +97,7 @@ impl RefundWorkflow {
             amount: input.amount,
         };
         match ctx
-            .execute_activity(SagaActivities::reserve_refund, claim, quick())
+            .execute_activity(SagaActivities::reserve_refund, claim, must_happen())
             .await
         {
             Ok(RefundState::Reserved) => {}
@@ -135,13 +139,10 @@ impl RefundWorkflow {
             .await
         {
             Ok(id) => id,
+            // Only a refusal ends here (anything else is retried): nothing
+            // was refunded, so the reservation is given up.
             Err(e) => {
-                let (reason, message) = refusal(&e, refund_reasons::GATEWAY_UNAVAILABLE);
-                let reason = if reason == refund_reasons::GATEWAY_REFUSED {
-                    reason
-                } else {
-                    refund_reasons::GATEWAY_UNAVAILABLE.to_string()
-                };
+                let (reason, message) = refusal(&e, refund_reasons::GATEWAY_REFUSED);
                 let release = ReleaseRefundOp {
                     refund_id: input.refund_id.clone(),
                     reason: message.clone(),

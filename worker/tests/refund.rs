@@ -221,7 +221,9 @@ async fn transient_gateway_faults_are_retried_and_a_refusal_credits_nothing() {
     };
     let (pay, charge) = paid(&h, "pay-refusing", 800, refusing).await;
     let before = h.balance().await;
-    let out = refund(&h, input(&pay, &charge, 300)).await;
+    let refused = input(&pay, &charge, 300);
+    let refused_id = refused.refund_id.clone();
+    let out = refund(&h, refused).await;
     assert_eq!(out.phase, RefundPhase::Failed, "{out:?}");
     assert_eq!(out.reason, refund_reasons::GATEWAY_REFUSED);
     assert!(
@@ -231,8 +233,15 @@ async fn transient_gateway_faults_are_retried_and_a_refusal_credits_nothing() {
     assert_eq!(h.balance().await, before, "nothing credited");
     let g = h.gateway_entry(&pay).await.expect("the charge");
     assert_eq!(g.refunded_amount, 0);
-    // The refused refund's reservation was given up: the whole amount is
-    // still refundable (the gateway still refuses, but the ledger agrees).
+    // The refused refund's reservation was given up (its record failed), so
+    // the whole amount is still refundable as far as the ledger goes.
+    let snapshot = h.ledger.snapshot().await.unwrap();
+    let record = snapshot
+        .refunds
+        .iter()
+        .find(|r| r.refund_id == refused_id)
+        .expect("the refused refund's record");
+    assert_eq!(record.status, "failed", "{record:?}");
     assert_eq!(h.ledger.payment_refunded(&pay).await.unwrap(), 0);
     h.audit_is_clean().await;
 }

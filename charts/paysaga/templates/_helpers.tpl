@@ -56,3 +56,9 @@ capabilities:
 - name: PAYSAGA_LOG_FORMAT
   value: json
 {{- end -}}
+
+{{/* The namespaces RecurringPayments fire in, comma separated: the release's
+and worker.recurringNamespaces. */}}
+{{- define "paysaga.recurringNamespaces" -}}
+{{- prepend (.Values.worker.recurringNamespaces | default list) .Release.Namespace | uniq | join "," -}}
+{{- end }}

@@ -119,6 +119,7 @@ pub async fn run(
         client.clone(),
         temporal.clone(),
         settings.payments_task_queue.clone(),
+        settings.recurring_namespaces.clone(),
     ));
     let (ctx, rx) = Context::new(client, temporal, settings, metrics, readiness);
     let ctx = Arc::new(ctx);

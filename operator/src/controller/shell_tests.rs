@@ -68,6 +68,7 @@ async fn shell(finished_ttl: Option<Duration>) -> Shell {
         escalation: Default::default(),
         idempotency_retention: Duration::from_secs(30 * 24 * 3600),
         idempotency_sweep: Duration::from_secs(3600),
+        recurring_namespaces: Vec::new(),
     };
     let metrics = Arc::new(metrics::Metrics::default());
     let readiness = Arc::new(Readiness::default());

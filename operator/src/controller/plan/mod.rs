@@ -53,6 +53,9 @@ pub struct Settings {
     pub idempotency_retention: Duration,
     /// How often the expired records of Idempotency-Keys are swept.
     pub idempotency_sweep: Duration,
+    /// The namespaces RecurringPayments may fire in (where the worker may
+    /// create Payments); empty: every namespace.
+    pub recurring_namespaces: Vec<String>,
 }
 
 /// A running payment is looked at again after this long even when nothing

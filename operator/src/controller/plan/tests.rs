@@ -33,6 +33,7 @@ fn settings() -> Settings {
         escalation: Default::default(),
         idempotency_retention: Duration::from_secs(30 * 24 * 3600),
         idempotency_sweep: Duration::from_secs(3600),
+        recurring_namespaces: Vec::new(),
     }
 }
 

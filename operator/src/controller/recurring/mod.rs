@@ -50,11 +50,18 @@ pub struct Context {
     schedules: Schedules,
     recorder: Recorder,
     task_queue: String,
+    /// Where RecurringPayments may fire; empty: everywhere.
+    namespaces: Vec<String>,
 }
 
 /// Runs the RecurringPayment controller (and the sweep of Schedules whose
 /// object is gone) until the task is dropped.
-pub async fn run(client: Client, temporal: temporalio_client::Client, task_queue: String) {
+pub async fn run(
+    client: Client,
+    temporal: temporalio_client::Client,
+    task_queue: String,
+    namespaces: Vec<String>,
+) {
     let reporter = Reporter {
         controller: "paysaga-controller".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -64,6 +71,7 @@ pub async fn run(client: Client, temporal: temporalio_client::Client, task_queue
         schedules: Schedules::new(temporal),
         client: client.clone(),
         task_queue,
+        namespaces,
     });
     let objects: Api<RecurringPayment> = Api::all(client.clone());
     let payments: Api<Payment> = Api::all(client);
@@ -128,6 +136,7 @@ async fn reconcile(object: Arc<RecurringPayment>, ctx: Arc<Context>) -> Result<A
         payments: &made,
         now: Timestamp::now(),
         task_queue: &ctx.task_queue,
+        namespaces: &ctx.namespaces,
     };
     let plan = plan(&seen);
     act(&object, &id, plan, &ctx).await
@@ -150,6 +159,7 @@ async fn act(
     let payments: Api<Payment> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = object.uid().unwrap_or_default();
     for step in std::mem::take(&mut plan.steps) {
+        let updating = matches!(step, Step::Update(_));
         let done = match step {
             Step::AddFinalizer => {
                 let patch = add_finalizer(object.finalizers(), RECURRING_FINALIZER);
@@ -213,6 +223,18 @@ async fn act(
             // Temporal refused the schedule as the spec gives it: said on the
             // object until the spec changes.
             Err(ScheduleFailure::Refused(why)) => {
+                // The Schedule of the spec before fires on unless paused: it
+                // is paused until the spec is fixed.
+                let paused = if updating {
+                    ctx.schedules
+                        .pause(id, "paused: Temporal refused the new spec")
+                        .await
+                        .map_err(Error::Schedule)?;
+                    "; the Schedule is paused until the spec is fixed"
+                } else {
+                    ""
+                };
+                let why = format!("{why}{paused}");
                 let mut status = plan
                     .status
                     .take()
@@ -263,6 +285,26 @@ async fn act(
     })
 }
 
+/// Deletes the Schedule `id` if it is a paysaga firing whose RecurringPayment
+/// is verifiably gone (no object of that namespace, name and UID): never
+/// another application's Schedule, never a live object's.
+async fn sweep_one(ctx: &Context, id: &str) -> Result<(), Error> {
+    let Some(fire) = ctx.schedules.fires_for(id).await.map_err(Error::Schedule)? else {
+        return Ok(());
+    };
+    let api: Api<RecurringPayment> = Api::namespaced(ctx.client.clone(), &fire.namespace);
+    let live = api
+        .get_opt(&fire.name)
+        .await
+        .map_err(kube_err("read the RecurringPayment of a schedule"))?;
+    if live.is_some_and(|o| o.uid().as_deref() == Some(fire.uid.as_str())) {
+        return Ok(());
+    }
+    ctx.schedules.delete(id).await.map_err(Error::Schedule)?;
+    tracing::info!(schedule_id = %id, "schedule without its object deleted");
+    Ok(())
+}
+
 /// How often Schedules whose object is gone are looked for.
 const SWEEP: Duration = Duration::from_secs(60);
 
@@ -270,14 +312,11 @@ const SWEEP: Duration = Duration::from_secs(60);
 /// while the controller was down with the finalizer removed by hand, or a
 /// Schedule made by hand under paysaga's prefix).
 async fn sweep_forever(ctx: Arc<Context>, objects: Store<RecurringPayment>) {
-    // The store is whole once its first list is in.
-    if objects.wait_until_ready().await.is_err() {
-        return;
-    }
     loop {
-        // Listed before the objects are read: a Schedule is made only for an
-        // object already in the store, so every Schedule listed whose object
-        // exists is known by the time the store is read.
+        tokio::time::sleep(SWEEP).await;
+        // The store only spares a look at the objects it holds (listed
+        // before it is read, so a Schedule just made has its object there);
+        // what is deleted is checked against the API server (sweep_one).
         match ctx.schedules.ids("recurring-").await {
             Ok(ids) => {
                 let known: HashSet<String> = objects
@@ -285,19 +324,23 @@ async fn sweep_forever(ctx: Arc<Context>, objects: Store<RecurringPayment>) {
                     .iter()
                     .map(|o| schedule_id(&o.metadata))
                     .collect();
-                for id in ids.into_iter().filter(|id| !known.contains(id)) {
-                    match ctx.schedules.delete(&id).await {
-                        Ok(()) => {
-                            tracing::info!(schedule_id = %id, "schedule without its object deleted")
-                        }
-                        Err(e) => {
-                            tracing::warn!(schedule_id = %id, error = %e, "could not delete a schedule without its object")
-                        }
+                let unknown: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !known.contains(*id))
+                    .cloned()
+                    .collect();
+                tracing::debug!(
+                    listed = ids.len(),
+                    unknown = unknown.len(),
+                    "schedules swept"
+                );
+                for id in unknown {
+                    if let Err(e) = sweep_one(&ctx, &id).await {
+                        tracing::warn!(schedule_id = %id, error = %e, "could not sweep a schedule");
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "could not list schedules"),
+            Err(e) => tracing::warn!(error = %e, "could not list schedules to sweep"),
         }
-        tokio::time::sleep(SWEEP).await;
     }
 }

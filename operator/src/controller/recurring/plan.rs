@@ -52,7 +52,14 @@ pub struct Seen<'a> {
     pub payments: &'a [Payment],
     pub now: Timestamp,
     pub task_queue: &'a str,
+    /// Where RecurringPayments may fire; empty: everywhere.
+    pub namespaces: &'a [String],
 }
+
+/// The longest name a RecurringPayment may have: its Payments are named
+/// `<name>-<yyyymmdd>t<hhmmss>z` and labelled with it (a label value has at
+/// most 63 characters).
+pub const MAX_NAME: usize = 63;
 
 /// Default catch-up window.
 pub const CATCHUP: Duration = Duration::from_secs(60);
@@ -97,6 +104,25 @@ pub fn plan(seen: &Seen) -> Plan {
     };
     let refused_as_is =
         current.phase == Some(RecurringPhase::Failed) && current.observed_generation == generation;
+    if !refused_as_is && let Some((reason, message)) = not_served(seen) {
+        // Nothing fires for it: its Schedule (if any, from before) goes.
+        if seen.schedule.is_some() {
+            plan.steps.push(Step::Delete);
+        }
+        status.phase = Some(RecurringPhase::Failed);
+        status.reason = Some(reason.to_string());
+        status.message = Some(message.clone());
+        status.next_runs.clear();
+        status.observed_generation = generation;
+        set_ready(&mut status, seen.now);
+        plan.events.push(Event {
+            warning: true,
+            reason: reason.to_string(),
+            note: message,
+        });
+        plan.status = Some(status);
+        return plan;
+    }
     match seen.schedule {
         _ if refused_as_is => {}
         None => {
@@ -121,9 +147,12 @@ pub fn plan(seen: &Seen) -> Plan {
                 }
             });
         }
-        Some(_) if current.observed_generation != generation => {
-            plan.steps
-                .push(Step::Update(Box::new(desired(seen, current.payments_made))));
+        // The spec changed; or the Schedule is not paused as asked (made,
+        // but not yet configured when the last reconcile stopped).
+        Some(s) if current.observed_generation != generation || s.paused != object.spec.suspend => {
+            // Counted from the Schedule as it is now, not the last status.
+            let made = current.payments_made_before + s.actions;
+            plan.steps.push(Step::Update(Box::new(desired(seen, made))));
             status.observed_generation = generation;
             plan.events.push(Event {
                 warning: false,
@@ -185,6 +214,32 @@ pub fn desired(seen: &Seen, made: i64) -> Desired {
         },
         task_queue: seen.task_queue.to_string(),
     }
+}
+
+/// Why no Schedule may fire for it: a namespace the worker may not create
+/// Payments in, or a name too long for its Payments' names and label.
+fn not_served(seen: &Seen) -> Option<(&'static str, String)> {
+    let ns = seen.object.namespace().unwrap_or_default();
+    if !seen.namespaces.is_empty() && !seen.namespaces.contains(&ns) {
+        return Some((
+            "NamespaceNotServed",
+            format!(
+                "recurring payments fire only in {} (where the worker may create Payments); nothing is scheduled here",
+                seen.namespaces.join(", ")
+            ),
+        ));
+    }
+    let name = seen.object.name_any();
+    if name.len() > MAX_NAME {
+        return Some((
+            "NameTooLong",
+            format!(
+                "the name has {} characters, more than {MAX_NAME}: its Payments could not be named and labelled after it; nothing is scheduled",
+                name.len()
+            ),
+        ));
+    }
+    None
 }
 
 /// The status as the Schedule and the Payments tell it.

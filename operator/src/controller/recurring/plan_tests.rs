@@ -118,6 +118,7 @@ fn run(
         payments,
         now: now(),
         task_queue: "payments",
+        namespaces: &[],
     })
 }
 
@@ -188,9 +189,11 @@ fn a_changed_spec_updates_the_schedule_once() {
         "a suspended one shows no next run"
     );
     assert_eq!(status.observed_generation, Some(2));
-    // Written back, the next look asks for nothing more.
+    // Written back (and the Schedule paused), the next look asks for
+    // nothing more.
     r.status = Some(status);
-    let again = run(&r, Some(&s), &[]);
+    let paused = Described { paused: true, ..s };
+    let again = run(&r, Some(&paused), &[]);
     assert!(again.steps.is_empty() && again.status.is_none() && again.events.is_empty());
 }
 
@@ -287,4 +290,61 @@ fn deleting_it_deletes_the_schedule_and_keeps_its_payments() {
     // Its Schedule gone already: only the rest.
     let p = run(&r, None, &[]);
     assert_eq!(steps(&p.steps), ["RemoveFinalizer"]);
+}
+
+#[test]
+fn a_schedule_left_paused_by_an_interrupted_configuration_is_updated() {
+    let r = taken();
+    let mut s = schedule(0, Some(3));
+    s.paused = true;
+    let p = run(&r, Some(&s), &[]);
+    assert_eq!(steps(&p.steps), ["Update"]);
+    let Step::Update(d) = &p.steps[0] else {
+        unreachable!()
+    };
+    assert!(!d.paused);
+}
+
+#[test]
+fn an_update_counts_the_payments_made_from_the_schedule_as_it_is_now() {
+    let mut r = taken();
+    r.metadata.generation = Some(2);
+    // The last status said 1 made; the Schedule has fired twice since.
+    r.status.as_mut().unwrap().payments_made = 1;
+    let p = run(&r, Some(&schedule(3, Some(0))), &[]);
+    let Step::Update(d) = &p.steps[0] else {
+        unreachable!()
+    };
+    assert_eq!(d.remaining, Some(0), "3 at most, 3 made");
+}
+
+#[test]
+fn a_namespace_not_served_or_a_name_too_long_fails_and_schedules_nothing() {
+    let served = ["payments-ns".to_string()];
+    let p = plan(&Seen {
+        object: &object(),
+        schedule: None,
+        payments: &[],
+        now: now(),
+        task_queue: "payments",
+        namespaces: &served,
+    });
+    assert_eq!(steps(&p.steps), ["AddFinalizer"]);
+    let status = p.status.unwrap();
+    assert_eq!(status.phase, Some(RecurringPhase::Failed));
+    assert_eq!(status.reason.as_deref(), Some("NamespaceNotServed"));
+    // Its Schedule from before goes.
+    let p = plan(&Seen {
+        object: &taken(),
+        schedule: Some(&schedule(1, None)),
+        payments: &[],
+        now: now(),
+        task_queue: "payments",
+        namespaces: &served,
+    });
+    assert_eq!(steps(&p.steps), ["Delete"]);
+    let mut long = object();
+    long.metadata.name = Some("r".repeat(64));
+    let p = run(&long, None, &[]);
+    assert_eq!(p.status.unwrap().reason.as_deref(), Some("NameTooLong"));
 }

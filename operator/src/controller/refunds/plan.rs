@@ -237,7 +237,8 @@ fn input(refund: &Refund, payment: &Payment) -> RefundInput {
 /// A finished refund: let its Payment go, raise the Payment's refunded
 /// amount, let the refund go when deleted, expire it after the TTL.
 fn finish(seen: &Seen, status: &RefundStatus, plan: &mut Plan) {
-    release(seen, plan);
+    // Raised first: it is guarded by the Payment's version as read, which
+    // letting the hold go would change.
     if let (Some(payment), Some(total)) = (seen.payment, status.payment_refunded_amount) {
         let shown = payment
             .status
@@ -248,6 +249,7 @@ fn finish(seen: &Seen, status: &RefundStatus, plan: &mut Plan) {
             plan.steps.push(Step::RaiseRefunded(total));
         }
     }
+    release(seen, plan);
     let refund = seen.refund;
     if refund.metadata.deletion_timestamp.is_some() {
         if refund.finalizers().iter().any(|f| f == REFUND_FINALIZER) {
