@@ -192,6 +192,33 @@ pub(crate) fn remove_finalizer(index: usize, finalizer: &str) -> serde_json::Val
     json!([{"op": "test", "path": path, "value": finalizer}, {"op": "remove", "path": path}])
 }
 
+/// Tells an Event on `object` (`Warning` or `Normal`); a failure to tell is
+/// logged, never an error of the reconcile.
+pub(crate) async fn tell_event(
+    recorder: &kube::runtime::events::Recorder,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    warning: bool,
+    reason: String,
+    note: String,
+    action: &str,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason,
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, object).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}
+
 /// Writes a status whole, by server-side apply with the controller's field
 /// manager: a field the new status leaves out is removed (a merge patch
 /// would keep it).

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -23,7 +23,7 @@ use paysaga_api::recurring::schedule_id;
 use paysaga_api::{Payment, RecurringPayment, RecurringPhase};
 use serde_json::json;
 
-use super::act::{add_finalizer, apply_status, json_patch, remove_finalizer};
+use super::act::{add_finalizer, apply_status, json_patch, remove_finalizer, tell_event};
 use crate::schedules::{ScheduleFailure, Schedules};
 use plan::{Plan, Seen, Step, plan, set_ready};
 
@@ -263,21 +263,17 @@ async fn act(
             .await
             .map_err(kube_err("write status"))?;
     }
+    let reference = object.object_ref(&());
     for e in plan.events {
-        let event = KubeEvent {
-            type_: if e.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: e.reason,
-            note: Some(e.note),
-            action: "Schedule".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
+        tell_event(
+            &ctx.recorder,
+            &reference,
+            e.warning,
+            e.reason,
+            e.note,
+            "Schedule",
+        )
+        .await;
     }
     Ok(match plan.requeue {
         Some(after) => Action::requeue(after),

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -24,7 +24,7 @@ use paysaga_api::{Payment, Refund};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::act::{add_finalizer, apply_status, json_patch, remove_finalizer};
+use super::act::{add_finalizer, apply_status, json_patch, remove_finalizer, tell_event};
 use crate::temporal::{PaymentWorkflows, Started, TemporalError};
 use plan::{Plan, Seen, Step, plan};
 
@@ -296,21 +296,17 @@ async fn act(
             .await
             .map_err(kube_err("write the refund's status"))?;
     }
+    let reference = refund.object_ref(&());
     for e in plan.events {
-        let event = KubeEvent {
-            type_: if e.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: e.reason,
-            note: Some(e.note),
-            action: "Refund".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &refund.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
+        tell_event(
+            &ctx.recorder,
+            &reference,
+            e.warning,
+            e.reason,
+            e.note,
+            "Refund",
+        )
+        .await;
     }
     Ok(match plan.requeue {
         Some(after) => Action::requeue(after),
