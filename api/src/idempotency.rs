@@ -34,12 +34,19 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// (and two API replicas given the same request) race on one name and the
 /// API server picks the winner.
 pub fn payment_name(user_id: &str, key: &str) -> String {
+    keyed_name("pay", user_id, key)
+}
+
+/// `<prefix>-<24 hex>` from SHA-256 of `scope`, a separator and `key`: the
+/// deterministic name of an object made with an Idempotency-Key (a payment
+/// or recurring payment scoped to its payer, a refund to its payment).
+pub fn keyed_name(prefix: &str, scope: &str, key: &str) -> String {
     let mut h = Sha256::new();
-    h.update(user_id.as_bytes());
+    h.update(scope.as_bytes());
     h.update([0]);
     h.update(key.as_bytes());
     let digest = hex::encode(h.finalize());
-    format!("pay-{}", &digest[..24])
+    format!("{prefix}-{}", &digest[..24])
 }
 
 /// SHA-256 (hex) of a key: what the Payment's annotation and the record

@@ -56,10 +56,17 @@ pub const FRAUD_TASK_QUEUE: &str = "fraud";
 /// instead of paying twice. The UID makes a re-created object with the same
 /// name a new payment. The only place this ID is made.
 pub fn workflow_id(meta: &ObjectMeta) -> String {
+    object_id("payment", meta)
+}
+
+/// `<prefix>-<namespace>-<name>-<uid>`: the ID outside Kubernetes of one
+/// object (a payment's or refund's workflow, a recurring payment's
+/// Schedule). The UID makes a re-created object a new one.
+pub fn object_id(prefix: &str, meta: &ObjectMeta) -> String {
     let field = |f: &Option<String>| f.clone().unwrap_or_default();
     let name = meta.name.clone().or_else(|| meta.generate_name.clone());
     format!(
-        "payment-{}-{}-{}",
+        "{prefix}-{}-{}-{}",
         field(&meta.namespace),
         name.unwrap_or_default(),
         field(&meta.uid)

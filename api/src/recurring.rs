@@ -212,13 +212,7 @@ pub const RECURRING_FIRE_WORKFLOW: &str = "RecurringFireWorkflow";
 
 /// The Schedule of a RecurringPayment: new for a re-created object (UID).
 pub fn schedule_id(meta: &ObjectMeta) -> String {
-    let field = |f: &Option<String>| f.clone().unwrap_or_default();
-    format!(
-        "recurring-{}-{}-{}",
-        field(&meta.namespace),
-        field(&meta.name),
-        field(&meta.uid)
-    )
+    crate::names::object_id("recurring", meta)
 }
 
 /// The Payment a firing due at `due` (Unix seconds, UTC) makes:

@@ -140,24 +140,13 @@ impl RefundPhase {
 pub fn refund_workflow_id(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> String {
-    let field = |f: &Option<String>| f.clone().unwrap_or_default();
-    format!(
-        "refund-{}-{}-{}",
-        field(&meta.namespace),
-        field(&meta.name),
-        field(&meta.uid)
-    )
+    crate::names::object_id("refund", meta)
 }
 
 /// The Refund an HTTP request with `key` makes for `payment`: deterministic,
 /// so that retries race on one name.
 pub fn refund_name(payment: &str, key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(payment.as_bytes());
-    h.update([0]);
-    h.update(key.as_bytes());
-    format!("rf-{}", &hex::encode(h.finalize())[..24])
+    crate::idempotency::keyed_name("rf", payment, key)
 }
 
 /// The finalizer a refund in flight holds on its Payment (one per refund, so

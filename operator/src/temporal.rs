@@ -118,6 +118,21 @@ pub enum RefundRun {
     },
 }
 
+/// The workflow `id` as Temporal describes it; `None` when there is none.
+async fn describe(
+    handle: &temporalio_client::WorkflowHandle<Client, UntypedWorkflow>,
+    id: &str,
+) -> Result<Option<temporalio_client::WorkflowExecutionDescription>, TemporalError> {
+    match handle.describe(WorkflowDescribeOptions::default()).await {
+        Ok(d) => Ok(Some(d)),
+        Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
+        Err(source) => Err(TemporalError::Describe {
+            id: id.to_string(),
+            source,
+        }),
+    }
+}
+
 /// Payment workflows, addressed by workflow ID.
 #[derive(Clone)]
 pub struct PaymentWorkflows {
@@ -198,15 +213,8 @@ impl PaymentWorkflows {
     /// outcome (`None` when it returned none).
     pub async fn observe_refund(&self, id: &str) -> Result<RefundRun, TemporalError> {
         let handle = self.client.get_workflow_handle::<UntypedWorkflow>(id);
-        let described = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(d) => d,
-            Err(WorkflowInteractionError::NotFound(_)) => return Ok(RefundRun::Absent),
-            Err(source) => {
-                return Err(TemporalError::Describe {
-                    id: id.to_string(),
-                    source,
-                });
-            }
+        let Some(described) = describe(&handle, id).await? else {
+            return Ok(RefundRun::Absent);
         };
         let started_at = described.start_time();
         match described.status() {
@@ -258,15 +266,8 @@ impl PaymentWorkflows {
     /// Where the payment's workflow is.
     pub async fn observe(&self, id: &str) -> Result<Observation, TemporalError> {
         let handle = self.client.get_workflow_handle::<UntypedWorkflow>(id);
-        let described = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(d) => d,
-            Err(WorkflowInteractionError::NotFound(_)) => return Ok(Observation::Absent),
-            Err(source) => {
-                return Err(TemporalError::Describe {
-                    id: id.to_string(),
-                    source,
-                });
-            }
+        let Some(described) = describe(&handle, id).await? else {
+            return Ok(Observation::Absent);
         };
         let run_id = described.run_id().to_string();
         let started_at = described.start_time();

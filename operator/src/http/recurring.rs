@@ -26,7 +26,6 @@ use paysaga_api::http::{
 use paysaga_api::names::RECURRING_LABEL;
 use paysaga_api::{RecurringPayment, RecurringPhase};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::payments::{idempotency_key, kube_problem, valid_name};
 use super::problem::Problem;
@@ -37,12 +36,7 @@ use super::{AppState, body};
 /// server picks the winner. Hashed as [`paysaga_api::idempotency::payment_name`]
 /// hashes, with its own prefix.
 pub fn recurring_name(user_id: &str, key: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(user_id.as_bytes());
-    h.update([0]);
-    h.update(key.as_bytes());
-    let digest = hex::encode(h.finalize());
-    format!("rpay-{}", &digest[..24])
+    paysaga_api::idempotency::keyed_name("rpay", user_id, key)
 }
 
 /// The namespace's RecurringPayments; the same 503 as
