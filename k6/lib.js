@@ -13,6 +13,8 @@
 //   FOLLOW_TIMEOUT_S  give up following one payment after this long (default 120)
 //   REFUNDS    share of succeeded payments then partly refunded through the API (default 0),
 //              each refund followed to its end
+//   API_TOKEN  the caller's credential, sent as Authorization: Bearer (an API key from
+//              `paysaga-operator api-key create`, or a Kubernetes token for the audience paysaga)
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
@@ -86,6 +88,21 @@ export function applyMix() {
 
 const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
+const AUTHORIZATION = __ENV.API_TOKEN ? { Authorization: `Bearer ${__ENV.API_TOKEN}` } : {};
+
+function withAuth(params) {
+  const p = Object.assign({}, params || {});
+  p.headers = Object.assign({}, AUTHORIZATION, p.headers || {});
+  return p;
+}
+
+/// The HTTP API as the caller API_TOKEN names: k6's get and post with its
+/// Authorization header.
+export const api = {
+  get: (url, params) => http.get(url, withAuth(params)),
+  post: (url, body, params) => http.post(url, body, withAuth(params)),
+};
+
 /// POSTs one payment. Returns the response (202, or 429/503 when shed).
 export function createPayment(overrides) {
   const body = Object.assign(
@@ -97,7 +114,7 @@ export function createPayment(overrides) {
     },
     overrides || {},
   );
-  return http.post(`${BASE_URL}/v1/payments`, JSON.stringify(body), {
+  return api.post(`${BASE_URL}/v1/payments`, JSON.stringify(body), {
     headers: Object.assign({ 'Idempotency-Key': `k6-${__VU}-${__ITER}-${Date.now()}-${Math.random()}` }, JSON_HEADERS),
     tags: { name: 'create' },
   });
@@ -112,7 +129,7 @@ export function follow(id) {
   let wait = 0.1;
   for (;;) {
     sleep(wait);
-    const res = http.get(`${BASE_URL}/v1/payments/${id}`, { tags: { name: 'read' } });
+    const res = api.get(`${BASE_URL}/v1/payments/${id}`, { tags: { name: 'read' } });
     if (res.status === 200) {
       const view = res.json();
       if (TERMINAL.includes(view.phase)) {
@@ -136,7 +153,7 @@ export function follow(id) {
 /// Asks for `amount` of a succeeded payment back (idempotently) and follows
 /// the refund to its end. Returns the last view, or null.
 export function refundAndFollow(paymentId, amount) {
-  const res = http.post(
+  const res = api.post(
     `${BASE_URL}/v1/payments/${paymentId}/refunds`,
     JSON.stringify({ amount, reason: 'requestedByCustomer' }),
     {
@@ -150,7 +167,7 @@ export function refundAndFollow(paymentId, amount) {
   let wait = 0.1;
   for (;;) {
     sleep(wait);
-    const got = http.get(`${BASE_URL}/v1/refunds/${id}`, { tags: { name: 'read refund' } });
+    const got = api.get(`${BASE_URL}/v1/refunds/${id}`, { tags: { name: 'read refund' } });
     if (got.status === 200) {
       const view = got.json();
       if (view.phase === 'Succeeded' || view.phase === 'Failed') {

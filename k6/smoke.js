@@ -2,10 +2,10 @@
 // latency thresholds). make test runs it against a fresh make-dev stack; every
 // check must pass or k6 exits non-zero.
 //
-//   k6 run -e BASE_URL=http://127.0.0.1:8080 k6/smoke.js
+//   k6 run -e BASE_URL=http://127.0.0.1:8080 -e API_TOKEN="$PAYSAGA_API_KEY" k6/smoke.js
 import http from 'k6/http';
 import { check, group } from 'k6';
-import { BASE_URL, createPayment, follow, refundAndFollow } from './lib.js';
+import { BASE_URL, api, createPayment, follow, refundAndFollow } from './lib.js';
 
 export const options = {
   scenarios: {
@@ -22,7 +22,7 @@ const JSON_HEADERS = { 'Content-Type': 'application/json' };
 
 function post(body, key) {
   const headers = Object.assign({}, JSON_HEADERS, key ? { 'Idempotency-Key': key } : {});
-  return http.post(`${BASE_URL}/v1/payments`, JSON.stringify(body), { headers, tags: { name: 'create' } });
+  return api.post(`${BASE_URL}/v1/payments`, JSON.stringify(body), { headers, tags: { name: 'create' } });
 }
 
 function condition(view, type) {
@@ -53,6 +53,15 @@ export function contract() {
     check(other, { 'the same key with another body is 409': (r) => r.status === 409 });
   });
 
+  group('a caller without a valid credential is refused', () => {
+    const anonymous = http.post(`${BASE_URL}/v1/payments`, JSON.stringify(body), { headers: JSON_HEADERS });
+    check(anonymous, {
+      'no credential is 401 with WWW-Authenticate': (r) => r.status === 401 && String(r.headers['Www-Authenticate']).startsWith('Bearer'),
+    });
+    const forged = http.get(`${BASE_URL}/v1/payments`, { headers: { Authorization: 'Bearer psk_nobody_0123456789abcdef' } });
+    check(forged, { 'an unknown API key is 401': (r) => r.status === 401 });
+  });
+
   group('invalid input is refused with a reason', () => {
     const zero = post({ userId: 'load-0', amount: 0, currency: 'EUR', method: 'card' });
     check(zero, {
@@ -61,7 +70,7 @@ export function contract() {
     });
     const float = post({ userId: 'load-0', amount: 12.5, currency: 'EUR', method: 'card' });
     check(float, { 'a float amount is 422': (r) => r.status === 422 });
-    const missing = http.get(`${BASE_URL}/v1/payments/pay-does-not-exist`);
+    const missing = api.get(`${BASE_URL}/v1/payments/pay-does-not-exist`);
     check(missing, { 'an unknown payment is 404': (r) => r.status === 404 });
   });
 
@@ -69,9 +78,9 @@ export function contract() {
     const id = post(body, key).json().id;
     const refund = refundAndFollow(id, 234);
     check(refund, { 'the refund succeeds': (r) => r !== null && r.phase === 'Succeeded' && r.amount === 234 });
-    const after = http.get(`${BASE_URL}/v1/payments/${id}`).json();
+    const after = api.get(`${BASE_URL}/v1/payments/${id}`).json();
     check(after, { 'the payment shows what was refunded': (v) => v.refundedAmount === 234 });
-    const tooMuch = http.post(
+    const tooMuch = api.post(
       `${BASE_URL}/v1/payments/${id}/refunds`,
       JSON.stringify({ amount: 1001, reason: 'other' }),
       { headers: JSON_HEADERS, tags: { name: 'refund' } },
@@ -82,7 +91,7 @@ export function contract() {
   group('business failures end Failed, with the reason', () => {
     const frozen = follow(post({ userId: 'dave', amount: 100, currency: 'EUR', method: 'card' }).json().id);
     check(frozen, { 'a frozen account fails: AccountInvalid': (v) => v !== null && v.phase === 'Failed' && v.reason === 'AccountInvalid' });
-    const refundFailed = http.post(
+    const refundFailed = api.post(
       `${BASE_URL}/v1/payments/${frozen.id}/refunds`,
       JSON.stringify({ amount: 100, reason: 'other' }),
       { headers: JSON_HEADERS, tags: { name: 'refund' } },

@@ -36,11 +36,16 @@ load_accounts=$(for i in $(seq 0 9); do printf ',load-%s:EUR:1000000000000' "$i"
 "$bin/helm" upgrade --install paysaga "$root/charts/paysaga" --namespace paysaga --wait --timeout 10m \
   --set-string "worker.seedAccounts=alice:EUR:1000000\,bob:USD:500000${load_accounts//,/\\,}"
 "$bin/helm" test paysaga --namespace paysaga
+# The ingress serves HTTPS with a certificate the chart signed for localhost:
+# clients trust the chart's CA.
+ca="$root/.tools/kind-ingress-ca.crt"
+"$bin/kubectl" -n paysaga get secret paysaga-ingress-tls -o jsonpath='{.data.ca\.crt}' | base64 -d > "$ca"
 
 cat <<MSG
 
 paysaga runs on kind cluster '$cluster'.
-  API     : http://localhost/v1/payments
-  k6      : $bin/k6 run -e BASE_URL=http://localhost -e USERS=10 -e RATE=5 -e DURATION=2m k6/load.js
+  API     : https://localhost/v1/payments (the chart's CA: $ca)
+  curl    : curl --cacert $ca https://localhost/v1/payments
+  k6      : SSL_CERT_FILE=$ca $bin/k6 run -e BASE_URL=https://localhost -e USERS=10 -e RATE=5 -e DURATION=2m k6/load.js
   kubectl : kubectl --context kind-$cluster -n paysaga get payments -w
 MSG

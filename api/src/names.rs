@@ -25,6 +25,11 @@ pub const ASK_ANNOTATIONS: &[&str] = &[
     REVIEW_BY_ANNOTATION,
     EXPEDITE_ANNOTATION,
 ];
+/// Who asked the HTTP API for an object (a Payment, Refund or
+/// RecurringPayment), as it authenticated them.
+pub const REQUESTED_BY_ANNOTATION: &str = "paysaga.dev/requested-by";
+/// Who asked the HTTP API to cancel a payment (beside [`CANCEL_ANNOTATION`]).
+pub const CANCEL_BY_ANNOTATION: &str = "paysaga.dev/cancel-by";
 /// When the HTTP API accepted the payment (RFC 3339, milliseconds): the
 /// start of the creation→workflow-start latency (`creationTimestamp` has
 /// whole seconds only).

@@ -71,6 +71,11 @@ pub struct PaymentInput {
     /// sit beside the others, and inputs recorded before it get the defaults).
     #[serde(flatten)]
     pub escalation: Escalation,
+    /// Who asked for the payment, as the API authenticated them (the
+    /// Payment's `paysaga.dev/requested-by`); the step history's first
+    /// record names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// When and how a stuck payment goes to a person.

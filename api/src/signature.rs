@@ -50,6 +50,26 @@ impl SignatureError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signed(pub [u8; 32]);
 
+/// Which of the receiver's secrets verified a delivery. During a rotation
+/// the receiver holds two: the new one (`Current`) and the one being
+/// replaced (`Previous`), so a gateway still signing with the old secret is
+/// not refused while it is switched over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignedWith {
+    Current,
+    Previous,
+}
+
+impl SignedWith {
+    /// `current` or `previous`: a metric label and a log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignedWith::Current => "current",
+            SignedWith::Previous => "previous",
+        }
+    }
+}
+
 /// Checks a callback: the timestamp within `tolerance_secs` of `now`, and the
 /// signature over it and the raw body. Comparison is constant-time.
 pub fn verify(
@@ -60,6 +80,31 @@ pub fn verify(
     now: i64,
     tolerance_secs: i64,
 ) -> Result<Signed, SignatureError> {
+    verify_rotating(
+        secret,
+        None,
+        timestamp_header,
+        signature_header,
+        body,
+        now,
+        tolerance_secs,
+    )
+    .map(|(signed, _)| signed)
+}
+
+/// [`verify`] against the current secret, then against the previous one if
+/// a rotation is under way; says which matched. Headers and the clock are
+/// checked once (a malformed or stale delivery is refused whatever the key);
+/// a signature matching neither secret is a [`SignatureError::Mismatch`].
+pub fn verify_rotating(
+    current: &[u8],
+    previous: Option<&[u8]>,
+    timestamp_header: Option<&str>,
+    signature_header: Option<&str>,
+    body: &[u8],
+    now: i64,
+    tolerance_secs: i64,
+) -> Result<(Signed, SignedWith), SignatureError> {
     let ts_raw = timestamp_header.ok_or(SignatureError::Missing(TIMESTAMP_HEADER))?;
     let sig_raw = signature_header.ok_or(SignatureError::Missing(SIGNATURE_HEADER))?;
     let timestamp: i64 = ts_raw
@@ -78,15 +123,22 @@ pub fn verify(
             tolerance_secs,
         });
     }
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&sig)
-        .map_err(|_| SignatureError::Mismatch)?;
-    // verify_slice took only the 32 bytes of a SHA-256 MAC.
+    // A SHA-256 MAC is 32 bytes; anything else matches no secret.
     let signed = <[u8; 32]>::try_from(sig.as_slice()).map_err(|_| SignatureError::Mismatch)?;
-    Ok(Signed(signed))
+    let matches = |secret: &[u8]| {
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.verify_slice(&signed).is_ok()
+    };
+    if matches(current) {
+        return Ok((Signed(signed), SignedWith::Current));
+    }
+    match previous {
+        Some(previous) if matches(previous) => Ok((Signed(signed), SignedWith::Previous)),
+        _ => Err(SignatureError::Mismatch),
+    }
 }
 
 #[cfg(test)]
@@ -212,5 +264,44 @@ mod tests {
         }
         assert!(SignatureError::Missing(TIMESTAMP_HEADER).is_malformed());
         assert!(!SignatureError::Mismatch.is_malformed());
+    }
+
+    #[test]
+    fn during_a_rotation_either_secret_verifies_and_says_which() {
+        const NEW: &[u8] = b"new-secret";
+        const OLD: &[u8] = b"old-secret";
+        let verify_with = |key: &[u8], previous: Option<&[u8]>| {
+            let sig = sign(key, 1_000, BODY);
+            verify_rotating(
+                NEW,
+                previous,
+                Some("1000"),
+                Some(&sig),
+                BODY,
+                1_000,
+                DEFAULT_TOLERANCE_SECS,
+            )
+            .map(|(_, with)| with)
+        };
+        assert_eq!(verify_with(NEW, Some(OLD)), Ok(SignedWith::Current));
+        assert_eq!(verify_with(OLD, Some(OLD)), Ok(SignedWith::Previous));
+        assert_eq!(
+            verify_with(b"neither", Some(OLD)),
+            Err(SignatureError::Mismatch)
+        );
+        // No rotation under way: the old secret is just a wrong one.
+        assert_eq!(verify_with(NEW, None), Ok(SignedWith::Current));
+        assert_eq!(verify_with(OLD, None), Err(SignatureError::Mismatch));
+        // One delivery is one `Signed` whichever secret verified it.
+        let sig = sign(OLD, 1_000, BODY);
+        let (a, _) =
+            verify_rotating(NEW, Some(OLD), Some("1000"), Some(&sig), BODY, 1_000, 300).unwrap();
+        let b = verify(OLD, Some("1000"), Some(&sig), BODY, 1_000, 300).unwrap();
+        assert_eq!(a, b);
+        // A stale delivery is stale, whichever secret signed it.
+        assert!(matches!(
+            verify_rotating(NEW, Some(OLD), Some("1000"), Some(&sig), BODY, 2_000, 300),
+            Err(SignatureError::Stale { .. })
+        ));
     }
 }

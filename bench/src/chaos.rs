@@ -190,6 +190,7 @@ fn one(
     let k6_dir = dir.to_path_buf();
     let env = vec![
         ("BASE_URL".to_string(), api_url.clone()),
+        ("API_TOKEN".to_string(), stack.api_key.clone()),
         ("RATE".to_string(), format!("{}", opts.rate)),
         ("DURATION".to_string(), format!("{}s", opts.load.as_secs())),
         ("FOLLOW_TIMEOUT_S".to_string(), "900".to_string()),
@@ -209,6 +210,7 @@ fn one(
     fault_and_restart(stack, scenario)?;
     rt.block_on(probe(
         &api_url,
+        &stack.api_key,
         &format!("chaos-probe-{index}-{}", std::process::id()),
     ))?;
     let recovery = fault.elapsed();
@@ -271,10 +273,8 @@ fn fault_and_restart(stack: &mut DevStack, scenario: &Scenario) -> Result<()> {
 
 /// Pays once through the API, retrying with one Idempotency-Key until it
 /// is accepted, and follows the payment to a terminal phase.
-async fn probe(api: &str, key: &str) -> Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+async fn probe(api: &str, credential: &str, key: &str) -> Result<()> {
+    let http = crate::api_client(credential, Duration::from_secs(10))?;
     let deadline = Instant::now() + Duration::from_secs(900);
     let body =
         serde_json::json!({"userId": "load-0", "amount": 100, "currency": "EUR", "method": "card"});

@@ -47,6 +47,24 @@ fn children_cpu() -> f64 {
 
 impl Run<'_> {
     pub fn go(&self) -> Result<Outcome> {
+        self.go_with(|_| {})
+    }
+
+    /// [`Run::go`] through the one-node cluster's ingress over HTTPS: k6
+    /// resolves the chart's name to the node (`--config`) and trusts the
+    /// chart's CA in place of the system's CA file (`SSL_CERT_FILE`, which
+    /// Go's TLS reads), verifying what it is served: no
+    /// `--insecure-skip-tls-verify`, so a wrong certificate fails every
+    /// request.
+    pub fn go_over(&self, tls: &paysaga_testenv::cluster::IngressTls) -> Result<Outcome> {
+        self.go_with(|cmd| {
+            cmd.arg("--config")
+                .arg(&tls.k6_config)
+                .env("SSL_CERT_FILE", &tls.ca);
+        })
+    }
+
+    fn go_with(&self, extra: impl FnOnce(&mut Command)) -> Result<Outcome> {
         let root = paysaga_testenv::workspace_root();
         let summary = self.out.join("summary.json");
         let report = self.out.join("report.html");
@@ -63,6 +81,7 @@ impl Run<'_> {
         if !self.verbose {
             cmd.arg("--quiet");
         }
+        extra(&mut cmd);
         for (k, v) in &self.env {
             cmd.arg("-e").arg(format!("{k}={v}"));
         }

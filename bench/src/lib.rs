@@ -16,6 +16,19 @@ use anyhow::{Context, Result};
 use kube::api::{Api, ListParams};
 use paysaga_api::Payment;
 
+/// An HTTP client of the paysaga API that sends `credential` (an API key or
+/// a Kubernetes token) as `Authorization: Bearer`, with `timeout`.
+pub fn api_client(credential: &str, timeout: Duration) -> Result<reqwest::Client> {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {credential}"))
+        .context("a credential that fits in a header")?;
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()?)
+}
+
 /// CPU time and memory of one process, from `/proc`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {

@@ -54,6 +54,7 @@ fn the_chart_runs_on_a_real_one_node_cluster() {
     helm_test_passes(&release);
     a_payment_applied_with_kubectl_succeeds(&release);
     cancelling_a_payment_that_waits_on_a_slow_gateway_restores_the_money(&release);
+    the_ingress_serves_https_with_the_charts_certificate_and_redirects_http(&release);
     k6_smoke_through_the_ingress_passes(&release);
     network_policies_are_enforced(&release);
     helm_upgrade_with_payments_in_flight_loses_none(&release);
@@ -283,22 +284,106 @@ fn cancelling_a_payment_that_waits_on_a_slow_gateway_restores_the_money(release:
     eprintln!("cluster: a payment cancelled while it waited: Cancelled, audit:\n{report}");
 }
 
+/// The PEM body (base64, no line breaks) of the first certificate in `text`.
+fn first_pem_certificate(text: &str) -> Option<String> {
+    let start = text.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+    let end = start + text[start..].find("-----END CERTIFICATE-----")?;
+    Some(text[start..end].split_whitespace().collect())
+}
+
+fn the_ingress_serves_https_with_the_charts_certificate_and_redirects_http(release: &Release) {
+    let tls = release
+        .ingress_tls()
+        .expect("the chart made the ingress' certificate");
+    assert_eq!(tls.url, "https://paysaga.local");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-o", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let https = format!("{}/openapi.json", tls.url);
+    let chart_ca = tls.curl_args();
+    let mut args: Vec<&str> = chart_ca.iter().map(String::as_str).collect();
+    args.extend(["-w", "%{http_code}\n%{certs}", &https]);
+    // Traefik learns of the Ingress' Secret a moment after the install.
+    let served = eventually(
+        Duration::from_secs(30),
+        "HTTPS through the ingress, verified against the chart's CA",
+        || match curl(&args) {
+            (0, out, _) if out.starts_with("200") => Ok(out),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // The certificate served is the chart's own, not the controller's default.
+    assert_eq!(
+        first_pem_certificate(&served),
+        first_pem_certificate(&tls.cert_pem),
+        "the ingress serves another certificate than the chart's:\n{served}"
+    );
+    // Without the chart's CA the certificate is not trusted (curl: 60).
+    let resolve = format!("{}:443:{NODE_IP}", tls.host);
+    let (code, _, err) = curl(&["--resolve", &resolve, &https]);
+    assert_eq!(code, 60, "{err}");
+    // Plain HTTP is never served: every request is redirected to HTTPS,
+    // a POST included (its method kept), and nothing is created.
+    let before = payments(release).len();
+    for method in ["GET", "POST"] {
+        let (code, out, err) = curl(&[
+            "-X",
+            method,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}"#,
+            "-w",
+            "%{http_code} %{redirect_url}",
+            &format!("{}/v1/payments", release.node.ingress_url),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (status, location) = out.split_once(' ').unwrap();
+        assert!(
+            ["301", "308"].contains(&status)
+                && location == format!("https://{NODE_IP}/v1/payments"),
+            "plain HTTP {method}: {out}"
+        );
+    }
+    assert_eq!(
+        payments(release).len(),
+        before,
+        "a plain-HTTP request made a payment"
+    );
+    eprintln!(
+        "cluster: the ingress serves HTTPS with the chart's certificate ({}, verified with its CA), plain HTTP is redirected",
+        tls.host
+    );
+}
+
 fn k6_smoke_through_the_ingress_passes(release: &Release) {
     let out = run_dir().join("cluster-k6-smoke");
     std::fs::create_dir_all(&out).unwrap();
-    let base = release.node.ingress_url.clone();
-    assert_eq!(
-        base,
-        format!("http://{NODE_IP}"),
-        "the ingress is on the node's address"
-    );
+    let tls = release.ingress_tls().unwrap();
+    // The API asks every caller for a credential (operator/src/http/auth.rs):
+    // k6 pays as an API key bound to the chart's paysaga-client role.
+    let token = release
+        .api_key("k6-smoke", &["paysaga-client"])
+        .expect("an API key for k6");
     let run = k6::Run {
         script: "k6/smoke.js",
-        env: vec![("BASE_URL".into(), base)],
+        env: vec![
+            ("BASE_URL".into(), tls.url.clone()),
+            ("API_TOKEN".into(), token),
+        ],
         out: &out,
         verbose: false,
     }
-    .go()
+    .go_over(&tls)
     .unwrap();
     let s = &run.summary;
     let fails = s.get("checks", "fails").unwrap_or(-1.0);
@@ -309,7 +394,7 @@ fn k6_smoke_through_the_ingress_passes(release: &Release) {
         s.failed_thresholds(),
         out.display()
     );
-    assert_eq!(s.get("checks", "passes"), Some(38.0), "every check ran");
+    assert_eq!(s.get("checks", "passes"), Some(40.0), "every check ran");
     eprintln!(
         "cluster: k6 smoke through the ingress: {} checks passed, {} requests, create p95 {:.0} ms, e2e p95 {:.0} ms",
         s.get("checks", "passes").unwrap_or(0.0),
@@ -564,14 +649,12 @@ fn helm_upgrade_with_payments_in_flight_loses_none(release: &Release) {
     );
     // The Temporal UI behind the ingress, once asked for: its page, and its
     // API answering for the release's Temporal namespace.
+    let tls = release.ingress_tls().unwrap();
     let get = |path: &str| -> Result<String, String> {
         let out = Command::new("curl")
-            .args([
-                "-sf",
-                "--max-time",
-                "5",
-                &format!("{}{path}", release.node.ingress_url),
-            ])
+            .args(["-sf", "--max-time", "5"])
+            .args(tls.curl_args())
+            .arg(format!("{}{path}", tls.url))
             .output()
             .map_err(|e| e.to_string())?;
         let body = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -611,21 +694,26 @@ fn deleting_pods_under_load_loses_nothing(release: &Release) {
     let out = run_dir().join("cluster-k6-load");
     std::fs::create_dir_all(&out).unwrap();
     let before: usize = payments(release).len();
-    let base = release.node.ingress_url.clone();
+    // A credential for k6, as in k6_smoke_through_the_ingress_passes.
+    let token = release
+        .api_key("k6-load", &["paysaga-client"])
+        .expect("an API key for k6");
+    let tls = release.ingress_tls().unwrap();
     let k6 = std::thread::spawn({
         let out = out.clone();
         move || {
             k6::Run {
                 script: "k6/load.js",
                 env: vec![
-                    ("BASE_URL".into(), base),
+                    ("BASE_URL".into(), tls.url.clone()),
+                    ("API_TOKEN".into(), token),
                     ("RATE".into(), "2".into()),
                     ("DURATION".into(), "60s".into()),
                 ],
                 out: &out,
                 verbose: false,
             }
-            .go()
+            .go_over(&tls)
             .unwrap()
         }
     });

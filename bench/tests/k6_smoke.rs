@@ -14,6 +14,7 @@ fn the_k6_smoke_run_passes_every_check_and_the_audit_is_clean() {
         script: "k6/smoke.js",
         env: vec![
             ("BASE_URL".into(), stack.api.url.clone()),
+            ("API_TOKEN".into(), stack.api_key.clone()),
             ("SIM_URL".into(), stack.sim.url.clone()),
         ],
         out: &dir,
@@ -32,7 +33,7 @@ fn the_k6_smoke_run_passes_every_check_and_the_audit_is_clean() {
         dir.display()
     );
     // Every check of the script ran: the contract's 13 and two per concurrent payment.
-    assert_eq!(passes, 38.0, "not every check ran");
+    assert_eq!(passes, 40.0, "not every check ran");
     assert_eq!(s.count("payments_succeeded"), 11.0);
     assert_eq!(s.count("payments_failed"), 2.0);
     let (report, ok) = stack.audit().unwrap();

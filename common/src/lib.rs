@@ -1,6 +1,7 @@
 //! What every paysaga binary shares: connecting to Temporal, structured logs,
 //! and shutdown signals.
 
+pub mod codec;
 pub mod secret;
 pub mod temporal;
 

@@ -53,6 +53,26 @@ pub fn from_env(name: &str) -> Result<String, SecretError> {
     read(name, |v| std::env::var(v).ok())
 }
 
+/// An optional secret (e.g. the previous one during a rotation): [`read`]'s
+/// rules, but neither `name` nor `<name>_FILE` set, or an empty value (a
+/// Secret key emptied to end the rotation), is `None`. Both set, or a file
+/// that cannot be read, is still an error.
+pub fn read_optional(
+    name: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, SecretError> {
+    match read(name, lookup) {
+        Ok(value) => Ok(Some(value)),
+        Err(SecretError::Missing { .. } | SecretError::Empty { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`read_optional`] from this process's environment.
+pub fn optional_from_env(name: &str) -> Result<Option<String>, SecretError> {
+    read_optional(name, |v| std::env::var(v).ok())
+}
+
 /// Whether a URL carries a password (`scheme://user:password@host/…`).
 pub fn url_has_password(url: &str) -> bool {
     url::Url::parse(url).is_ok_and(|u| u.password().is_some_and(|p| !p.is_empty()))
@@ -104,6 +124,21 @@ mod tests {
             read("S", env(&[("S", "")])),
             Err(SecretError::Empty { name: "S".into() })
         );
+    }
+
+    #[test]
+    fn an_optional_secret_may_be_absent_or_empty() {
+        assert_eq!(read_optional("S", env(&[])), Ok(None));
+        assert_eq!(read_optional("S", env(&[("S", "")])), Ok(None));
+        assert_eq!(read_optional("S", env(&[("S", "k")])), Ok(Some("k".into())));
+        assert_eq!(
+            read_optional("S", env(&[("S", "a"), ("S_FILE", "/x")])),
+            Err(SecretError::Both { name: "S".into() })
+        );
+        assert!(matches!(
+            read_optional("S", env(&[("S_FILE", "/no/such/file")])),
+            Err(SecretError::Unreadable { .. })
+        ));
     }
 
     #[test]

@@ -52,6 +52,55 @@ struct ApiOpts {
     /// How far a callback's timestamp may be from now, in seconds.
     #[arg(long, env = "PAYSAGA_CALLBACK_TOLERANCE_SECS", default_value_t = paysaga_api::signature::DEFAULT_TOLERANCE_SECS)]
     callback_tolerance_secs: i64,
+    /// The audience a Kubernetes bearer token must be issued for (a
+    /// projected ServiceAccount token's `audience`).
+    #[arg(long, env = "PAYSAGA_API_TOKEN_AUDIENCE", default_value = http::auth::DEFAULT_AUDIENCE)]
+    token_audience: String,
+    /// Requests a second each caller may make (bursts of twice that);
+    /// past it, 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "PAYSAGA_API_RATE_PER_CALLER", default_value_t = 100)]
+    rate_per_caller: u32,
+    /// Acting for a payer (its `userId`) also needs RBAC `use` on
+    /// `payers.paysaga.dev` with that name: a Role's `resourceNames` list
+    /// the payers a caller owns.
+    #[arg(long, env = "PAYSAGA_API_PAYER_SCOPING", default_value_t = false, action = clap::ArgAction::Set)]
+    payer_scoping: bool,
+    /// Browser origins that may call the codec endpoint (the Temporal UI's),
+    /// comma separated.
+    #[arg(
+        long,
+        env = "PAYSAGA_CODEC_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    codec_cors_origins: Vec<String>,
+    /// Let requests from this host's loopback use the codec endpoint without
+    /// credentials (`make dev`: the Temporal UI calls it from the
+    /// developer's browser). Never in a cluster.
+    #[arg(long, env = "PAYSAGA_CODEC_TRUST_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    codec_trust_loopback: bool,
+}
+
+/// API keys: Secrets labelled `paysaga.dev/api-key=true` that hold a key's
+/// SHA-256.
+#[derive(Subcommand, Debug)]
+enum ApiKeyCommand {
+    /// Make a key: creates the Secret NAME holding its hash and prints the
+    /// key, once (it is kept nowhere). Bind roles to the user it prints.
+    Create {
+        /// The Secret's name (a DNS subdomain without `_`).
+        name: String,
+        /// The API's namespace.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
+    /// Revoke a key: deletes its Secret (the API stops taking it within
+    /// seconds).
+    Revoke {
+        name: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
 }
 
 /// The controller's options.
@@ -149,6 +198,12 @@ enum Command {
         #[command(flatten)]
         opts: ControllerOpts,
     },
+    /// Create or revoke an API key of the HTTP API (with the kubeconfig's
+    /// credentials).
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
     /// Serve the HTTP API.
     Api {
         #[command(flatten)]
@@ -183,6 +238,8 @@ async fn main() -> anyhow::Result<()> {
                     tracing::error!(error = %e, "admin endpoints stopped");
                 }
             });
+            // A bad codec keyring is no outage to wait out: stop at once.
+            temporal.codec()?;
             // Temporal may not be up yet: keep trying (not ready meanwhile).
             let mut backoff = std::time::Duration::from_millis(500);
             let temporal = loop {
@@ -256,13 +313,45 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!("controller stopped");
         }
+        Command::ApiKey { command } => {
+            let kube = kube::Client::try_default().await?;
+            match command {
+                ApiKeyCommand::Create { name, namespace } => {
+                    let key = http::auth::create_api_key(kube, &namespace, &name).await?;
+                    eprintln!(
+                        "created Secret {namespace}/{name}; the key is shown once, below. Its user is {}: bind roles to it, e.g.\n  kubectl -n {namespace} create rolebinding {name} --clusterrole=paysaga-client --user={}",
+                        http::auth::api_key_user(&namespace, &name),
+                        http::auth::api_key_user(&namespace, &name),
+                    );
+                    println!("{key}");
+                }
+                ApiKeyCommand::Revoke { name, namespace } => {
+                    http::auth::revoke_api_key(kube, &namespace, &name).await?;
+                    eprintln!("deleted Secret {namespace}/{name}: its key no longer works");
+                }
+            }
+        }
         Command::Api { temporal, opts } => {
             init_logging(cli.log_format);
             // From the environment or a file, never argv (ps shows argv).
             let callback_secret = paysaga_common::secret::from_env("PAYSAGA_CALLBACK_SECRET")
                 .map_err(|e| anyhow::anyhow!("the gateway's callback signing key: {e}"))?;
+            // During a rotation, the key being replaced is accepted too.
+            let previous_callback_secret =
+                paysaga_common::secret::optional_from_env("PAYSAGA_CALLBACK_SECRET_PREVIOUS")
+                    .map_err(|e| {
+                        anyhow::anyhow!("the gateway's previous callback signing key: {e}")
+                    })?;
+            if previous_callback_secret.is_some() {
+                tracing::info!(
+                    "callback signing key rotation: callbacks signed with the previous key are accepted too"
+                );
+            }
             let identity = format!("paysaga-api@{}", hostname());
             let client = temporal::connect(&temporal, &identity).await?;
+            let codec = temporal
+                .codec()?
+                .map(|codec| http::codec::CodecEndpoint::new(codec, &temporal.temporal_namespace));
             let kube = match kube::Client::try_default().await {
                 Ok(client) => Some(client),
                 Err(e) => {
@@ -275,24 +364,49 @@ async fn main() -> anyhow::Result<()> {
             if let Some(client) = &kube {
                 watched.clone().watch(client.clone(), &opts.namespace);
             }
+            let auth = kube.as_ref().map(|client| {
+                http::auth::Auth::start(
+                    client.clone(),
+                    &opts.namespace,
+                    http::auth::AuthSettings {
+                        audience: opts.token_audience.clone(),
+                        rate_per_second: opts.rate_per_caller,
+                        payer_scoping: opts.payer_scoping,
+                        codec_origins: opts
+                            .codec_cors_origins
+                            .iter()
+                            .map(|o| o.trim().to_string())
+                            .filter(|o| !o.is_empty())
+                            .collect(),
+                        codec_trust_loopback: opts.codec_trust_loopback,
+                    },
+                )
+            });
             let state = Arc::new(AppState {
                 workflows: PaymentWorkflows::new(client),
                 callbacks: CallbackVerifier::new(
                     callback_secret.into_bytes(),
                     opts.callback_tolerance_secs,
-                ),
+                )
+                .with_previous(previous_callback_secret.map(String::into_bytes)),
                 kube,
                 watched,
                 max_payments_in_flight: opts.max_payments_in_flight,
                 namespace: opts.namespace.clone(),
                 base_url,
                 metrics: Default::default(),
+                auth,
+                codec,
             });
             let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
             tracing::info!(listen = %listener.local_addr()?, "HTTP API listening");
-            axum::serve(listener, http::router(state, opts.max_in_flight))
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
+            axum::serve(
+                listener,
+                http::router(state, opts.max_in_flight)
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
         }
     }
     Ok(())

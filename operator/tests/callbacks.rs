@@ -210,3 +210,71 @@ async fn a_delivery_that_got_a_503_is_taken_when_resent_identically() {
     let resp = send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn during_a_rotation_the_previous_secret_is_accepted_and_an_unknown_one_refused() {
+    let _logs = paysaga_testenv::logs_on_failure();
+    const PREVIOUS: &str = "paysaga-test-previous-callback-secret";
+    let id = paysaga_testenv::unique_name("cb-rotate");
+    open_workflow(&id);
+    // An API in the middle of a rotation: CALLBACK_SECRET is the current
+    // secret, PREVIOUS the one being replaced.
+    let api = paysaga_testenv::services::Service::api_with_env(
+        &paysaga_testenv::run_dir().join("api-rotation"),
+        &format!("http://{}", paysaga_testenv::temporal().host_port),
+        None,
+        &[("PAYSAGA_CALLBACK_SECRET_PREVIOUS", PREVIOUS.as_ref())],
+    )
+    .unwrap();
+    let url = format!("{}{}", api.url, paths::GATEWAY_CALLBACKS);
+    let send = |body: Vec<u8>, secret: &str| {
+        let ts = now();
+        reqwest::Client::new()
+            .post(&url)
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, sign(secret.as_bytes(), ts, &body))
+            .body(body)
+            .send()
+    };
+
+    // Unknown: refused as before, and nothing reaches the workflow.
+    let resp = send(callback(&id), "a-secret-nobody-configured")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("signature does not match"), "{text}");
+    assert!(!history(&id).contains("gatewayCallback"));
+
+    // Signed with the previous secret (the gateway not switched yet): taken.
+    let resp = send(callback(&id), PREVIOUS).await.unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+    assert_eq!(history(&id).matches("\"gatewayCallback\"").count(), 1);
+
+    // And with the current one, as ever.
+    let other = paysaga_testenv::unique_name("cb-rotate-new");
+    open_workflow(&other);
+    let resp = send(callback(&other), CALLBACK_SECRET).await.unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+
+    // The operator sees which secret verified them, to know when the
+    // previous one has stopped being used.
+    let metrics = reqwest::get(format!("{}/metrics", api.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for secret in ["previous", "current"] {
+        let line = format!("paysaga_api_gateway_callbacks_verified_total{{secret=\"{secret}\"}} 1");
+        assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
+    }
+    let log = std::fs::read_to_string(api.log()).unwrap();
+    assert!(
+        log.contains("callbacks signed with the previous key are accepted too"),
+        "{log}"
+    );
+    assert!(log.contains(r#""secret":"previous""#), "{log}");
+}

@@ -61,11 +61,37 @@ fn the_chart_lints_strictly_with_every_values_file() {
     }
 }
 
+/// The render with what the chart generates afresh each time (the ingress'
+/// certificate, its CA and key, and when to renew it; the codec keyring) masked, so goldens
+/// compare what is decided, not what is random.
+fn masked(rendered: &str) -> String {
+    const GENERATED: [&str; 5] = [
+        "  tls.crt: ",
+        "  tls.key: ",
+        "  ca.crt: ",
+        "    paysaga.dev/tls-renew-after: ",
+        // The payload codec's keyring (a random key).
+        "  keys.json: ",
+    ];
+    let mut out = String::with_capacity(rendered.len());
+    for line in rendered.lines() {
+        match GENERATED.iter().find(|p| line.starts_with(*p)) {
+            Some(prefix) => {
+                out.push_str(prefix);
+                out.push_str("<generated>");
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[test]
 fn renders_match_their_checked_in_goldens() {
     for (name, values) in values_files() {
         let golden = chart().join("golden").join(format!("{name}.yaml"));
-        let rendered = render(&values);
+        let rendered = masked(&render(&values));
         if std::env::var_os("PAYSAGA_UPDATE_GOLDENS").is_some() {
             std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
             std::fs::write(&golden, &rendered).unwrap();
@@ -147,6 +173,8 @@ fn helm_install_creates_every_object() {
         "ingress.networking.k8s.io/paysaga",
         "networkpolicy.networking.k8s.io/paysaga-default-deny",
         "secret/paysaga-callback",
+        "secret/paysaga-codec",
+        "secret/paysaga-ingress-tls",
         "secret/paysaga-db",
         "persistentvolumeclaim/paysaga-temporal",
         "serviceaccount/paysaga-controller",
@@ -161,10 +189,28 @@ fn helm_install_creates_every_object() {
     let cluster = env
         .kubectl_ok(&["get", "clusterrole,clusterrolebinding", "-o", "name"])
         .unwrap();
-    assert!(
-        cluster.contains("clusterrole.rbac.authorization.k8s.io/paysaga-controller"),
-        "{cluster}"
-    );
+    for expected in [
+        "clusterrole.rbac.authorization.k8s.io/paysaga-controller".to_string(),
+        // The API's TokenReview and SubjectAccessReview, per release.
+        format!(
+            "clusterrole.rbac.authorization.k8s.io/paysaga-{}-api-auth",
+            ns.name
+        ),
+        format!(
+            "clusterrolebinding.rbac.authorization.k8s.io/paysaga-{}-api-auth",
+            ns.name
+        ),
+        // The roles callers are bound to.
+        "clusterrole.rbac.authorization.k8s.io/paysaga-client".to_string(),
+        "clusterrole.rbac.authorization.k8s.io/paysaga-viewer".to_string(),
+        "clusterrole.rbac.authorization.k8s.io/paysaga-payload-reader".to_string(),
+        "clusterrole.rbac.authorization.k8s.io/paysaga-any-payer".to_string(),
+    ] {
+        assert!(
+            cluster.lines().any(|l| l == expected),
+            "{expected} missing from:\n{cluster}"
+        );
+    }
     // NOTES.txt says what to do next.
     assert!(
         status.contains("kubectl") && status.contains("helm test paysaga"),
@@ -185,6 +231,157 @@ fn the_charts_crds_are_the_generated_ones() {
         assert!(
             generated == in_chart,
             "charts/paysaga/crds/{file} is stale: run `make generate`"
+        );
+    }
+}
+
+fn secret_field(ns: &str, name: &str, field: &str) -> String {
+    kube()
+        .kubectl_ok(&[
+            "get",
+            "secret",
+            name,
+            "-n",
+            ns,
+            "-o",
+            &format!("jsonpath={{.data.{}}}", field.replace('.', "\\.")),
+        ])
+        .unwrap()
+}
+
+#[test]
+fn the_ingress_certificate_is_kept_across_upgrades_and_renewed_for_new_names() {
+    let env = kube();
+    let ns = env.namespace("chart-tls").unwrap();
+    let chart = chart().display().to_string();
+    let helm_ok = |args: &[&str]| {
+        let out = run(&mut helm(args));
+        assert!(out.is_ok(), "{args:?}: {out:?}");
+    };
+    // One API server, several releases: a release name of its own (its
+    // controller's ClusterRole is named after it), and the client
+    // ClusterRoles left to the first install.
+    let release = "tls";
+    helm_ok(&[
+        "install",
+        release,
+        &chart,
+        "--namespace",
+        &ns.name,
+        "--wait=false",
+        "--set",
+        "api.clientRoles=false",
+    ]);
+    let secret = &format!("{release}-ingress-tls");
+    let (cert, ca) = (
+        secret_field(&ns.name, secret, "tls.crt"),
+        secret_field(&ns.name, secret, "ca.crt"),
+    );
+    assert!(!cert.is_empty() && !ca.is_empty(), "no certificate made");
+    // The Ingress serves it, for every host (ingress.host is empty).
+    let tls = env
+        .kubectl_ok(&[
+            "get",
+            "ingress",
+            release,
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.spec.tls[0].secretName}",
+        ])
+        .unwrap();
+    assert_eq!(&tls, secret);
+
+    // An upgrade changing something else keeps it: clients keep trusting it.
+    helm_ok(&[
+        "upgrade",
+        release,
+        &chart,
+        "--namespace",
+        &ns.name,
+        "--wait=false",
+        "--reuse-values",
+        "--set",
+        "api.replicas=1",
+    ]);
+    assert_eq!(secret_field(&ns.name, secret, "tls.crt"), cert);
+    assert_eq!(secret_field(&ns.name, secret, "ca.crt"), ca);
+
+    // New names need a new certificate.
+    helm_ok(&[
+        "upgrade",
+        release,
+        &chart,
+        "--namespace",
+        &ns.name,
+        "--wait=false",
+        "--reuse-values",
+        "--set",
+        "ingress.host=pay.example.test",
+    ]);
+    let renewed = secret_field(&ns.name, secret, "tls.crt");
+    assert_ne!(renewed, cert);
+    let names = env
+        .kubectl_ok(&[
+            "get",
+            "secret",
+            secret,
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.metadata.annotations.paysaga\\.dev/tls-names}",
+        ])
+        .unwrap();
+    assert_eq!(names, "pay.example.test");
+}
+
+/// The payload codec's keyring is made once and kept across upgrades: a
+/// new key would leave every history written before unreadable.
+#[test]
+fn the_codec_keyring_is_made_once_and_kept_across_upgrades() {
+    let env = kube();
+    let ns = env.namespace("chart-codec").unwrap();
+    let chart = chart().display().to_string();
+    let helm_ok = |args: &[&str]| {
+        let out = run(&mut helm(args));
+        assert!(out.is_ok(), "{args:?}: {out:?}");
+    };
+    // A release name of its own, the client ClusterRoles left to the first
+    // install (cluster-scoped objects of one API server).
+    let release = [
+        "codec",
+        chart.as_str(),
+        "--namespace",
+        &ns.name,
+        "--wait=false",
+        "--set",
+        "api.clientRoles=false",
+    ];
+    helm_ok(&[&["install"], &release[..]].concat());
+    let keys = secret_field(&ns.name, "codec-codec", "keys.json");
+    let keyring = {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&keys)
+            .unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    // What the processes read: a keyring they accept.
+    let parsed =
+        paysaga_common::codec::Keyring::parse(&keyring, std::path::Path::new("paysaga-codec"))
+            .expect("the chart's keyring");
+    assert_eq!(parsed.key_ids(), vec![parsed.primary().to_string()]);
+    helm_ok(&[&["upgrade"], &release[..], &["--set", "api.replicas=1"]].concat());
+    assert_eq!(secret_field(&ns.name, "codec-codec", "keys.json"), keys);
+    // Every paysaga pod reads it from the mounted Secret.
+    for deploy in ["codec-controller", "codec-api", "codec-worker"] {
+        let spec = env
+            .kubectl_ok(&["get", "deploy", deploy, "-n", &ns.name, "-o", "json"])
+            .unwrap();
+        assert!(
+            spec.contains("\"PAYSAGA_CODEC_KEYS_FILE\"")
+                && spec.contains("\"secretName\": \"codec-codec\""),
+            "{deploy}: {spec}"
         );
     }
 }

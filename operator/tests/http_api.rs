@@ -23,6 +23,8 @@ use serde_json::json;
 /// request at a time (for overload).
 struct Stack {
     namespace: String,
+    /// An API key bound to paysaga-client.
+    key: String,
     database_url: String,
     api: Service,
     tiny: Service,
@@ -58,7 +60,11 @@ fn stack() -> &'static Stack {
             )
             .unwrap()
         };
+        let key = kube
+            .api_key(&namespace, "tests", &["paysaga-client"])
+            .unwrap();
         Stack {
+            key,
             api: api("api", &[]),
             tiny: api("tiny-api", &["--max-in-flight=1".into()]),
             _worker: worker,
@@ -82,10 +88,7 @@ fn url(path: &str) -> String {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    authed_http(&stack().key)
 }
 
 fn body(user: &str, amount: i64) -> serde_json::Value {
@@ -516,6 +519,10 @@ async fn at_its_limit_of_payments_in_flight_the_api_refuses_new_ones_and_creates
         &["--max-payments-in-flight=2".into()],
     )
     .unwrap();
+    let key = kube
+        .api_key(&ns.name, "admit", &["paysaga-client"])
+        .unwrap();
+    let http = || authed_http(&key);
     let post = || {
         http()
             .post(format!("{}/v1/payments", admit.url))
@@ -695,6 +702,8 @@ async fn a_fuzz_run_from_the_openapi_document_finds_no_server_error() {
             &format!("{}/openapi.json", api.url),
             "--checks",
             "not_a_server_error",
+            "--header",
+            &format!("Authorization: Bearer {}", stack().key),
         ])
         .args([
             "--max-examples",
@@ -1231,12 +1240,16 @@ async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
             doc.lines().any(|l| {
                 matches!(
                     l,
-                    "kind: ServiceAccount" | "kind: Role" | "kind: RoleBinding"
+                    "kind: ServiceAccount"
+                        | "kind: Role"
+                        | "kind: RoleBinding"
+                        | "kind: ClusterRole"
+                        | "kind: ClusterRoleBinding"
                 )
             })
         })
         .collect();
-    assert_eq!(rbac.len(), 3, "{rendered}");
+    assert_eq!(rbac.len(), 5, "{rendered}");
     kubectl_apply(&ns.name, &rbac.join("\n---\n"));
     let kubeconfig = kube
         .service_account_kubeconfig(&ns.name, "paysaga-api")
@@ -1268,6 +1281,12 @@ async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
         ("list", "recurringpayments.paysaga.dev"),
         ("patch", "recurringpayments.paysaga.dev"),
         ("delete", "recurringpayments.paysaga.dev"),
+        // API keys: the labelled Secrets, watched.
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        // Callers: who they are, and what RBAC lets them do.
+        ("create", "tokenreviews.authentication.k8s.io"),
+        ("create", "subjectaccessreviews.authorization.k8s.io"),
     ] {
         assert_eq!(can(verb, resource, &ns.name), "yes", "{verb} {resource}");
     }
@@ -1288,8 +1307,21 @@ async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
         ("patch", "recurringpayments.paysaga.dev/status"),
         ("update", "recurringpayments.paysaga.dev/status"),
         ("get", "secrets"),
+        ("create", "secrets"),
+        ("delete", "secrets"),
+        ("list", "secrets.default"),
+        ("create", "localsubjectaccessreviews.authorization.k8s.io"),
+        ("create", "serviceaccounts/token"),
     ] {
-        assert_eq!(can(verb, resource, &ns.name), "no", "{verb} {resource}");
+        let (resource, namespace) = match resource.strip_suffix(".default") {
+            Some(r) => (r, "default"),
+            None => (resource, ns.name.as_str()),
+        };
+        assert_eq!(
+            can(verb, resource, namespace),
+            "no",
+            "{verb} {resource} in {namespace}"
+        );
     }
     assert_eq!(can("create", "refunds.paysaga.dev", "default"), "no");
     assert_eq!(
@@ -1308,6 +1340,10 @@ async fn the_api_account_can_do_what_its_routes_need_and_no_more() {
     )
     .unwrap();
     let at = |path: &str| format!("{}{path}", api.url);
+    let key = kube
+        .api_key(&ns.name, "rbac-client", &["paysaga-client"])
+        .unwrap();
+    let http = || authed_http(&key);
     let created = http()
         .post(at("/v1/payments"))
         .json(&body("alice", 700))
@@ -1415,4 +1451,135 @@ async fn a_refund_through_the_http_api_reaches_succeeded() {
 
     let (report, ok) = paysaga_testenv::dev::audit(&stack().database_url).unwrap();
     assert!(ok, "{report}");
+}
+
+/// Who asked is recorded: on the Payment (`paysaga.dev/requested-by`), in
+/// the saga's step history and so in its `Validated` condition, and beside
+/// a cancel (`paysaga.dev/cancel-by`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_is_recorded_on_the_payment_and_in_its_step_history() {
+    let s = stack();
+    let who = format!("paysaga:apikey:{}:tests", s.namespace);
+    let created = view(create(&body("alice", 321), None).await).await;
+    let api = payments(&s.namespace).await;
+    let p = wait_for(&api, &created.id, "Succeeded", |p| {
+        phase(p) == Some(Phase::Succeeded)
+    });
+    assert_eq!(
+        p.annotations()[paysaga_api::names::REQUESTED_BY_ANNOTATION],
+        who
+    );
+    let validated = p
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap()
+        .message
+        .clone();
+    assert_eq!(validated, format!("requested by {who}"));
+    // A cancel names its caller too (the payment finished: 409, nothing set).
+    let cancel = http()
+        .post(url(&format!("/v1/payments/{}/cancel", created.id)))
+        .json(&json!({"reason": "too late"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 409);
+    let in_flight = in_flight_payment(&api, &s.namespace, "cancelled-by-caller", 50).await;
+    let cancel = http()
+        .post(url(&format!(
+            "/v1/payments/{}/cancel",
+            in_flight.name_any()
+        )))
+        .json(&json!({"reason": "changed my mind"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let p = api.get(&in_flight.name_any()).await.unwrap();
+    assert_eq!(
+        p.annotations()[paysaga_api::names::CANCEL_BY_ANNOTATION],
+        who
+    );
+}
+
+/// A payment's history as Temporal keeps it holds no payer data in the
+/// clear; `temporal workflow show` decodes it through the API's codec
+/// endpoint for a caller allowed to (`paysaga-payload-reader`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_shows_a_payments_history_decoded_only_through_the_codec_endpoint() {
+    let s = stack();
+    let kube = paysaga_testenv::kube();
+    let mut asked = body("alice", 4321);
+    asked["description"] = json!("order 7f3a-private");
+    let created = view(create(&asked, None).await).await;
+    let api = payments(&s.namespace).await;
+    let p = wait_for(&api, &created.id, "Succeeded", |p| {
+        phase(p) == Some(Phase::Succeeded)
+    });
+    let workflow_id = p.status.unwrap().workflow_id.unwrap();
+    let reader = kube
+        .api_key(&s.namespace, "history-reader", &["paysaga-payload-reader"])
+        .unwrap();
+    let show = |codec: Option<&str>| {
+        let mut cmd = std::process::Command::new(paysaga_testenv::tool("temporal"));
+        cmd.args(["workflow", "show", "-o", "json", "-w", &workflow_id])
+            .args(["--address", &paysaga_testenv::temporal().host_port]);
+        if let Some(credential) = codec {
+            cmd.args(["--codec-endpoint", &format!("{}/codec", s.api.url)])
+                .args(["--codec-auth", &format!("Bearer {credential}")]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Payload data is base64 in the JSON: every field named "data" is
+    // decoded and searched, beside the text itself.
+    fn readable(history: &str) -> String {
+        use base64::Engine;
+        fn walk(v: &serde_json::Value, out: &mut String) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        if let (true, Some(text)) = (k == "data", v.as_str())
+                            && let Ok(bytes) =
+                                base64::engine::general_purpose::STANDARD.decode(text)
+                        {
+                            out.push_str(&String::from_utf8_lossy(&bytes));
+                            out.push('\n');
+                        }
+                        walk(v, out);
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = history.to_string();
+        walk(&serde_json::from_str(history).unwrap(), &mut out);
+        out
+    }
+    let raw = readable(&show(None));
+    let secrets = ["alice@example.com", "order 7f3a-private", "\"alice\""];
+    for secret in secrets {
+        assert!(!raw.contains(secret), "{secret} in the clear:\n{raw}");
+    }
+    let decoded = readable(&show(Some(&reader)));
+    for secret in secrets {
+        assert!(decoded.contains(secret), "{secret} not decoded:\n{decoded}");
+    }
+    // Without the right to decode, the CLI is refused (403, retried until it
+    // gives up) and shows nothing.
+    let out = std::process::Command::new(paysaga_testenv::tool("temporal"))
+        .args(["workflow", "show", "-o", "json", "-w", &workflow_id])
+        .args(["--address", &paysaga_testenv::temporal().host_port])
+        .args(["--codec-endpoint", &format!("{}/codec", s.api.url)])
+        .args(["--codec-auth", &format!("Bearer {}", s.key)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("alice@example.com"));
 }

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use common::*;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -24,6 +23,8 @@ use serde_json::{Value, json};
 struct Stack {
     namespace: String,
     api: Service,
+    /// An API key bound to paysaga-client.
+    key: String,
 }
 
 fn stack() -> &'static Stack {
@@ -50,12 +51,16 @@ fn stack() -> &'static Stack {
                 doc.lines().any(|l| {
                     matches!(
                         l,
-                        "kind: ServiceAccount" | "kind: Role" | "kind: RoleBinding"
+                        "kind: ServiceAccount"
+                            | "kind: Role"
+                            | "kind: RoleBinding"
+                            | "kind: ClusterRole"
+                            | "kind: ClusterRoleBinding"
                     )
                 })
             })
             .collect();
-        assert_eq!(rbac.len(), 3, "{rendered}");
+        assert_eq!(rbac.len(), 5, "{rendered}");
         kubectl_apply(&namespace, &rbac.join("\n---\n"));
         let kubeconfig = kube
             .service_account_kubeconfig(&namespace, "paysaga-api")
@@ -69,7 +74,14 @@ fn stack() -> &'static Stack {
             &[],
         )
         .unwrap();
-        Stack { namespace, api }
+        let key = kube
+            .api_key(&namespace, "recurring-tests", &["paysaga-client"])
+            .unwrap();
+        Stack {
+            namespace,
+            api,
+            key,
+        }
     })
 }
 
@@ -78,10 +90,7 @@ fn url(path: &str) -> String {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    authed_http(&stack().key)
 }
 
 /// The administrator's view of the namespace's RecurringPayments.

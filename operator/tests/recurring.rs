@@ -159,6 +159,7 @@ async fn schedules() -> Schedules {
     let opts = paysaga_common::temporal::TemporalOpts {
         temporal_address: t.address.clone(),
         temporal_namespace: t.namespace.clone(),
+        codec_keys_file: Some(paysaga_testenv::codec_keys_file().to_path_buf()),
     };
     Schedules::new(
         paysaga_common::temporal::connect(&opts, "recurring-test")
@@ -515,6 +516,7 @@ async fn a_firing_run_again_or_retried_after_a_worker_crash_makes_no_second_paym
         &paysaga_common::temporal::TemporalOpts {
             temporal_address: t.address.clone(),
             temporal_namespace: t.namespace.clone(),
+            codec_keys_file: Some(paysaga_testenv::codec_keys_file().to_path_buf()),
         },
         "recurring-test",
     ))

@@ -26,6 +26,8 @@ struct Stack {
     namespace: String,
     database_url: String,
     api: Service,
+    /// An API key bound to paysaga-client.
+    key: String,
     _worker: Service,
     _controller: Service,
 }
@@ -67,10 +69,14 @@ fn stack() -> &'static Stack {
             &[],
         )
         .unwrap();
+        let key = kube
+            .api_key(&namespace, "reviewer", &["paysaga-client"])
+            .unwrap();
         Stack {
             namespace,
             database_url,
             api,
+            key,
             _worker: worker,
             _controller: controller,
         }
@@ -115,10 +121,7 @@ fn reason(p: &Payment) -> (Option<Phase>, String) {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    authed_http(&stack().key)
 }
 
 async fn post(path: &str, body: serde_json::Value) -> reqwest::Response {
@@ -335,7 +338,10 @@ async fn the_http_api_lists_the_queue_expedites_and_reviews() {
     let review = p.status.as_ref().unwrap().review.clone().unwrap();
     assert_eq!(
         (review.decision.as_deref(), review.decided_by.as_deref()),
-        (Some("Reject"), Some("paysaga-api"))
+        (
+            Some("Reject"),
+            Some(format!("paysaga:apikey:{}:reviewer", stack().namespace).as_str())
+        )
     );
 
     // Once finished: 409 for both, and for a review of a payment not in review.

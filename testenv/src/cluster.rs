@@ -155,10 +155,93 @@ impl<'a> Release<'a> {
         Ok((report, out.status.success()))
     }
 
+    /// A new API key for the release's HTTP API, made as the README says
+    /// (`paysaga-operator api-key create`), its user bound to each of the
+    /// chart's `cluster_roles` (e.g. `paysaga-client`) in the namespace: as
+    /// [`crate::kube::KubeEnv::api_key`], on the node.
+    pub fn api_key(&self, name: &str, cluster_roles: &[&str]) -> Result<String> {
+        crate::kube::create_api_key(
+            &self.node.kubeconfig,
+            &|args| self.kubectl_ok(args),
+            &self.namespace,
+            name,
+            cluster_roles,
+        )
+    }
+
+    /// The release's Ingress over HTTPS as the chart serves it by default:
+    /// a certificate for `localhost` and `<release>.local` signed by a CA
+    /// the chart made (Secret `<release>-ingress-tls`, key `ca.crt`). The CA
+    /// and a k6 config resolving the name to the node are written to the
+    /// node's folder.
+    pub fn ingress_tls(&self) -> Result<IngressTls> {
+        let secret = format!("{}-ingress-tls", self.name);
+        let json = self.kubectl_ok(&["get", "secret", &secret, "-o", "json"])?;
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_str(&json).context("reading the ingress' TLS Secret")?;
+        let field = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.0.clone())
+                .with_context(|| {
+                    format!("the ingress' TLS Secret has no {key}: not the chart's own certificate")
+                })
+        };
+        let (ca, cert) = (field("ca.crt")?, field("tls.crt")?);
+        let host = format!("{}.local", self.name);
+        let stem = format!("ingress-{}-{}", self.namespace, self.name);
+        let ca_file = self.node.folder.join(format!("{stem}-ca.crt"));
+        std::fs::write(&ca_file, &ca)?;
+        let k6_config = self.node.folder.join(format!("{stem}-k6.json"));
+        std::fs::write(
+            &k6_config,
+            serde_json::json!({ "hosts": { &host: crate::node::host::NODE_IP } }).to_string(),
+        )?;
+        Ok(IngressTls {
+            url: format!("https://{host}"),
+            host,
+            ca: ca_file,
+            k6_config,
+            cert_pem: String::from_utf8_lossy(&cert).into_owned(),
+        })
+    }
+
     /// A local port forwarded to `service:port` (to steer the simulators
     /// from a test: the path under test never goes through it).
     pub fn port_forward(&self, service: &str, port: u16) -> Result<PortForward> {
         PortForward::start(self.node, &self.namespace, service, port)
+    }
+}
+
+/// How a client reaches a release's API over HTTPS through the node's
+/// ingress, trusting only the chart's CA ([`Release::ingress_tls`]).
+pub struct IngressTls {
+    /// `https://<release>.local`.
+    pub url: String,
+    /// `<release>.local`, which resolves nowhere but here: clients are told
+    /// it is the node ([`IngressTls::curl_args`], `k6_config`).
+    pub host: String,
+    /// The chart's CA certificate (PEM).
+    pub ca: PathBuf,
+    /// `k6 run --config` file mapping `host` to the node; with
+    /// `SSL_CERT_FILE=<ca>`, k6 verifies the ingress against the chart's CA.
+    pub k6_config: PathBuf,
+    /// The certificate the chart made for the ingress (PEM), to compare
+    /// with the one served.
+    pub cert_pem: String,
+}
+
+impl IngressTls {
+    /// curl's `--cacert <ca> --resolve <host>:443:<node>`.
+    pub fn curl_args(&self) -> Vec<String> {
+        vec![
+            "--cacert".into(),
+            self.ca.display().to_string(),
+            "--resolve".into(),
+            format!("{}:443:{}", self.host, crate::node::host::NODE_IP),
+        ]
     }
 }
 

@@ -85,6 +85,11 @@ pub struct DevStack {
     pub database_url: String,
     /// Where state and logs live.
     pub state: PathBuf,
+    /// An API key of the HTTP API (bound to paysaga-client and
+    /// paysaga-payload-reader), also at `<dir>/api-key`.
+    pub api_key: String,
+    /// That file.
+    pub api_key_file: PathBuf,
 }
 
 impl DevStack {
@@ -97,6 +102,10 @@ impl DevStack {
                 .with_context(|| format!("clearing {}", state.display()))?;
         }
         std::fs::create_dir_all(&state)?;
+        // Outside `state`, so it survives restarts; every process of the
+        // stack encrypts its Temporal payloads with it (`PAYSAGA_CODEC_KEYS_FILE`).
+        let keys = crate::init_codec_keys_file(&dir.join("codec-keys.json"));
+        eprintln!("paysaga dev: payload codec keyring {}", keys.display());
         let port = |preferred: u16| -> Result<Option<u16>> {
             Ok(if opts.well_known_ports {
                 Some(port_or_free(preferred)?)
@@ -111,6 +120,12 @@ impl DevStack {
         let kubeconfig = dir.join("kubeconfig");
         std::fs::copy(&kube.admin_kubeconfig, &kubeconfig)?;
 
+        // The API's port is chosen first: the Temporal UI is told its codec
+        // endpoint when it starts.
+        let api_port = match port(8080)? {
+            Some(p) => p,
+            None => free_port()?,
+        };
         eprintln!("paysaga dev: starting Temporal…");
         let temporal = TemporalEnv::start(
             &state.join("temporal"),
@@ -125,6 +140,9 @@ impl DevStack {
                     .temporal_file
                     .then(|| state.join("temporal/temporal.db")),
                 sqlite_pragmas: opts.temporal_pragmas.clone(),
+                ui_codec_endpoint: opts
+                    .ui
+                    .then(|| format!("http://127.0.0.1:{api_port}/codec")),
             },
         )?;
 
@@ -132,11 +150,19 @@ impl DevStack {
         let api = Service::full_api(
             &state.join("api"),
             &temporal.address,
-            port(8080)?,
+            Some(api_port),
             &kubeconfig,
             "default",
-            &opts.api_args,
+            &dev_api_args(&temporal, &opts.api_args),
         )?;
+        // A credential for the HTTP API, made as the README says.
+        let api_key = kube.api_key(
+            "default",
+            "dev",
+            &["paysaga-client", "paysaga-payload-reader"],
+        )?;
+        let api_key_file = dir.join("api-key");
+        write_private(&api_key_file, &api_key)?;
         let callback_url = format!("{}/v1/gateway/callbacks", api.url);
         let mut sim_args: Vec<String> = opts.sim_args.clone();
         if opts.durable_gateway {
@@ -181,6 +207,8 @@ impl DevStack {
             kubeconfig,
             database_url,
             state,
+            api_key,
+            api_key_file,
         })
     }
 
@@ -195,7 +223,7 @@ impl DevStack {
             Some(self.api.port),
             &self.kubeconfig,
             "default",
-            extra,
+            &dev_api_args(&self.temporal, extra),
         )?;
         Ok(())
     }
@@ -224,6 +252,39 @@ impl DevStack {
     pub fn audit(&self) -> Result<(String, bool)> {
         audit(&self.database_url)
     }
+}
+
+/// The API's arguments in the dev stack, before `extra`: the Temporal UI
+/// (when served) may call the codec endpoint from the developer's browser,
+/// which sends no credential (loopback only), and one key drives all of a
+/// load run, so its rate is not limited to a client's.
+fn dev_api_args(temporal: &TemporalEnv, extra: &[String]) -> Vec<String> {
+    let mut args = vec!["--rate-per-caller=0".to_string()];
+    if let Some(ui) = &temporal.ui_url {
+        let ui = ui.trim_end_matches('/');
+        args.push(format!(
+            "--codec-cors-origins={ui},{}",
+            ui.replace("127.0.0.1", "localhost")
+        ));
+        args.push("--codec-trust-loopback=true".into());
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{text}")?;
+    Ok(())
 }
 
 /// `paysaga-worker audit` on `database_url`: its report and its verdict.

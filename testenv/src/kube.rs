@@ -54,6 +54,35 @@ impl Default for ApiServerOptions {
     }
 }
 
+/// A new API key `name` for the HTTP API serving `namespace`, made as the
+/// README says (`paysaga-operator api-key create` with `kubeconfig`), its
+/// user bound to each of `cluster_roles` there with `kubectl`.
+pub fn create_api_key(
+    kubeconfig: &Path,
+    kubectl: &dyn Fn(&[&str]) -> Result<String>,
+    namespace: &str,
+    name: &str,
+    cluster_roles: &[&str],
+) -> Result<String> {
+    let key = run(Command::new(crate::services::binary("paysaga-operator")?)
+        .args(["api-key", "create", name, "-n", namespace])
+        .env("KUBECONFIG", kubeconfig))
+    .context("paysaga-operator api-key create")?;
+    let user = format!("paysaga:apikey:{namespace}:{name}");
+    for role in cluster_roles {
+        kubectl(&[
+            "create",
+            "rolebinding",
+            &format!("{name}-{role}"),
+            "-n",
+            namespace,
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ])?;
+    }
+    Ok(key.trim().to_string())
+}
+
 /// A user of the API server's static token file.
 #[derive(Debug, Clone)]
 pub struct TokenUser {
@@ -263,6 +292,58 @@ impl KubeEnv {
             "crd/recurringpayments.paysaga.dev",
         ])?;
         Ok(())
+    }
+
+    /// Applies the ClusterRoles the chart ships for the HTTP API's callers
+    /// (`charts/paysaga/files/client-roles.yaml`: paysaga-client,
+    /// paysaga-viewer, paysaga-payload-reader, paysaga-any-payer).
+    pub fn apply_client_roles(&self) -> Result<()> {
+        let roles = crate::workspace_root().join("charts/paysaga/files/client-roles.yaml");
+        self.kubectl_ok(&["apply", "--server-side", "-f", &roles.display().to_string()])?;
+        Ok(())
+    }
+
+    /// A new API key for the HTTP API serving `namespace`, made as the README
+    /// says (`paysaga-operator api-key create`), its user bound to each of
+    /// `cluster_roles` in `namespace`.
+    pub fn api_key(&self, namespace: &str, name: &str, cluster_roles: &[&str]) -> Result<String> {
+        self.apply_client_roles()?;
+        create_api_key(
+            &self.admin_kubeconfig,
+            &|args| self.kubectl_ok(args),
+            namespace,
+            name,
+            cluster_roles,
+        )
+    }
+
+    /// A token of ServiceAccount `namespace/name` (created if missing) issued
+    /// for `audience`, as a projected token would be.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audience: &str,
+    ) -> Result<String> {
+        let exists = self
+            .kubectl()
+            .args(["get", "serviceaccount", name, "-n", namespace])
+            .output()?
+            .status
+            .success();
+        if !exists {
+            self.kubectl_ok(&["create", "serviceaccount", name, "-n", namespace])?;
+        }
+        let token = self.kubectl_ok(&[
+            "create",
+            "token",
+            name,
+            "-n",
+            namespace,
+            "--duration=1h",
+            &format!("--audience={audience}"),
+        ])?;
+        Ok(token.trim().to_string())
     }
 
     /// A kubeconfig holding a real token of ServiceAccount `namespace/name`

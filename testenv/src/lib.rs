@@ -141,6 +141,49 @@ fn prune_dead_runs(base: &Path) {
     }
 }
 
+static CODEC_KEYS: OnceLock<PathBuf> = OnceLock::new();
+
+/// The payload-encryption keyring every paysaga process and client of this
+/// test binary uses (`PAYSAGA_CODEC_KEYS_FILE`): two random keys, `test-2`
+/// primary, in `codec-keys.json` under the run directory (mode 0600). Give
+/// it to in-process clients through `TemporalOpts::codec_keys_file`.
+pub fn codec_keys_file() -> &'static Path {
+    init_codec_keys_file(&run_dir().join("codec-keys.json"))
+}
+
+/// Makes `path` the keyring of this process's paysaga services, writing a
+/// fresh one there unless it exists (so `make dev` keeps its keys across
+/// restarts). The first call decides: a later one with another path gets the
+/// first path back.
+pub fn init_codec_keys_file(path: &Path) -> &'static Path {
+    CODEC_KEYS.get_or_init(|| {
+        write_codec_keys(path, "test-2", &["test-1", "test-2"])
+            .unwrap_or_else(|e| panic!("writing the codec keyring {}: {e:#}", path.display()));
+        path.to_path_buf()
+    })
+}
+
+/// Writes a keyring of random keys named `ids` to `path` (mode 0600),
+/// unless a file is there already.
+pub fn write_codec_keys(path: &Path, primary: &str, ids: &[&str]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    f.write_all(paysaga_common::codec::random_keyring_json(primary, ids).as_bytes())?;
+    Ok(())
+}
+
 static LOGS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
 
 pub(crate) fn register_log(name: &str, path: &Path) {

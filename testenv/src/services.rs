@@ -14,6 +14,20 @@ use crate::{free_port, http_get_ok, workspace_root};
 /// The callback secret shared by the simulators and the API in tests and `make dev`.
 pub const CALLBACK_SECRET: &str = "paysaga-dev-callback-secret";
 
+/// `env` and the run's payload-encryption keyring
+/// ([`crate::codec_keys_file`]): every paysaga process encrypts what it
+/// sends to Temporal with the same keys, as in a deployment.
+fn with_codec_keys<'a>(
+    env: &[(&'a str, &'a std::ffi::OsStr)],
+) -> Vec<(&'a str, &'a std::ffi::OsStr)> {
+    let mut all = vec![(
+        "PAYSAGA_CODEC_KEYS_FILE",
+        crate::codec_keys_file().as_os_str(),
+    )];
+    all.extend_from_slice(env);
+    all
+}
+
 /// A built binary of the workspace: `target/<profile>/<name>`, where the
 /// profile is `$PAYSAGA_PROFILE` (`debug` unless set; the benchmarks use
 /// `release`).
@@ -97,7 +111,8 @@ impl Service {
     ) -> Result<Service> {
         std::fs::create_dir_all(dir)?;
         args.push("--log-format=json".into());
-        let mut proc = Proc::spawn_with_env(name, dir, "TERM", program, &args, env)?;
+        let env = with_codec_keys(env);
+        let mut proc = Proc::spawn_with_env(name, dir, "TERM", program, &args, &env)?;
         proc.wait_ready(Duration::from_secs(30), || {
             http_get_ok("127.0.0.1", port, "/healthz")
         })?;
@@ -110,19 +125,32 @@ impl Service {
 
     /// `paysaga-operator api` against Temporal at `temporal_address`.
     pub fn api(dir: &Path, temporal_address: &str, port: Option<u16>) -> Result<Service> {
+        Service::api_with_env(dir, temporal_address, port, &[])
+    }
+
+    /// [`Service::api`] with more environment (e.g.
+    /// `PAYSAGA_CALLBACK_SECRET_PREVIOUS`, a rotation under way).
+    pub fn api_with_env(
+        dir: &Path,
+        temporal_address: &str,
+        port: Option<u16>,
+        extra_env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Service> {
         let port = port.map_or_else(free_port, Ok)?;
         let args = vec![
             "api".into(),
             format!("--listen=127.0.0.1:{port}"),
             format!("--temporal-address={temporal_address}"),
         ];
+        let mut env = vec![("PAYSAGA_CALLBACK_SECRET", CALLBACK_SECRET.as_ref())];
+        env.extend_from_slice(extra_env);
         Service::start_with_env(
             "paysaga-api",
             dir,
             binary("paysaga-operator")?,
             args,
             port,
-            &[("PAYSAGA_CALLBACK_SECRET", CALLBACK_SECRET.as_ref())],
+            &env,
         )
     }
 
@@ -183,10 +211,10 @@ impl Service {
             "TERM",
             binary("paysaga-operator")?,
             &args,
-            &[
+            &with_codec_keys(&[
                 ("KUBECONFIG", kubeconfig.as_os_str()),
                 ("PAYSAGA_CALLBACK_SECRET", CALLBACK_SECRET.as_ref()),
-            ],
+            ]),
         )?;
         let log = proc.log_path().to_path_buf();
         proc.wait_ready(Duration::from_secs(60), || {
@@ -220,7 +248,7 @@ impl Service {
             "TERM",
             binary("paysaga-worker")?,
             &all,
-            env,
+            &with_codec_keys(env),
         )?;
         let log = proc.log_path().to_path_buf();
         proc.wait_ready(Duration::from_secs(60), || {

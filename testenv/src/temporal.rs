@@ -34,6 +34,9 @@ pub struct TemporalOptions {
     pub db_file: Option<std::path::PathBuf>,
     /// SQLite pragmas (`PRAGMA=VALUE`), e.g. `journal_mode=wal`.
     pub sqlite_pragmas: Vec<String>,
+    /// The codec endpoint the web UI decodes payloads with (paysaga's
+    /// `<api>/codec`).
+    pub ui_codec_endpoint: Option<String>,
 }
 
 impl TemporalEnv {
@@ -58,6 +61,9 @@ impl TemporalEnv {
             Some(ui) => {
                 args.push(format!("--ui-port={ui}"));
                 args.push("--ui-disable-news-fetch".into());
+                if let Some(codec) = &opts.ui_codec_endpoint {
+                    args.push(format!("--ui-codec-endpoint={codec}"));
+                }
             }
             None => args.push("--headless".into()),
         }

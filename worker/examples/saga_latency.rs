@@ -35,6 +35,7 @@ async fn one(client: &Client, queue: &str, fraud_queue: &str, id: String) -> Dur
         fraud_task_queue: fraud_queue.to_string(),
         compensation_max_attempts: 20,
         escalation: Default::default(),
+        requested_by: None,
     };
     let t0 = Instant::now();
     let handle = client
@@ -76,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     let opts = TemporalOpts {
         temporal_address: temporal.address.clone(),
         temporal_namespace: temporal.namespace.clone(),
+        codec_keys_file: Some(paysaga_testenv::codec_keys_file().to_path_buf()),
     };
     let queue = paysaga_testenv::unique_name("bench");
     let config = WorkerConfig {

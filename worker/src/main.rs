@@ -85,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run { temporal, config } => {
             password_not_in_argv(&config.database_url)?;
+            // A bad codec keyring is no outage to wait out: stop at once.
+            temporal.codec()?;
             let ready = Readiness::default();
             if let Some(listen) = &config.admin_listen {
                 admin::serve(listen, ready.clone()).await?;

@@ -16,6 +16,17 @@ use crate::workflows::{
     PATCH_RECORD_ACCEPTED, PaymentWorkflow,
 };
 
+/// The data converter deployments run with (payload encryption): the
+/// recorded histories were written in plaintext before it, and must replay
+/// through it (it passes unencrypted payloads through).
+fn encrypting() -> temporalio_common::data_converters::DataConverter {
+    let keys = paysaga_common::codec::random_keyring_json("k1", &["k1"]);
+    paysaga_common::codec::Keyring::parse(&keys, std::path::Path::new("replay-test"))
+        .map(paysaga_common::codec::EncryptionCodec::new)
+        .expect("a keyring")
+        .data_converter()
+}
+
 /// The marker `patched()` records.
 const PATCH_MARKER: &str = "core_patch";
 
@@ -57,6 +68,7 @@ fn histories(prefix: &str) -> Vec<(String, WorkflowHistory)> {
 async fn recorded_histories_of_every_version_replay_on_todays_code() {
     let replayer = WorkflowReplayer::new(
         WorkflowReplayerOptions::new()
+            .data_converter(encrypting())
             .register_workflow::<PaymentWorkflow>()
             .unwrap()
             .build(),
@@ -119,6 +131,7 @@ async fn each_change_is_taken_only_where_its_marker_says() {
     }
     let replayer = WorkflowReplayer::new(
         WorkflowReplayerOptions::new()
+            .data_converter(encrypting())
             .register_workflow::<PaymentWorkflow>()
             .unwrap()
             .build(),

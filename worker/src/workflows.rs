@@ -590,7 +590,13 @@ impl Saga<'_> {
             );
             return Err(Stop::Failed { reason, message });
         }
-        self.record(Step::ValidateAccount, StepEvent::Completed, None);
+        // Who asked (as the API authenticated them) is in the step history,
+        // and so in the Payment's Validated condition.
+        let requested_by = input
+            .requested_by
+            .as_ref()
+            .map(|who| format!("requested by {who}"));
+        self.record(Step::ValidateAccount, StepEvent::Completed, requested_by);
         self.check_cancel()?;
 
         // 2. The fraud check runs as a child on its own queue, in parallel.

@@ -14,6 +14,7 @@ async fn a_workflow_runs_on_the_temporal_dev_server() {
     let opts = TemporalOpts {
         temporal_address: temporal.address.clone(),
         temporal_namespace: temporal.namespace.clone(),
+        codec_keys_file: Some(paysaga_testenv::codec_keys_file().to_path_buf()),
     };
     let client = connect(&opts, "paysaga-test").await.unwrap();
 

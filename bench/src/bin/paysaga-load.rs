@@ -46,6 +46,10 @@ struct Cli {
     /// Drive a stack that runs already, at this HTTP API URL.
     #[arg(long, env = "BASE_URL")]
     base_url: Option<String>,
+    /// The credential to call it with (an API key or a Kubernetes token for
+    /// the audience paysaga); the started stack's own key otherwise.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Its simulators (for the outcome mix).
     #[arg(long, env = "SIM_URL")]
     sim_url: Option<String>,
@@ -91,6 +95,11 @@ fn main() -> Result<()> {
         .clone()
         .or_else(|| stack.as_ref().map(|s| s.api.url.clone()))
         .context("no API to drive")?;
+    let api_token = cli
+        .api_token
+        .clone()
+        .or_else(|| stack.as_ref().map(|s| s.api_key.clone()))
+        .context("no credential: give --api-token (API_TOKEN) with --base-url")?;
     let sim_url = cli
         .sim_url
         .clone()
@@ -102,6 +111,7 @@ fn main() -> Result<()> {
 
     let mut env = vec![
         ("BASE_URL".to_string(), base_url.clone()),
+        ("API_TOKEN".into(), api_token),
         ("RATE".into(), cli.rate.to_string()),
         ("DURATION".into(), cli.duration.clone()),
         ("STAGE".into(), cli.stage.clone()),

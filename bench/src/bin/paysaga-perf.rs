@@ -219,6 +219,7 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64>
         &paysaga_common::temporal::TemporalOpts {
             temporal_address: stack.temporal.address.clone(),
             temporal_namespace: stack.temporal.namespace.clone(),
+            codec_keys_file: Some(paysaga_testenv::codec_keys_file().to_path_buf()),
         },
         "paysaga-perf",
     )
@@ -354,6 +355,7 @@ async fn probe(
             fraud_task_queue: paysaga_api::names::FRAUD_TASK_QUEUE.into(),
             compensation_max_attempts: paysaga_api::saga::DEFAULT_COMPENSATION_ATTEMPTS,
             escalation: Default::default(),
+            requested_by: Some("paysaga-perf".into()),
         };
         i += 1;
         tally.lock().unwrap().started += 1;
@@ -548,6 +550,7 @@ async fn full_path(
     let wall = Instant::now();
     let mut env = vec![
         ("BASE_URL".to_string(), stack.api.url.clone()),
+        ("API_TOKEN".into(), stack.api_key.clone()),
         ("SIM_URL".into(), stack.sim.url.clone()),
         ("RATE".into(), format!("{rate:.4}")),
         ("DURATION".into(), format!("{secs}s")),
@@ -793,7 +796,7 @@ fn memory(
         None => {
             // No run before this one: pay once through the API and copy that.
             let resp = rt.block_on(
-                reqwest::Client::new()
+                paysaga_bench::api_client(&stack.api_key, std::time::Duration::from_secs(30))?
                     .post(format!("{}/v1/payments", stack.api.url))
                     .json(&serde_json::json!({"userId": "load-0", "amount": 100, "currency": "EUR", "method": "card"}))
                     .send(),

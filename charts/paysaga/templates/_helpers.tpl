@@ -55,6 +55,30 @@ capabilities:
   value: {{ .Values.temporal.namespace | quote }}
 - name: PAYSAGA_LOG_FORMAT
   value: json
+- name: PAYSAGA_CODEC_KEYS_FILE
+  value: /etc/paysaga/codec/keys.json
+{{- end -}}
+
+{{- /* The Secret holding the payload codec's keyring (key keys.json). */}}
+{{- define "paysaga.codecSecretName" -}}
+{{- .Values.codec.existingSecret | default (printf "%s-codec" .Release.Name) -}}
+{{- end -}}
+
+{{- /* The keyring, mounted read-only where PAYSAGA_CODEC_KEYS_FILE points
+(a file, never an environment variable: it is read at start, never logged). */}}
+{{- define "paysaga.codecVolumeMount" -}}
+- name: codec-keys
+  mountPath: /etc/paysaga/codec
+  readOnly: true
+{{- end -}}
+
+{{- define "paysaga.codecVolume" -}}
+- name: codec-keys
+  secret:
+    secretName: {{ include "paysaga.codecSecretName" . }}
+    defaultMode: 0440
+    items:
+      - {key: keys.json, path: keys.json}
 {{- end -}}
 
 {{/* The namespaces RecurringPayments fire in, comma separated: the release's
@@ -62,3 +86,17 @@ and worker.recurringNamespaces. */}}
 {{- define "paysaga.recurringNamespaces" -}}
 {{- prepend (.Values.worker.recurringNamespaces | default list) .Release.Namespace | uniq | join "," -}}
 {{- end }}
+
+{{- /* cert-manager issues the ingress' certificate: the issuer's name, or "". */}}
+{{- define "paysaga.ingressCertManager" -}}
+{{- $cm := .Values.ingress.tls.certManager -}}
+{{- if and $cm.issuer $cm.clusterIssuer -}}
+{{- fail "ingress.tls.certManager: set issuer or clusterIssuer, not both" -}}
+{{- end -}}
+{{- or $cm.issuer $cm.clusterIssuer -}}
+{{- end -}}
+
+{{- /* The TLS Secret the Ingress serves: given, or made (by the chart or cert-manager). */}}
+{{- define "paysaga.ingressTlsSecretName" -}}
+{{- .Values.ingress.tls.secretName | default (printf "%s-ingress-tls" .Release.Name) -}}
+{{- end -}}

@@ -4,6 +4,14 @@
 //! signature, a stale timestamp or a replayed delivery → 401; then the
 //! payment's workflow is signalled (unknown or finished payment → 404;
 //! Temporal unavailable → 503, so the gateway retries).
+//!
+//! The signing secret rotates without downtime: while
+//! `PAYSAGA_CALLBACK_SECRET_PREVIOUS` is set, a callback signed with it is
+//! taken as well as one signed with the current secret. Which one verified
+//! each callback is logged and counted
+//! (`paysaga_api_gateway_callbacks_verified_total{secret="current|previous"}`),
+//! so the operator sees when the gateway has stopped using the old one and
+//! the previous secret can be dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +22,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paysaga_api::external::GatewayCallback;
-use paysaga_api::signature::{self, SIGNATURE_HEADER, Signed, TIMESTAMP_HEADER};
+use paysaga_api::signature::{self, SIGNATURE_HEADER, Signed, SignedWith, TIMESTAMP_HEADER};
 
 use super::AppState;
 use super::problem::Problem;
@@ -31,6 +39,8 @@ use crate::temporal::SignalError;
 /// first confirmation.
 pub struct CallbackVerifier {
     secret: Vec<u8>,
+    /// The secret being rotated out, accepted until it is dropped.
+    previous: Option<Vec<u8>>,
     tolerance_secs: i64,
     seen: Mutex<HashMap<Signed, i64>>,
 }
@@ -48,17 +58,36 @@ impl CallbackVerifier {
     pub fn new(secret: impl Into<Vec<u8>>, tolerance_secs: i64) -> Self {
         CallbackVerifier {
             secret: secret.into(),
+            previous: None,
             tolerance_secs,
             seen: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Also accepts deliveries signed with `previous` (a rotation under way).
+    pub fn with_previous(mut self, previous: Option<impl Into<Vec<u8>>>) -> Self {
+        self.previous = previous.map(Into::into);
+        self
+    }
+
+    /// Whether a previous secret is accepted too.
+    pub fn rotating(&self) -> bool {
+        self.previous.is_some()
+    }
+
     /// Verifies one delivery at time `now` (Unix seconds) and takes it: the
-    /// same delivery again is a replay until [`forget`](Self::forget).
-    pub fn take(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Signed, Refusal> {
+    /// same delivery again is a replay until [`forget`](Self::forget). Says
+    /// which secret verified it.
+    pub fn take(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(Signed, SignedWith), Refusal> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let signed = signature::verify(
+        let (signed, with) = signature::verify_rotating(
             &self.secret,
+            self.previous.as_deref(),
             header(TIMESTAMP_HEADER),
             header(SIGNATURE_HEADER),
             body,
@@ -79,7 +108,7 @@ impl CallbackVerifier {
         if seen.insert(signed, now + 2 * self.tolerance_secs).is_some() {
             return Err(Refusal::Replayed);
         }
-        Ok(signed)
+        Ok((signed, with))
     }
 
     /// Forgets a delivery taken but not acted on, so that its identical
@@ -102,13 +131,13 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let signed = match state.callbacks.take(&headers, &body, unix_now()) {
-        Ok(signed) => signed,
+    let (signed, with) = match state.callbacks.take(&headers, &body, unix_now()) {
+        Ok(taken) => taken,
         Err(Refusal::Signature(e)) if e.is_malformed() => {
             return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response();
         }
         Err(Refusal::Signature(e)) => {
-            tracing::warn!(error = %e, "refused a gateway callback");
+            tracing::warn!(error = %e, rotating = state.callbacks.rotating(), "refused a gateway callback");
             return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
         }
         Err(Refusal::Replayed) => {
@@ -120,6 +149,7 @@ pub async fn receive(
             .into_response();
         }
     };
+    state.metrics.callback_verified(with);
     let cb: GatewayCallback = match serde_json::from_slice(&body) {
         Ok(cb) => cb,
         Err(e) => {
@@ -132,7 +162,7 @@ pub async fn receive(
     };
     match state.workflows.gateway_callback(&cb).await {
         Ok(()) => {
-            tracing::info!(payment_id = %cb.payment_id, outcome = ?cb.outcome, "gateway callback delivered");
+            tracing::info!(payment_id = %cb.payment_id, outcome = ?cb.outcome, secret = with.as_str(), "gateway callback delivered");
             (
                 StatusCode::OK,
                 axum::Json(serde_json::json!({"accepted": true})),
@@ -224,9 +254,12 @@ mod tests {
         let v = CallbackVerifier::new("k", 300);
         let body = br#"{"paymentId":"p"}"#;
         let sig = signature::sign(b"k", 1_000, body);
-        let signed = v.take(&headers(1_000, &sig), body, 1_000).unwrap();
+        let (signed, _) = v.take(&headers(1_000, &sig), body, 1_000).unwrap();
         v.forget(&signed);
-        assert_eq!(v.take(&headers(1_000, &sig), body, 1_001), Ok(signed));
+        assert_eq!(
+            v.take(&headers(1_000, &sig), body, 1_001),
+            Ok((signed, SignedWith::Current))
+        );
         assert_eq!(
             v.take(&headers(1_000, &sig), body, 1_002),
             Err(Refusal::Replayed)
@@ -247,5 +280,40 @@ mod tests {
             v.take(&headers(1_000, &old), body, 2_000),
             Err(Refusal::Signature(signature::SignatureError::Stale { .. }))
         ));
+    }
+
+    #[test]
+    fn during_a_rotation_the_previous_secret_is_accepted_too() {
+        let v = CallbackVerifier::new("new", 300).with_previous(Some("old"));
+        assert!(v.rotating());
+        let body = br#"{"paymentId":"p"}"#;
+        let with_new = signature::sign(b"new", 1_000, body);
+        let with_old = signature::sign(b"old", 1_001, body);
+        let with_neither = signature::sign(b"other", 1_002, body);
+        assert!(matches!(
+            v.take(&headers(1_000, &with_new), body, 1_000),
+            Ok((_, SignedWith::Current))
+        ));
+        assert!(matches!(
+            v.take(&headers(1_001, &with_old), body, 1_001),
+            Ok((_, SignedWith::Previous))
+        ));
+        // Neither: refused as a forgery, as without a rotation (401).
+        assert_eq!(
+            v.take(&headers(1_002, &with_neither), body, 1_002),
+            Err(Refusal::Signature(signature::SignatureError::Mismatch))
+        );
+        // A delivery signed with the previous secret is remembered as well.
+        assert_eq!(
+            v.take(&headers(1_001, &with_old), body, 1_003),
+            Err(Refusal::Replayed)
+        );
+        // Once the previous secret is dropped, it is just a wrong one.
+        let after = CallbackVerifier::new("new", 300).with_previous(None::<Vec<u8>>);
+        assert!(!after.rotating());
+        assert_eq!(
+            after.take(&headers(1_001, &with_old), body, 1_001),
+            Err(Refusal::Signature(signature::SignatureError::Mismatch))
+        );
     }
 }

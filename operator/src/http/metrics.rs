@@ -28,9 +28,23 @@ pub struct SourceLabels {
     pub source: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabels {
+    /// `current` or `previous`: the signing secret that verified a callback.
+    pub secret: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `unauthenticated`, `forbidden` or `rate_limited`.
+    pub reason: &'static str,
+}
+
 pub struct HttpMetrics {
     pub requests: Family<RouteLabels, Histogram>,
     pub payment_reads: Family<SourceLabels, Counter>,
+    pub callbacks_verified: Family<SecretLabels, Counter>,
+    pub auth_refusals: Family<RefusedLabels, Counter>,
     registry: Registry,
 }
 
@@ -51,9 +65,23 @@ impl Default for HttpMetrics {
             "Reads of one payment (GET /v1/payments/{id}) by where they were answered from",
             payment_reads.clone(),
         );
+        let auth_refusals = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Requests refused before their handler: no valid credential, no RBAC access, or over the caller's rate",
+            auth_refusals.clone(),
+        );
+        let callbacks_verified = Family::<SecretLabels, Counter>::default();
+        registry.register(
+            "gateway_callbacks_verified",
+            "Gateway callbacks taken, by the signing secret that verified them (a rotation is over once `previous` stops growing)",
+            callbacks_verified.clone(),
+        );
         HttpMetrics {
             requests,
             payment_reads,
+            callbacks_verified,
+            auth_refusals,
             registry,
         }
     }
@@ -63,6 +91,20 @@ impl HttpMetrics {
     pub fn payment_read(&self, source: &'static str) {
         self.payment_reads
             .get_or_create(&SourceLabels { source })
+            .inc();
+    }
+
+    pub fn auth_refused(&self, reason: &'static str) {
+        self.auth_refusals
+            .get_or_create(&RefusedLabels { reason })
+            .inc();
+    }
+
+    pub fn callback_verified(&self, with: paysaga_api::signature::SignedWith) {
+        self.callbacks_verified
+            .get_or_create(&SecretLabels {
+                secret: with.as_str(),
+            })
             .inc();
     }
 

@@ -4,8 +4,10 @@
 //! are RFC 9457 `application/problem+json`. One instance serves one
 //! namespace.
 
+pub mod auth;
 pub mod body;
 pub mod callbacks;
+pub mod codec;
 pub mod metrics;
 pub mod openapi;
 pub mod payments;
@@ -48,6 +50,12 @@ pub struct AppState {
     /// Prefix of `statusUrl`s (empty: relative URLs).
     pub base_url: String,
     pub metrics: Arc<metrics::HttpMetrics>,
+    /// Who may call the guarded routes ([`auth`]); `None` without
+    /// Kubernetes credentials (every guarded route then answers 503).
+    pub auth: Option<Arc<auth::Auth>>,
+    /// The Temporal payload codec behind `/codec/encode` and `/codec/decode`
+    /// ([`codec`]); `None` without a keyring (those routes answer 503).
+    pub codec: Option<codec::CodecEndpoint>,
 }
 
 impl AppState {
@@ -66,7 +74,8 @@ impl AppState {
 /// past that, requests are refused at once with 503 and `Retry-After`, never
 /// queued into a timeout.
 pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
-    let api = Router::new()
+    // Every route here asks for a credential and RBAC access (see [`auth`]).
+    let guarded = Router::new()
         .route("/v1/payments", post(payments::create).get(payments::list))
         .route("/v1/payments/{id}", get(payments::get))
         .route("/v1/payments/{id}/cancel", post(payments::cancel))
@@ -97,6 +106,29 @@ pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
             "/v1/recurring-payments/{id}/payments",
             get(recurring::payments),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ));
+    // The Temporal codec-server protocol (the UI and CLI decode with it):
+    // guarded the same way, and callable from the Temporal UI's origin
+    // (CORS; preflights are answered before the guard, browsers send them
+    // without credentials).
+    let codec = Router::new()
+        .route("/codec/encode", post(codec::encode))
+        .route("/codec/decode", post(codec::decode))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::codec_cors,
+        ));
+    let api = Router::new()
+        .merge(guarded)
+        .merge(codec)
+        // The gateway signs its callbacks (HMAC): no bearer credential.
         .route(paths::GATEWAY_CALLBACKS, post(callbacks::receive))
         .layer(
             ServiceBuilder::new()

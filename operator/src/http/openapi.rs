@@ -93,8 +93,17 @@ pub fn document() -> Value {
         json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}),
         json!({"name": "continue", "in": "query", "schema": {"type": "string"}}),
     ];
+    // The codec-server protocol: `Payloads` in the protobuf JSON mapping.
+    let codec_payloads = json!({"type": "object", "properties": {"payloads": {"type": "array", "items": {
+        "type": "object",
+        "properties": {
+            "metadata": {"type": "object", "additionalProperties": {"type": "string", "contentEncoding": "base64"}},
+            "data": {"type": "string", "contentEncoding": "base64"},
+        },
+    }}}});
+    let codec_namespace = json!({"name": "X-Namespace", "in": "header", "required": false, "schema": {"type": "string"}, "description": "the Temporal namespace of the payloads; must be the API's"});
     let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 253}});
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "paysaga",
@@ -326,13 +335,82 @@ pub fn document() -> Value {
                     ]), json!({"200": {"description": "a page of its payments", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentPage"}}}}})),
                 },
             },
+            "/codec/encode": {
+                "post": {
+                    "operationId": "codecEncode",
+                    "summary": "Temporal codec server: encrypt payloads with the primary key",
+                    "parameters": [codec_namespace.clone()],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": codec_payloads.clone()}}},
+                    "responses": with(problem_responses(&[
+                        ("400", "X-Namespace names another Temporal namespace"),
+                        ("422", "not payloads, or not base64"),
+                        ("503", "no codec keyring configured"),
+                    ]), json!({"200": {"description": "the payloads, encrypted", "content": {"application/json": {"schema": codec_payloads.clone()}}}})),
+                },
+            },
+            "/codec/decode": {
+                "post": {
+                    "operationId": "codecDecode",
+                    "summary": "Temporal codec server: decrypt payloads (those not encrypted come back unchanged)",
+                    "parameters": [codec_namespace],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": codec_payloads.clone()}}},
+                    "responses": with(problem_responses(&[
+                        ("400", "X-Namespace names another Temporal namespace"),
+                        ("422", "not payloads, not base64, or a payload that does not decrypt (unknown key, tampered)"),
+                        ("503", "no codec keyring configured"),
+                    ]), json!({"200": {"description": "the payloads, decrypted", "content": {"application/json": {"schema": codec_payloads}}}})),
+                },
+            },
             "/healthz": {"get": {"operationId": "healthz", "responses": {"200": {"description": "the process answers"}}}},
             "/readyz": {"get": {"operationId": "readyz", "responses": {
                 "200": {"description": "Kubernetes and Temporal answer"},
                 "503": {"description": "not ready, and why"}}}},
         },
-        "components": {"schemas": schemas},
-    })
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key (psk_…, made with `paysaga-operator api-key create`) or a Kubernetes token issued for the audience `paysaga` (a projected ServiceAccount token). What the caller may do is what Kubernetes RBAC grants its user on paysaga.dev resources in the API's namespace.",
+            }},
+        },
+    });
+    guarded(&mut doc);
+    doc
+}
+
+/// Every operation but the probes takes a bearer credential, and can be
+/// refused for it (401), for RBAC (403) or for the caller's rate (429).
+fn guarded(doc: &mut Value) {
+    let refusals = problem_responses(&[
+        (
+            "401",
+            "no credential, or one not accepted (WWW-Authenticate: Bearer)",
+        ),
+        (
+            "403",
+            "the caller's RBAC does not allow this (or, with payer scoping, not for this payer)",
+        ),
+        (
+            "429",
+            "over the caller's rate (Retry-After), or too many payments in flight",
+        ),
+    ]);
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, methods) in paths.iter_mut() {
+        if !(path.starts_with("/v1/") || path.starts_with("/codec/")) {
+            continue;
+        }
+        for op in methods.as_object_mut().expect("methods").values_mut() {
+            op["security"] = json!([{"bearer": []}]);
+            let responses = op["responses"].as_object_mut().expect("responses");
+            for (code, answer) in &refusals {
+                responses
+                    .entry(code.clone())
+                    .or_insert_with(|| answer.clone());
+            }
+        }
+    }
 }
 
 /// The document as checked in: pretty JSON with a final newline.

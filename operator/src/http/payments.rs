@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
@@ -20,13 +20,15 @@ use paysaga_api::http::{
 };
 use paysaga_api::idempotency::{self, IdempotencyKey};
 use paysaga_api::names::{
-    ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, EXPEDITE_ANNOTATION, FINALIZER,
-    IDEMPOTENCY_ANNOTATION, REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
+    ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, CANCEL_BY_ANNOTATION, EXPEDITE_ANNOTATION,
+    FINALIZER, IDEMPOTENCY_ANNOTATION, REQUESTED_BY_ANNOTATION, REVIEW_ANNOTATION,
+    REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
 };
 use paysaga_api::saga::Decision;
 use paysaga_api::{Payment, Phase, Step};
 use serde::Deserialize;
 
+use super::auth::{self, Caller};
 use super::problem::Problem;
 use super::watched::Admit;
 use super::{AppState, body};
@@ -93,6 +95,7 @@ fn accepted(view: PaymentView, replayed: bool) -> Response {
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -100,6 +103,9 @@ pub async fn create(
         Ok(s) => s,
         Err(problem) => return problem.into_response(),
     };
+    if let Err(problem) = auth::act_for(&state, &caller, &spec.user_id).await {
+        return problem.into_response();
+    }
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
         Err(problem) => return problem.into_response(),
@@ -120,10 +126,13 @@ pub async fn create(
     let mut payment = Payment::new("", spec.clone());
     // The controller's finalizer from the start (one write fewer per
     // payment), and when it was accepted, to the millisecond.
-    let mut annotations = BTreeMap::from([(
-        ACCEPTED_AT_ANNOTATION.to_string(),
-        format!("{:.3}", k8s_openapi::jiff::Timestamp::now()),
-    )]);
+    let mut annotations = BTreeMap::from([
+        (
+            ACCEPTED_AT_ANNOTATION.to_string(),
+            format!("{:.3}", k8s_openapi::jiff::Timestamp::now()),
+        ),
+        (REQUESTED_BY_ANNOTATION.to_string(), caller.username.clone()),
+    ]);
     let (name, generate_name) = match &key {
         Some(k) => {
             annotations.insert(
@@ -340,6 +349,7 @@ pub async fn list(
 
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -387,7 +397,10 @@ pub async fn cancel(
         )
         .into_response();
     }
-    let patch = serde_json::json!({"metadata": {"annotations": {CANCEL_ANNOTATION: reason}}});
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        CANCEL_ANNOTATION: reason,
+        CANCEL_BY_ANNOTATION: caller.username,
+    }}});
     match api
         .patch(&id, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -396,10 +409,6 @@ pub async fn cancel(
         Err(e) => kube_problem(e, &format!("cancelling payment {id}")).into_response(),
     }
 }
-
-/// Who asks through the API. Callers are not authenticated yet: the API
-/// itself is recorded as the one who decided.
-const CALLER: &str = "paysaga-api";
 
 /// The payment `id`, read through the API server (what is asked of it must
 /// be judged on its current state).
@@ -439,6 +448,7 @@ async fn annotate(
 /// review annotations the controller passes on, as `kubectl annotate` would.
 pub async fn review(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -474,7 +484,7 @@ pub async fn review(
     let annotations = serde_json::json!({
         REVIEW_ANNOTATION: decision,
         REVIEW_REASON_ANNOTATION: reason.filter(|r| !r.trim().is_empty()),
-        REVIEW_BY_ANNOTATION: CALLER,
+        REVIEW_BY_ANNOTATION: caller.username,
     });
     annotate(&state, &api, &id, annotations, "reviewing").await
 }

@@ -11,11 +11,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::ObjectMeta;
@@ -23,10 +23,11 @@ use paysaga_api::http::{
     CreateRecurringPayment, IDEMPOTENT_REPLAYED, PaymentPage, PaymentView, RecurringPaymentPage,
     RecurringPaymentView,
 };
-use paysaga_api::names::RECURRING_LABEL;
+use paysaga_api::names::{RECURRING_LABEL, REQUESTED_BY_ANNOTATION};
 use paysaga_api::{RecurringPayment, RecurringPhase};
 use serde::Deserialize;
 
+use super::auth::{self, Caller};
 use super::payments::{idempotency_key, kube_problem, valid_name};
 use super::problem::Problem;
 use super::{AppState, body};
@@ -110,6 +111,7 @@ fn replay(
 /// is 422 with its reason.
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -117,6 +119,9 @@ pub async fn create(
         Ok(s) => as_stored(s),
         Err(problem) => return problem.into_response(),
     };
+    if let Err(problem) = auth::act_for(&state, &caller, &spec.template.user_id).await {
+        return problem.into_response();
+    }
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
         Err(problem) => return problem.into_response(),
@@ -132,6 +137,7 @@ pub async fn create(
     object.metadata = ObjectMeta {
         generate_name: name.is_none().then(|| "rpay-".to_string()),
         name: name.clone(),
+        annotations: Some([(REQUESTED_BY_ANNOTATION.to_string(), caller.username.clone())].into()),
         ..ObjectMeta::default()
     };
     match api.create(&PostParams::default(), &object).await {

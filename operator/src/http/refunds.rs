@@ -12,19 +12,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use paysaga_api::http::{CreateRefund, IDEMPOTENT_REPLAYED, RefundPage, RefundView};
-use paysaga_api::names::PAYMENT_LABEL;
+use paysaga_api::names::{PAYMENT_LABEL, REQUESTED_BY_ANNOTATION};
 use paysaga_api::refund::refund_name;
 use paysaga_api::{Payment, Phase, Refund, RefundSpec};
 
+use super::auth::Caller;
 use super::payments::{idempotency_key, kube_problem, valid_name};
 use super::problem::Problem;
 use super::{AppState, body};
@@ -102,7 +103,12 @@ fn refundable(payment: &Payment, amount: i64) -> Result<(), Problem> {
 /// The Refund object asked for: owned by the payment (deleted with it; not
 /// its controller, and not blocking its deletion), labelled with it, named
 /// `name` (a key's) or generated. No client required.
-fn refund_object(payment: &Payment, spec: RefundSpec, name: Option<String>) -> Refund {
+fn refund_object(
+    payment: &Payment,
+    spec: RefundSpec,
+    name: Option<String>,
+    requested_by: Option<&str>,
+) -> Refund {
     let payment_name = payment.name_any();
     let owner = OwnerReference {
         api_version: Payment::api_version(&()).into_owned(),
@@ -122,6 +128,8 @@ fn refund_object(payment: &Payment, spec: RefundSpec, name: Option<String>) -> R
         generate_name: name.is_none().then(|| "rf-".to_string()),
         name,
         labels,
+        annotations: requested_by
+            .map(|who| BTreeMap::from([(REQUESTED_BY_ANNOTATION.to_string(), who.to_string())])),
         owner_references: Some(vec![owner]),
         ..ObjectMeta::default()
     };
@@ -146,6 +154,7 @@ fn replay(state: &AppState, existing: &Refund, asked: &RefundSpec) -> Response {
 /// one made before).
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -188,7 +197,7 @@ pub async fn create(
     if let Err(problem) = refundable(&payment, spec.amount) {
         return problem.into_response();
     }
-    let refund = refund_object(&payment, spec.clone(), name.clone());
+    let refund = refund_object(&payment, spec.clone(), name.clone(), Some(&caller.username));
     match api.create(&PostParams::default(), &refund).await {
         Ok(created) => accepted(RefundView::of(&created, &state.base_url), false),
         // A retry of the same request raced this one to the name.
@@ -361,6 +370,11 @@ mod tests {
             &payment(Some(Phase::Succeeded), None),
             spec(5),
             Some("rf-abc".into()),
+            Some("system:serviceaccount:shop:checkout"),
+        );
+        assert_eq!(
+            keyed.annotations()[REQUESTED_BY_ANNOTATION],
+            "system:serviceaccount:shop:checkout"
         );
         assert_eq!(
             (
@@ -385,7 +399,7 @@ mod tests {
         );
         assert_eq!(keyed.labels()[PAYMENT_LABEL], "pay-1");
 
-        let unkeyed = refund_object(&payment(Some(Phase::Succeeded), None), spec(5), None);
+        let unkeyed = refund_object(&payment(Some(Phase::Succeeded), None), spec(5), None, None);
         assert_eq!(
             (
                 unkeyed.metadata.name,
@@ -396,8 +410,9 @@ mod tests {
         // A name too long for a label value: no label, still owned.
         let mut long = payment(Some(Phase::Succeeded), None);
         long.metadata.name = Some("p".repeat(64));
-        let r = refund_object(&long, spec(5), None);
+        let r = refund_object(&long, spec(5), None, Some("alice-app"));
         assert!(r.metadata.labels.is_none());
+        assert_eq!(r.annotations()[REQUESTED_BY_ANNOTATION], "alice-app");
         assert_eq!(r.metadata.owner_references.unwrap()[0].name, "p".repeat(64));
     }
 }

@@ -35,6 +35,21 @@ pub fn chart_service_account() -> std::path::PathBuf {
         .unwrap()
 }
 
+/// An HTTP client for the paysaga API that sends `credential` (an API key
+/// or a Kubernetes token) as `Authorization: Bearer`.
+pub fn authed_http(credential: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {credential}"))
+        .expect("a credential fits in a header");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// The worker, as a process, with a PostgreSQL ledger of its own.
 pub fn start_worker() -> Service {
     start_worker_on(&paysaga_testenv::temporal().address)

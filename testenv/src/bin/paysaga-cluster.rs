@@ -90,11 +90,13 @@ fn up(stop: &StopSignal, node_only: bool) -> Result<()> {
         .find(|l| l.starts_with("phase"))
         .unwrap_or("")
         .to_string();
+    let tls = release.ingress_tls()?;
 
     println!(
         r#"
 paysaga runs on a one-node cluster (node {node_time}, images {images_time}, helm install to every pod Ready {install_time}; helm test passed: {phase}).
-  Ingress (the API) : http://{NODE_IP}/v1/payments
+  Ingress (the API) : {url}/v1/payments ({host} is {NODE_IP}; http:// redirects to https://)
+  The chart's CA    : {ca}
   Node folder, logs : {folder}
 
 In another terminal:
@@ -103,8 +105,8 @@ In another terminal:
   kubectl -n {NAMESPACE} get pods
   kubectl -n {NAMESPACE} apply -f examples/payment.yaml
   kubectl -n {NAMESPACE} get payments -w
-  curl -s http://{NODE_IP}/v1/payments -H 'content-type: application/json' -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
-  k6 run -e BASE_URL=http://{NODE_IP} -e RATE=2 -e DURATION=1m k6/load.js
+  curl -s --cacert {ca} --resolve {host}:443:{NODE_IP} {url}/v1/payments -H 'content-type: application/json' -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
+  SSL_CERT_FILE={ca} k6 run --config {k6_config} -e BASE_URL={url} -e RATE=2 -e DURATION=1m k6/load.js
 
 Press Ctrl-C to tear it all down.
 "#,
@@ -112,6 +114,10 @@ Press Ctrl-C to tear it all down.
         images_time = secs(images_time),
         install_time = secs(install_time),
         folder = short(&node.folder),
+        url = tls.url,
+        host = tls.host,
+        ca = short(&tls.ca),
+        k6_config = short(&tls.k6_config),
         kubeconfig = node.kubeconfig.display(),
         tools = paysaga_testenv::tool("").display(),
     );

@@ -32,8 +32,9 @@ fn main() -> Result<()> {
 paysaga dev is up.
   Kubernetes API : {server}
   Temporal       : {temporal} (namespace {ns})
-  Temporal UI    : {ui}
+  Temporal UI    : {ui}   (payloads are encrypted; the UI decodes them through {api}/codec)
   HTTP API       : {api}/v1/payments   (namespace default; gateway callbacks: {api}/v1/gateway/callbacks)
+  API key        : {api_key_file}   (user paysaga:apikey:default:dev, bound to paysaga-client and paysaga-payload-reader)
   Simulators     : {sim}   (knobs: {sim}/admin/config)
   Controller     : {controller}/metrics, /healthz, /readyz
   Ledger         : {database_url} (accounts {DEMO_ACCOUNTS}, and load-0 … load-{last} for k6)
@@ -42,13 +43,20 @@ paysaga dev is up.
 In another terminal:
   export KUBECONFIG={kubeconfig}
   export PATH={tools}:{bin}:$PATH
+  export PAYSAGA_API_KEY=$(cat {api_key_file})
   kubectl apply -f {example}
   kubectl get payments -w
 
   kubectl describe payment coffee-beans                 # conditions and events
-  curl -si {api}/v1/payments -H 'Idempotency-Key: order-1' \
+  curl -si {api}/v1/payments -H "Authorization: Bearer $PAYSAGA_API_KEY" -H 'Idempotency-Key: order-1' \
     -H 'content-type: application/json' -d '{{"userId":"alice","amount":990,"currency":"EUR","method":"wallet"}}'
-  curl -s '{api}/v1/payments?userId=alice'
+  curl -s '{api}/v1/payments?userId=alice' -H "Authorization: Bearer $PAYSAGA_API_KEY"
+  # a token instead of a key: a ServiceAccount's, for the audience paysaga, bound to a role
+  kubectl create serviceaccount shop && kubectl create rolebinding shop --clusterrole=paysaga-client --serviceaccount=default:shop
+  curl -s '{api}/v1/payments?userId=alice' -H "Authorization: Bearer $(kubectl create token shop --audience=paysaga)"
+  # a workflow's payloads, decrypted by the codec endpoint
+  temporal workflow show --address {temporal} -w "$(kubectl get payment coffee-beans -o jsonpath='{{.status.workflowId}}')" \
+    --codec-endpoint {api}/codec --codec-auth "Bearer $PAYSAGA_API_KEY"
   # cancel one in flight: hold the gateway's confirmation for a minute first
   curl -s -X PUT {sim}/admin/config -H 'content-type: application/json' -d '{{"callbackDelayMs":60000}}'
   kubectl apply -f {gift_card}
@@ -57,7 +65,7 @@ In another terminal:
   curl -s -X PUT {sim}/admin/config -H 'content-type: application/json' -d '{{"callbackDelayMs":200}}'
   curl -s '{sim}/notify/v1/messages'                    # what the payer was told
   paysaga-worker audit --database-url '{database_url}'
-  k6 run -e BASE_URL={api} -e SIM_URL={sim} -e RATE=5 -e DURATION=1m k6/load.js
+  k6 run -e BASE_URL={api} -e API_TOKEN=$PAYSAGA_API_KEY -e SIM_URL={sim} -e RATE=5 -e DURATION=1m k6/load.js
 
 Press Ctrl-C to stop everything.
 "#,
@@ -76,6 +84,7 @@ Press Ctrl-C to stop everything.
         bin = root.join("target/debug").display(),
         example = example.display(),
         gift_card = root.join("examples/gift-card.yaml").display(),
+        api_key_file = stack.api_key_file.display(),
     );
 
     stop.wait();

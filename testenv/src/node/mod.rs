@@ -8,8 +8,8 @@
 //! panic, on Ctrl-C in `make cluster` — or, when its owner was killed, at the
 //! next start. Its folder keeps the components' logs.
 //!
-//! Addresses: the node, its API server (port 6443) and the ingress (port 80)
-//! are on [`host::NODE_IP`]; pods get [`host::POD_CIDR`], Services
+//! Addresses: the node, its API server (port 6443) and the ingress (HTTPS on
+//! port 443, port 80 redirecting to it) are on [`host::NODE_IP`]; pods get [`host::POD_CIDR`], Services
 //! [`host::SERVICE_CIDR`], DNS is [`host::DNS_SERVICE_IP`].
 
 pub mod config;
@@ -43,7 +43,9 @@ pub struct NodeEnv {
     pub folder: PathBuf,
     /// An administrator's kubeconfig (`<folder>/kubeconfig`).
     pub kubeconfig: PathBuf,
-    /// The ingress controller: `http://10.200.0.1`.
+    /// The ingress controller's plain-HTTP address, `http://10.200.0.1`:
+    /// it only redirects to HTTPS (`https://<name>` resolved to the same
+    /// address; see [`crate::cluster::Release::ingress_tls`]).
     pub ingress_url: String,
     /// The images every node has: the toolbox (busybox and curl) for probes.
     pub toolbox: Built,

@@ -27,6 +27,9 @@ pub type Handle = WorkflowHandle<Client, PaymentWorkflow>;
 /// A worker of its own, on its own queues and ledger database.
 pub struct Harness {
     pub client: Client,
+    /// How this harness's client and worker reach Temporal (and with which
+    /// payload keyring).
+    pub opts: TemporalOpts,
     /// The simulators this harness's worker calls: the shared ones, or its own.
     pub sim: String,
     own_sim: Option<paysaga_testenv::Service>,
@@ -44,6 +47,7 @@ pub fn temporal_opts() -> TemporalOpts {
     TemporalOpts {
         temporal_address: t.address.clone(),
         temporal_namespace: t.namespace.clone(),
+        codec_keys_file: Some(paysaga_testenv::codec_keys_file().to_path_buf()),
     }
 }
 
@@ -65,6 +69,15 @@ impl Harness {
         h
     }
 
+    /// [`Harness::prepare`] with a client and worker of these options (e.g.
+    /// another payload keyring).
+    pub async fn prepare_with(name: &str, opts: TemporalOpts) -> Harness {
+        let mut h = Harness::prepare_on(name, None).await;
+        h.client = connect(&opts, "saga-test").await.unwrap();
+        h.opts = opts;
+        h
+    }
+
     async fn prepare_on(name: &str, own_sim: Option<paysaga_testenv::Service>) -> Harness {
         let database_url = paysaga_testenv::postgres().database(name).unwrap();
         let ledger = Ledger::connect(&database_url, 4).await.unwrap();
@@ -76,6 +89,7 @@ impl Harness {
         let client = connect(&temporal_opts(), "saga-test").await.unwrap();
         Harness {
             client,
+            opts: temporal_opts(),
             sim: own_sim
                 .as_ref()
                 .map_or_else(|| paysaga_testenv::sim().url.clone(), |s| s.url.clone()),
@@ -118,7 +132,7 @@ impl Harness {
             },
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let opts = temporal_opts();
+        let opts = self.opts.clone();
         self.stop = Some(tx);
         self.thread = Some(std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -163,6 +177,7 @@ impl Harness {
             fraud_task_queue: self.fraud_queue.clone(),
             compensation_max_attempts: 5,
             escalation: Default::default(),
+            requested_by: None,
         }
     }
 

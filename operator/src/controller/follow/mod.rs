@@ -25,8 +25,11 @@ use kube::runtime::reflector::ObjectRef;
 use temporalio_client::grpc::WorkflowService;
 use temporalio_client::tonic::Code;
 use temporalio_client::{Client, NamespacedClient};
+use temporalio_common::data_converters::SerializationContextData;
+use temporalio_common::payload_visitor::decode_payloads;
 use temporalio_common::protos::temporal::api::common::v1::WorkflowExecution;
 use temporalio_common::protos::temporal::api::enums::v1::HistoryEventFilterType;
+use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 use temporalio_common::protos::temporal::api::workflowservice::v1::GetWorkflowExecutionHistoryRequest;
 use tokio::sync::mpsc;
 
@@ -36,6 +39,21 @@ use super::plan::pace::step_gap;
 use super::tracker::{Pending, Tracker};
 use crate::temporal::Observation;
 pub use history::Followed;
+
+/// Decodes the payloads of a page of events with the client's codec (payload
+/// encryption, `paysaga_common::codec`): the progress memo and the outcome
+/// the fold reads are encrypted in the history. An event that does not
+/// decode (a key no longer in the keyring) stays encoded, is said in a
+/// warning, and folds as if it carried nothing: the reconcile then asks the
+/// workflow.
+async fn decode_events(client: &Client, workflow_id: &str, events: &mut [HistoryEvent]) {
+    let context = SerializationContextData::None;
+    for e in events.iter_mut() {
+        if let Err(error) = decode_payloads(e, client.data_converter().codec(), &context).await {
+            tracing::warn!(workflow_id, event_id = e.event_id, %error, "cannot decode a history event's payloads");
+        }
+    }
+}
 
 /// The payments whose workflow changed, to reconcile.
 pub type Wakes = mpsc::Receiver<ObjectRef<Cached>>;
@@ -215,7 +233,8 @@ impl Follower {
                 }
             };
             backoff = Duration::from_millis(200);
-            let events = response.history.map(|h| h.events).unwrap_or_default();
+            let mut events = response.history.map(|h| h.events).unwrap_or_default();
+            decode_events(&client, workflow_id, &mut events).await;
             let mut wake = false;
             self.update(workflow_id, |f| {
                 let changed = f.view.fold(&events, SystemTime::now());

@@ -1,7 +1,7 @@
 //! The workflow input for a Payment object.
 
 use paysaga_api::Payment;
-use paysaga_api::names::workflow_id;
+use paysaga_api::names::{REQUESTED_BY_ANNOTATION, workflow_id};
 use paysaga_api::saga::{DEFAULT_COMPENSATION_ATTEMPTS, PaymentInput};
 
 use super::Settings;
@@ -19,5 +19,11 @@ pub fn workflow_input(p: &Payment, settings: &Settings) -> PaymentInput {
         fraud_task_queue: settings.fraud_task_queue.clone(),
         compensation_max_attempts: DEFAULT_COMPENSATION_ATTEMPTS,
         escalation: settings.escalation.clone(),
+        requested_by: p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REQUESTED_BY_ANNOTATION))
+            .cloned(),
     }
 }
