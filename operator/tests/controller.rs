@@ -341,9 +341,12 @@ async fn deleting_waits_for_compensation_in_flight_and_is_immediate_when_finishe
         described.contains("WORKFLOW_EXECUTION_STATUS_COMPLETED"),
         "{described}"
     );
+    // Its result is encrypted (paysaga_common::codec): decrypted here with
+    // the test run's keyring.
+    let result = decrypted_result(&described);
     assert!(
-        described.contains("Cancelled"),
-        "the workflow did not end cancelled: {described}"
+        result.contains("\"phase\":\"Cancelled\""),
+        "the workflow did not end cancelled: {result}"
     );
 
     kubectl_apply(&ns.name, &manifest("pay-finished", 100));

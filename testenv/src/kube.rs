@@ -317,14 +317,8 @@ impl KubeEnv {
         )
     }
 
-    /// A token of ServiceAccount `namespace/name` (created if missing) issued
-    /// for `audience`, as a projected token would be.
-    pub fn service_account_token(
-        &self,
-        namespace: &str,
-        name: &str,
-        audience: &str,
-    ) -> Result<String> {
+    /// Creates ServiceAccount `namespace/name` unless it exists.
+    fn ensure_service_account(&self, namespace: &str, name: &str) -> Result<()> {
         let exists = self
             .kubectl()
             .args(["get", "serviceaccount", name, "-n", namespace])
@@ -334,6 +328,18 @@ impl KubeEnv {
         if !exists {
             self.kubectl_ok(&["create", "serviceaccount", name, "-n", namespace])?;
         }
+        Ok(())
+    }
+
+    /// A token of ServiceAccount `namespace/name` (created if missing) issued
+    /// for `audience`, as a projected token would be.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audience: &str,
+    ) -> Result<String> {
+        self.ensure_service_account(namespace, name)?;
         let token = self.kubectl_ok(&[
             "create",
             "token",
@@ -350,15 +356,7 @@ impl KubeEnv {
     /// (created if missing), for least-privilege tests: what that account may
     /// do is exactly what RBAC grants it.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
-        let exists = self
-            .kubectl()
-            .args(["get", "serviceaccount", name, "-n", namespace])
-            .output()?
-            .status
-            .success();
-        if !exists {
-            self.kubectl_ok(&["create", "serviceaccount", name, "-n", namespace])?;
-        }
+        self.ensure_service_account(namespace, name)?;
         let token =
             self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=24h"])?;
         let path = self.dir.join(format!("sa-{namespace}-{name}.kubeconfig"));

@@ -50,6 +50,30 @@ pub fn authed_http(credential: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// The result of a closed workflow, from `temporal workflow describe -o
+/// json`, decrypted with the test run's keyring: its JSON text.
+pub fn decrypted_result(described: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let v: serde_json::Value = serde_json::from_str(described).unwrap();
+    let result = &v["result"];
+    let payload = temporalio_common::protos::temporal::api::common::v1::Payload {
+        metadata: result["metadata"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), b64.decode(v.as_str().unwrap()).unwrap()))
+            .collect(),
+        data: b64.decode(result["data"].as_str().unwrap()).unwrap(),
+        ..Default::default()
+    };
+    let codec =
+        paysaga_common::codec::EncryptionCodec::from_file(paysaga_testenv::codec_keys_file())
+            .unwrap();
+    let plain = codec.decrypt(payload).unwrap();
+    String::from_utf8(plain.data).unwrap()
+}
+
 /// The worker, as a process, with a PostgreSQL ledger of its own.
 pub fn start_worker() -> Service {
     start_worker_on(&paysaga_testenv::temporal().address)
