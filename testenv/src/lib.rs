@@ -90,15 +90,26 @@ pub fn task_queue(prefix: &str) -> TestTaskQueue {
 
 /// `GET http://host:port/path` answered 200 (plain HTTP/1.0, for probes).
 pub fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect((host, port)) else {
-        return false;
-    };
+    http_get_status(host, port, path, &[]) == Some(200)
+}
+
+/// The status `GET http://host:port/path` is answered with, sending
+/// `headers` (plain HTTP/1.0); `None` when nothing answers.
+pub fn http_get_status(host: &str, port: u16, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    let mut s = TcpStream::connect((host, port)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
-        return false;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
+    request.push_str("\r\n");
+    s.write_all(request.as_bytes()).ok()?;
     let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+    s.read_exact(&mut head).ok()?;
+    if !head.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// This test binary's directory for component state and logs.

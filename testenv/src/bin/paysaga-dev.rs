@@ -26,6 +26,17 @@ fn main() -> Result<()> {
         }
         .temporal_as_make_dev(),
     )?;
+    // The API asks for a credential: shown once here, with the dev key.
+    let port = stack.api.port;
+    let bearer = format!("Bearer {}", stack.api_key);
+    let without = paysaga_testenv::http_get_status("127.0.0.1", port, "/v1/payments", &[]);
+    let with = paysaga_testenv::http_get_status(
+        "127.0.0.1",
+        port,
+        "/v1/payments",
+        &[("Authorization", &bearer)],
+    );
+    let said = |s: Option<u16>| s.map_or("no answer".to_string(), |s| s.to_string());
     let example = root.join("examples/payment.yaml");
     println!(
         r#"
@@ -35,6 +46,7 @@ paysaga dev is up.
   Temporal UI    : {ui}   (payloads are encrypted; the UI decodes them through {api}/codec)
   HTTP API       : {api}/v1/payments   (namespace default; gateway callbacks: {api}/v1/gateway/callbacks)
   API key        : {api_key_file}   (user paysaga:apikey:default:dev, bound to paysaga-client and paysaga-payload-reader)
+                   GET /v1/payments: {without} without a credential, {with} with this key
   Simulators     : {sim}   (knobs: {sim}/admin/config)
   Controller     : {controller}/metrics, /healthz, /readyz
   Ledger         : {database_url} (accounts {DEMO_ACCOUNTS}, and load-0 … load-{last} for k6)
@@ -85,6 +97,8 @@ Press Ctrl-C to stop everything.
         example = example.display(),
         gift_card = root.join("examples/gift-card.yaml").display(),
         api_key_file = stack.api_key_file.display(),
+        without = said(without),
+        with = said(with),
     );
 
     stop.wait();
