@@ -213,6 +213,16 @@ enum Command {
     },
 }
 
+/// A comma-separated option's items, trimmed, the empty ones dropped (the
+/// default `""` is no item).
+fn listed(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -268,12 +278,7 @@ async fn main() -> anyhow::Result<()> {
                 idempotency_sweep: std::time::Duration::from_secs(
                     opts.idempotency_sweep_secs.max(1),
                 ),
-                recurring_namespaces: opts
-                    .recurring_namespaces
-                    .into_iter()
-                    .map(|n| n.trim().to_string())
-                    .filter(|n| !n.is_empty())
-                    .collect(),
+                recurring_namespaces: listed(&opts.recurring_namespaces),
                 escalation: paysaga_api::saga::Escalation {
                     charge_max_attempts: opts.charge_max_attempts,
                     charge_retry_wait_secs: opts.charge_retry_wait_secs,
@@ -372,12 +377,7 @@ async fn main() -> anyhow::Result<()> {
                         audience: opts.token_audience.clone(),
                         rate_per_second: opts.rate_per_caller,
                         payer_scoping: opts.payer_scoping,
-                        codec_origins: opts
-                            .codec_cors_origins
-                            .iter()
-                            .map(|o| o.trim().to_string())
-                            .filter(|o| !o.is_empty())
-                            .collect(),
+                        codec_origins: listed(&opts.codec_cors_origins),
                         codec_trust_loopback: opts.codec_trust_loopback,
                     },
                 )
@@ -410,4 +410,19 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listed;
+
+    #[test]
+    fn comma_separated_options_are_trimmed_and_empty_items_dropped() {
+        let given = |items: &[&str]| items.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(listed(&given(&[""])), Vec::<String>::new());
+        assert_eq!(
+            listed(&given(&[" shop", "", "billing "])),
+            given(&["shop", "billing"])
+        );
+    }
 }
