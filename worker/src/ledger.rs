@@ -184,6 +184,8 @@ pub fn parse_seeds(list: &str) -> Result<Vec<AccountSeed>, LedgerError> {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: AnyPool,
+    /// SQLite rather than PostgreSQL: the few statements they spell apart.
+    sqlite: bool,
 }
 
 fn now_ms() -> i64 {
@@ -198,17 +200,14 @@ impl Ledger {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Ledger, LedgerError> {
         install_default_drivers();
         // SQLite has one writer at a time; more connections only contend.
-        let max = if url.starts_with("sqlite:") {
-            1
-        } else {
-            max_connections
-        };
+        let sqlite = url.starts_with("sqlite:");
+        let max = if sqlite { 1 } else { max_connections };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Ledger { pool })
+        Ok(Ledger { pool, sqlite })
     }
 
     /// Opens the demo accounts that do not exist yet; existing ones are left alone.
@@ -508,12 +507,23 @@ impl Ledger {
         refunds_of(&mut conn, payment_id, Counted::Succeeded).await
     }
 
-    /// Everything the audit needs, read in one go.
+    /// Everything the audit needs, read in one go: one read-only transaction
+    /// that sees a single moment, so a debit committed between two of its
+    /// reads cannot show up as an entry without its balance (or the reverse).
+    /// PostgreSQL's default (read committed) gives each statement its own
+    /// moment, hence repeatable read; a SQLite read transaction already sees
+    /// one.
     pub async fn snapshot(&self) -> Result<crate::audit::Snapshot, LedgerError> {
         use crate::audit::{Account, Entry, Outcome, RefundEntry, RefundRecord, Snapshot};
+        let mut tx = self.pool.begin().await?;
+        if !self.sqlite {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
         let accounts =
             sqlx::query("SELECT user_id, currency, balance, opening_balance FROM accounts")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?
                 .iter()
                 .map(|r| Account {
@@ -525,7 +535,7 @@ impl Ledger {
                 .collect();
         let entries =
             sqlx::query("SELECT payment_id, operation, user_id, amount FROM ledger_entries")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?
                 .iter()
                 .map(|r| Entry {
@@ -538,7 +548,7 @@ impl Ledger {
         let outcomes = sqlx::query(
             "SELECT payment_id, user_id, amount, currency, phase, reason FROM payment_outcomes",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| Outcome {
@@ -553,7 +563,7 @@ impl Ledger {
         let refunds = sqlx::query(
             "SELECT refund_id, payment_id, user_id, amount, currency, status FROM refunds",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| RefundRecord {
@@ -567,7 +577,7 @@ impl Ledger {
         .collect();
         let refund_entries =
             sqlx::query("SELECT refund_id, payment_id, user_id, amount FROM refund_entries")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?
                 .iter()
                 .map(|r| RefundEntry {
@@ -577,6 +587,7 @@ impl Ledger {
                     amount: r.get(3),
                 })
                 .collect();
+        tx.commit().await?;
         Ok(Snapshot {
             accounts,
             entries,
