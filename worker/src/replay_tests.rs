@@ -12,8 +12,8 @@ use temporalio_sdk::workflow_replayer::{
 };
 
 use crate::workflows::{
-    PATCH_HUMAN_IN_THE_LOOP, PATCH_MATCHING_CONFIRMATION, PATCH_PROGRESS_MEMO,
-    PATCH_RECORD_ACCEPTED, PaymentWorkflow,
+    PATCH_HUMAN_IN_THE_LOOP, PATCH_LOCAL_ACTIVITIES, PATCH_MATCHING_CONFIRMATION,
+    PATCH_PROGRESS_MEMO, PATCH_RECORD_ACCEPTED, PaymentWorkflow,
 };
 
 /// The data converter deployments run with (payload encryption): the
@@ -63,7 +63,8 @@ fn histories(prefix: &str) -> Vec<(String, WorkflowHistory)> {
 
 /// Histories of every version (v1: before `record-accepted`, v2: with it,
 /// v3: with `progress-memo`, v4: with `human-in-the-loop`, its review,
-/// recovery and expedite paths among them).
+/// recovery and expedite paths among them, v5: with `matching-confirmation`,
+/// v6: with `local-activities`, recorded encrypted and saved decrypted).
 #[tokio::test]
 async fn recorded_histories_of_every_version_replay_on_todays_code() {
     let replayer = WorkflowReplayer::new(
@@ -75,7 +76,7 @@ async fn recorded_histories_of_every_version_replay_on_todays_code() {
     )
     .unwrap();
     let all = histories("v");
-    for version in ["v1-", "v2-", "v3-", "v4-", "v5-"] {
+    for version in ["v1-", "v2-", "v3-", "v4-", "v5-", "v6-"] {
         assert!(
             all.iter().any(|(n, _)| n.starts_with(version)),
             "no {version} histories"
@@ -124,6 +125,8 @@ async fn each_change_is_taken_only_where_its_marker_says() {
         ("v1", vec![]),
         ("v2", vec![PATCH_RECORD_ACCEPTED]),
         ("v3", vec![PATCH_RECORD_ACCEPTED, PATCH_PROGRESS_MEMO]),
+        // One marker stands for all the patches before it.
+        ("v6", vec![PATCH_LOCAL_ACTIVITIES]),
     ] {
         for (name, _) in histories(&format!("{version}-")) {
             assert_eq!(patches(&recorded(&name)), before, "{name}");
@@ -144,6 +147,8 @@ async fn each_change_is_taken_only_where_its_marker_says() {
         ("v4-succeeded", PATCH_HUMAN_IN_THE_LOOP),
         ("v4-review-approved", PATCH_HUMAN_IN_THE_LOOP),
         ("v5-confirmation-mismatch", PATCH_MATCHING_CONFIRMATION),
+        ("v6-succeeded", PATCH_LOCAL_ACTIVITIES),
+        ("v6-review-approved", PATCH_LOCAL_ACTIVITIES),
     ] {
         let mut history = recorded(name);
         assert!(

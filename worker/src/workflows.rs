@@ -11,15 +11,15 @@ use paysaga_api::saga::{
     StepEvent, StepRecord, fraud_workflow_id, reasons,
 };
 use paysaga_api::{Phase, Step};
-use temporalio_common::MemoValue;
-use temporalio_common::RetryPolicy;
+use temporalio_common::data_converters::TemporalDeserializable;
 use temporalio_common::error::IncomingError;
+use temporalio_common::{ActivityDefinition, MemoValue, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflows::select;
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, CancellableFuture, ChildWorkflowOptions,
-    SyncWorkflowContext, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
-    WorkflowResult,
+    LocalActivityOptions, SyncWorkflowContext, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
 use crate::activities::{
@@ -32,17 +32,35 @@ pub const FRAUD_REJECT_THRESHOLD: u32 = 80;
 
 // ---- activity options -------------------------------------------------------------
 
+/// Short calls' retries: on transient faults, for about a minute.
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(500))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(10))
+        .maximum_attempts(10)
+        .build()
+}
+
 /// Ledger and notification calls: short, retried on transient faults.
 pub(crate) fn quick() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(500))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(10))
-                .maximum_attempts(10)
-                .build(),
-        )
+        .retry_policy(quick_retry())
+        .build()
+}
+
+/// [`quick`] as a local activity: the same timeout and retries, run by the
+/// worker that runs the workflow task, inside it, and recorded as one marker
+/// (no activity task, no workflow task of its own). Retries wait in the
+/// worker (the SDK turns waits over a minute into workflow timers); a worker
+/// that dies mid-attempt loses the workflow task and the next worker runs
+/// the attempt again, which every such activity allows (idempotent). No
+/// heartbeats: none of them runs long enough to need one.
+fn quick_local(detach: bool) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(quick_retry())
+        .maybe_cancellation_token(detach.then(WorkflowCancellationToken::new))
         .build()
 }
 
@@ -299,6 +317,20 @@ pub const PATCH_HUMAN_IN_THE_LOOP: &str = "human-in-the-loop";
 /// first signed confirmation counted whatever charge it named.
 pub const PATCH_MATCHING_CONFIRMATION: &str = "matching-confirmation";
 
+/// Patch: half the Temporal work per payment. The short ledger calls
+/// (validate, debit, and recording the outcome) run as local activities: one
+/// marker each instead of three events, an activity task and a workflow task.
+/// Progress is published once per workflow task that waits on something
+/// outside rather than at every step. And this one marker stands for every
+/// patch above (they are all in force): a new history records one marker,
+/// not five. Histories recorded before it replay as they ran.
+pub const PATCH_LOCAL_ACTIVITIES: &str = "local-activities";
+
+/// Patch of [`FraudCheckWorkflow`]: the score is asked in a local activity,
+/// so the child is one workflow task (a read-only call to the fraud
+/// service, safe to repeat).
+pub const PATCH_LOCAL_FRAUD_SCORE: &str = "local-fraud-score";
+
 #[workflow]
 #[derive(Default)]
 pub struct PaymentWorkflow {
@@ -360,6 +392,7 @@ async fn run_saga(
         publish_progress: false,
         human_in_the_loop: false,
         matching_confirmation: false,
+        local: false,
     }
     .run()
     .await
@@ -390,6 +423,8 @@ struct Saga<'a> {
     human_in_the_loop: bool,
     /// [`PATCH_MATCHING_CONFIRMATION`].
     matching_confirmation: bool,
+    /// [`PATCH_LOCAL_ACTIVITIES`].
+    local: bool,
 }
 
 impl Saga<'_> {
@@ -416,13 +451,42 @@ impl Saga<'_> {
         });
         // One upsert per step change is one per workflow task or so: a step
         // completes in the same task as the next one starts. The fraud
-        // verdict arrives on its own, so it is published on its own.
-        if self.publish_progress
-            && (event == StepEvent::Started
-                || step == Step::FraudCheck
-                || step == Step::ManualReview)
-        {
+        // verdict arrives on its own, so it was published on its own.
+        // Since local activities, the ledger steps run inside the task that
+        // starts or awaits the fraud check, and the verdict is followed in
+        // its task by the charge, the compensation or the notification: each
+        // of those is published when it starts.
+        let publish = if self.local {
+            (event == StepEvent::Started && !matches!(step, Step::ValidateAccount | Step::Debit))
+                || step == Step::ManualReview
+        } else {
+            event == StepEvent::Started || step == Step::FraudCheck || step == Step::ManualReview
+        };
+        if self.publish_progress && publish {
             self.publish();
+        }
+    }
+
+    /// A short, idempotent ledger call: a local activity since
+    /// [`PATCH_LOCAL_ACTIVITIES`], a regular one in histories from before.
+    /// `detach`: it runs even while the workflow is being cancelled.
+    async fn short<AD>(
+        &self,
+        activity: AD,
+        input: AD::Input,
+        detach: bool,
+    ) -> Result<AD::Output, ActivityExecutionError>
+    where
+        AD: ActivityDefinition,
+        AD::Output: TemporalDeserializable,
+    {
+        if self.local {
+            self.ctx
+                .execute_local_activity(activity, input, quick_local(detach))
+                .await
+        } else {
+            let opts = if detach { detached(quick()) } else { quick() };
+            self.ctx.execute_activity(activity, input, opts).await
         }
     }
 
@@ -474,10 +538,14 @@ impl Saga<'_> {
     async fn run(mut self) -> WorkflowResult<PaymentOutcome> {
         self.ctx
             .state_mut(|w| w.state.phase = Some(Phase::Processing));
-        let record_accepted = self.ctx.patched(PATCH_RECORD_ACCEPTED);
-        self.publish_progress = self.ctx.patched(PATCH_PROGRESS_MEMO);
-        self.human_in_the_loop = self.ctx.patched(PATCH_HUMAN_IN_THE_LOOP);
-        self.matching_confirmation = self.ctx.patched(PATCH_MATCHING_CONFIRMATION);
+        // The newest patch first: where it is in force it implies the others,
+        // which are then not asked (nor recorded) at all.
+        self.local = self.ctx.patched(PATCH_LOCAL_ACTIVITIES);
+        let in_force = |patch| self.local || self.ctx.patched(patch);
+        let record_accepted = in_force(PATCH_RECORD_ACCEPTED);
+        self.publish_progress = in_force(PATCH_PROGRESS_MEMO);
+        self.human_in_the_loop = in_force(PATCH_HUMAN_IN_THE_LOOP);
+        self.matching_confirmation = in_force(PATCH_MATCHING_CONFIRMATION);
         if record_accepted {
             self.record_outcome(Phase::Processing, "Accepted").await;
         }
@@ -578,8 +646,8 @@ impl Saga<'_> {
 
         // 1. Validate the account.
         self.record(Step::ValidateAccount, StepEvent::Started, None);
-        if let Err(e) = ctx
-            .execute_activity(SagaActivities::validate_account, self.account_op(), quick())
+        if let Err(e) = self
+            .short(SagaActivities::validate_account, self.account_op(), false)
             .await
         {
             let (reason, message) = failure(&e, reasons::ACCOUNT_INVALID);
@@ -632,8 +700,8 @@ impl Saga<'_> {
         // may still have happened.
         self.record(Step::Debit, StepEvent::Started, None);
         compensations.push(Compensation::Credit);
-        if let Err(e) = ctx
-            .execute_activity(SagaActivities::debit, self.account_op(), quick())
+        if let Err(e) = self
+            .short(SagaActivities::debit, self.account_op(), false)
             .await
         {
             let (reason, message) = failure(&e, reasons::ACCOUNT_INVALID);
@@ -1160,7 +1228,7 @@ impl Saga<'_> {
                     let message = format!("{c:?} failed after retries: {e}");
                     self.record(Step::Compensate, StepEvent::Failed, Some(message.clone()));
                     failures.push(message);
-                    if !self.ctx.patched(PATCH_COMPENSATE_ALL) {
+                    if !(self.local || self.ctx.patched(PATCH_COMPENSATE_ALL)) {
                         break;
                     }
                 }
@@ -1214,11 +1282,7 @@ impl Saga<'_> {
             phase: format!("{phase:?}"),
             reason: reason.to_string(),
         };
-        if let Err(e) = self
-            .ctx
-            .execute_activity(SagaActivities::record_outcome, op, detached(quick()))
-            .await
-        {
+        if let Err(e) = self.short(SagaActivities::record_outcome, op, true).await {
             self.record(
                 Step::Done,
                 StepEvent::Failed,
@@ -1242,28 +1306,43 @@ impl Saga<'_> {
 
 /// The failure's machine reason (from a non-retryable type name) and message.
 fn failure(e: &ActivityExecutionError, fallback: &'static str) -> (&'static str, String) {
-    let app = match e.cause() {
-        Some(IncomingError::Application(af)) => Some(af),
-        _ => None,
+    let (kind, message) = match application_failure(e) {
+        Some((kind, message)) => (kind, message),
+        None => (None, e.to_string()),
     };
-    let reason = match app.and_then(|af| af.type_name()) {
+    let reason = match kind {
         Some(failure_types::INSUFFICIENT_FUNDS) => reasons::INSUFFICIENT_FUNDS,
         Some(failure_types::ACCOUNT_INVALID) => reasons::ACCOUNT_INVALID,
         Some(failure_types::DECLINED) => reasons::DECLINED,
         Some(failure_types::ALREADY_COMPENSATED) => reasons::CANCELLED,
         _ => fallback,
     };
-    let message = app
-        .map(|af| af.source_error().to_string())
-        .unwrap_or_else(|| e.to_string());
     (reason, message)
+}
+
+/// The type and message of the activity's own error: the cause of a
+/// regular activity's failure (the server wraps it), or a local activity's
+/// failure itself (the worker does not).
+fn application_failure(e: &ActivityExecutionError) -> Option<(Option<&str>, String)> {
+    if let Some(IncomingError::Application(af)) = e.cause() {
+        return Some((af.type_name(), af.source_error().to_string()));
+    }
+    let top = e.failure()?;
+    let info = top.maybe_application_failure()?;
+    let kind = Some(info.r#type.as_str()).filter(|t| !t.is_empty());
+    Some((kind, top.message.clone()))
 }
 
 /// A refusal the retry policy does not retry (a decline, a malformed
 /// request): trying again later would not help.
 fn is_permanent(e: &ActivityExecutionError) -> bool {
-    matches!(e.cause(), Some(IncomingError::Application(af))
-        if matches!(af.type_name(), Some(failure_types::DECLINED) | Some(failure_types::BAD_REQUEST)))
+    matches!(
+        application_failure(e),
+        Some((
+            Some(failure_types::DECLINED | failure_types::BAD_REQUEST),
+            _
+        ))
+    )
 }
 
 fn callback_failed(cb: GatewayCallback) -> Stop {
@@ -1302,9 +1381,13 @@ impl FraudCheckWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: FraudCheckInput,
     ) -> WorkflowResult<FraudVerdict> {
-        let scored = ctx
-            .execute_activity(FraudActivities::score, input, quick())
-            .await?;
+        let scored = if ctx.patched(PATCH_LOCAL_FRAUD_SCORE) {
+            ctx.execute_local_activity(FraudActivities::score, input, quick_local(false))
+                .await?
+        } else {
+            ctx.execute_activity(FraudActivities::score, input, quick())
+                .await?
+        };
         let pass = scored.score < FRAUD_REJECT_THRESHOLD;
         let rules = if scored.reasons.is_empty() {
             "no rule fired".to_string()

@@ -2,6 +2,9 @@
 //! it asserts nothing about time. On this machine, in one run, against one
 //! make-dev stack:
 //!
+//! 0. **One payment's history** (and its fraud check's) by event type: the
+//!    workflow tasks, activity tasks and events the Temporal server handles
+//!    per payment.
 //! 1. **R_max**: the most payments per second the saga sustains when started
 //!    directly against Temporal (no Kubernetes in the path), with the same
 //!    worker, simulators and ledger: open-loop windows at rising rates;
@@ -32,7 +35,10 @@ use paysaga_bench::k6::Run;
 use paysaga_bench::prom::{self, Histogram, ms};
 use paysaga_bench::{Usage, delta, mib, mutating_requests, payment_counts, wait_all_finished};
 use paysaga_testenv::{DevOptions, DevStack};
-use temporalio_client::{Client, UntypedWorkflow, WorkflowGetResultOptions, WorkflowStartOptions};
+use temporalio_client::{
+    Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
+    WorkflowStartOptions,
+};
 use temporalio_common::data_converters::{PayloadConverter, RawValue};
 
 #[derive(Parser, Debug, Clone)]
@@ -145,6 +151,9 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
 
+    // 0. One payment, event by event.
+    rt.block_on(async { anatomy(&temporal_client(&stack).await?, &mut r).await })?;
+
     // 1. R_max.
     let rmax = match cli.rmax {
         Some(r) => r,
@@ -214,8 +223,9 @@ struct Probe {
     why: String,
 }
 
-async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64> {
-    let client = paysaga_common::temporal::connect(
+/// A Temporal client as the worker's: same server, namespace and keyring.
+async fn temporal_client(stack: &DevStack) -> Result<Client> {
+    paysaga_common::temporal::connect(
         &paysaga_common::temporal::TemporalOpts {
             temporal_address: stack.temporal.address.clone(),
             temporal_namespace: stack.temporal.namespace.clone(),
@@ -223,9 +233,14 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64>
         },
         "paysaga-perf",
     )
-    .await?;
+    .await
+    .context("connecting to Temporal")
+}
+
+async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64> {
+    let client = temporal_client(stack).await?;
     let window = Duration::from_secs(cli.window_secs);
-    r.line("## R_max: the saga started directly against Temporal\n");
+    r.line("\n## R_max: the saga started directly against Temporal\n");
     r.line(format!(
         "Open-loop windows of {} s; sustained = workflow-task schedule-to-start p95 < 1 s, backlog flat (last third ≤ 1.3 × middle third + 2), completions in the window ≥ 0.9 × the rate, every payment Succeeded.\n",
         cli.window_secs
@@ -343,20 +358,7 @@ async fn probe(
     while began.elapsed() < window {
         ticks.tick().await;
         let id = format!("rmax-{}-{n}-{i}", std::process::id());
-        let input = PaymentInput {
-            payment_id: id.clone(),
-            user_id: format!("load-{}", i % paysaga_testenv::dev::LOAD_USERS),
-            amount: 100 + (i as i64 % 9900),
-            currency: "EUR".into(),
-            method: PaymentMethod::Card,
-            description: None,
-            notify: None,
-            confirmation_timeout_secs: paysaga_api::saga::DEFAULT_CONFIRMATION_TIMEOUT_SECS,
-            fraud_task_queue: paysaga_api::names::FRAUD_TASK_QUEUE.into(),
-            compensation_max_attempts: paysaga_api::saga::DEFAULT_COMPENSATION_ATTEMPTS,
-            escalation: Default::default(),
-            requested_by: Some("paysaga-perf".into()),
-        };
+        let input = saga_input(&id, i);
         i += 1;
         tally.lock().unwrap().started += 1;
         let client = client.clone();
@@ -449,6 +451,76 @@ async fn probe(
         sustained: why.is_empty(),
         why: why.join(", "),
     })
+}
+
+/// The `i`th payment a probe starts: a load account, an amount that varies.
+fn saga_input(id: &str, i: usize) -> PaymentInput {
+    PaymentInput {
+        payment_id: id.to_string(),
+        user_id: format!("load-{}", i % paysaga_testenv::dev::LOAD_USERS),
+        amount: 100 + (i as i64 % 9900),
+        currency: "EUR".into(),
+        method: PaymentMethod::Card,
+        description: None,
+        notify: None,
+        confirmation_timeout_secs: paysaga_api::saga::DEFAULT_CONFIRMATION_TIMEOUT_SECS,
+        fraud_task_queue: paysaga_api::names::FRAUD_TASK_QUEUE.into(),
+        compensation_max_attempts: paysaga_api::saga::DEFAULT_COMPENSATION_ATTEMPTS,
+        escalation: Default::default(),
+        requested_by: Some("paysaga-perf".into()),
+    }
+}
+
+/// Where the Temporal server's work for one payment goes: the history of
+/// one succeeded payment and of its fraud check, event by event type. Each
+/// event is a write; each workflow task and activity task is also a round
+/// trip through matching and a worker.
+async fn anatomy(client: &Client, r: &mut Report) -> Result<()> {
+    let id = format!("anatomy-{}", std::process::id());
+    if !run_one(client, saga_input(&id, 0)).await? {
+        bail!("the payment {id} did not succeed");
+    }
+    let mut by_type: BTreeMap<String, [usize; 2]> = BTreeMap::new();
+    let ids = [id.clone(), paysaga_api::saga::fraud_workflow_id(&id)];
+    for (column, workflow_id) in ids.iter().enumerate() {
+        let events = client
+            .get_workflow_handle::<UntypedWorkflow>(workflow_id.clone())
+            .fetch_history(WorkflowFetchHistoryOptions::default())
+            .into_events()
+            .await
+            .with_context(|| format!("fetching the history of {workflow_id}"))?;
+        for e in events {
+            let name = e.event_type().as_str_name();
+            let name = name.strip_prefix("EVENT_TYPE_").unwrap_or(name);
+            by_type.entry(name.to_lowercase()).or_default()[column] += 1;
+        }
+    }
+    let count = |name: &str| by_type.get(name).copied().unwrap_or_default();
+    let total: [usize; 2] = by_type
+        .values()
+        .fold([0, 0], |t, c| [t[0] + c[0], t[1] + c[1]]);
+    r.line(
+        "
+## One payment's history: where the Temporal server's work goes
+",
+    );
+    r.line(format!(
+        "A succeeded payment (`{id}`) and its fraud check. Workflow tasks: {} + {}; activity tasks: {} + {}; events: {} + {} = {}.
+",
+        count("workflow_task_completed")[0],
+        count("workflow_task_completed")[1],
+        count("activity_task_scheduled")[0],
+        count("activity_task_scheduled")[1],
+        total[0],
+        total[1],
+        total[0] + total[1],
+    ));
+    r.line("| event type | payment | fraud check |");
+    r.line("|---|---|---|");
+    for (name, [a, b]) in &by_type {
+        r.line(format!("| {name} | {a} | {b} |"));
+    }
+    Ok(())
 }
 
 /// Starts one payment's workflow and waits for its outcome: Succeeded?

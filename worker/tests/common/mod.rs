@@ -260,7 +260,68 @@ pub async fn maybe_record(handle: &Handle, name: &str) {
         .expect("fetching the history");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{version}-{name}.json")), json).unwrap();
+    std::fs::write(dir.join(format!("{version}-{name}.json")), plaintext(&json)).unwrap();
+}
+
+/// The history with every encrypted payload decrypted with this run's
+/// keyring: its keys die with the run, and the replay tests must read the
+/// history after it (they replay it through an encrypting converter, which
+/// passes plaintext through).
+fn plaintext(json: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    use temporalio_common::protos::temporal::api::common::v1::Payload;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let codec =
+        paysaga_common::codec::EncryptionCodec::from_file(paysaga_testenv::codec_keys_file())
+            .expect("this run's keyring");
+    fn walk(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut serde_json::Value) -> bool) {
+        if f(v) {
+            return;
+        }
+        match v {
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, f)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|i| walk(i, f)),
+            _ => {}
+        }
+    }
+    let mut history: serde_json::Value = serde_json::from_slice(json).expect("a history");
+    let mut decrypted = 0;
+    walk(&mut history, &mut |v| {
+        let (Some(metadata), Some(data)) = (
+            v.get("metadata").and_then(|m| m.as_object()),
+            v.get("data").and_then(|d| d.as_str()),
+        ) else {
+            return false;
+        };
+        let payload = Payload {
+            metadata: metadata
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), b64.decode(v.as_str()?).ok()?)))
+                .collect(),
+            data: b64.decode(data).expect("base64 payload data"),
+            ..Default::default()
+        };
+        if !paysaga_common::codec::is_encrypted(&payload) {
+            return true;
+        }
+        let plain = codec
+            .decrypt(payload)
+            .expect("decrypting a recorded payload");
+        v["metadata"] = plain
+            .metadata
+            .iter()
+            .map(|(k, m)| (k.clone(), serde_json::Value::from(b64.encode(m))))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        v["data"] = b64.encode(&plain.data).into();
+        decrypted += 1;
+        true
+    });
+    assert!(
+        decrypted > 0,
+        "no encrypted payload in the recorded history"
+    );
+    serde_json::to_vec(&history).unwrap()
 }
 
 /// The workflow's result, once it has one.
