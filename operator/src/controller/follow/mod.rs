@@ -7,11 +7,13 @@
 //!
 //! Two long polls per running workflow: one that returns only when it
 //! closes (the outcome is shown at once), and one for every event, asked
-//! again no sooner than the pace at which step progress is written
-//! ([`step_gap`]: 1 s, doubling): a history grows by some 25 appends per
-//! payment, and a poll per append cost the Temporal server more than the
-//! saga's own bookkeeping. No payment is polled on a fixed interval: each
-//! poll waits for the history to change.
+//! no sooner than the pace at which step progress is written
+//! ([`step_gap`]: 1 s, doubling), the first time too when the controller
+//! started the run (it knows the run then): a history grows by some 15
+//! appends per payment, and a poll per append cost the Temporal server more
+//! than the saga's own bookkeeping. A saga that closes within the first gap
+//! is read once. No payment is polled on a fixed interval: each poll waits
+//! for the history to change.
 //!
 //! What is known of each workflow lives in the payment's entry of the
 //! [`Tracker`], with the rest of its runtime state.
@@ -137,6 +139,20 @@ impl Follower {
         });
     }
 
+    /// What starting the run told (its id and when), so that following it
+    /// need not read its history at once to learn that: the first progress
+    /// poll then waits its gap like the others, and a saga that closes
+    /// sooner is read once, by the close poll.
+    pub fn started(&self, workflow_id: &str, run_id: &str, at: SystemTime) {
+        self.tracker.entry(workflow_id, |t| {
+            let view = &mut t.follow.view;
+            if view.run_id.is_none() {
+                view.run_id = Some(run_id.to_string());
+                view.started_at = Some(at);
+            }
+        });
+    }
+
     /// The workflow as its history tells it, when that is known and current.
     pub fn observation(&self, workflow_id: &str) -> Option<Observation> {
         self.tracker
@@ -175,6 +191,12 @@ impl Follower {
         let mut backoff = Duration::from_millis(200);
         let progress = filter == HistoryEventFilterType::AllEvent;
         let mut progress_polls = 0u32;
+        // Its run known from the start: nothing to read before the first gap.
+        let mut wait_first = progress
+            && self
+                .tracker
+                .existing(workflow_id, |t| t.follow.view.run_id.is_some())
+                .unwrap_or(false);
         let polls = self
             .polls
             .get_or_create(&FilterLabel {
@@ -182,7 +204,7 @@ impl Follower {
             })
             .clone();
         loop {
-            if progress && !token.is_empty() {
+            if progress && (!token.is_empty() || std::mem::take(&mut wait_first)) {
                 // The close has its own poll; progress is shown at this pace.
                 tokio::time::sleep(step_gap(self.progress_gap, progress_polls)).await;
                 progress_polls += 1;
