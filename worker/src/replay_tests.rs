@@ -12,8 +12,8 @@ use temporalio_sdk::workflow_replayer::{
 };
 
 use crate::workflows::{
-    PATCH_HUMAN_IN_THE_LOOP, PATCH_LOCAL_ACTIVITIES, PATCH_MATCHING_CONFIRMATION,
-    PATCH_PROGRESS_MEMO, PATCH_RECORD_ACCEPTED, PaymentWorkflow,
+    FraudCheckWorkflow, PATCH_HUMAN_IN_THE_LOOP, PATCH_LOCAL_ACTIVITIES, PATCH_LOCAL_FRAUD_SCORE,
+    PATCH_MATCHING_CONFIRMATION, PATCH_PROGRESS_MEMO, PATCH_RECORD_ACCEPTED, PaymentWorkflow,
 };
 
 /// The data converter deployments run with (payload encryption): the
@@ -150,37 +150,70 @@ async fn each_change_is_taken_only_where_its_marker_says() {
         ("v6-succeeded", PATCH_LOCAL_ACTIVITIES),
         ("v6-review-approved", PATCH_LOCAL_ACTIVITIES),
     ] {
-        let mut history = recorded(name);
-        assert!(
-            patches(&history).contains(&patch.to_string()),
-            "{name}: {patch}"
-        );
-        for e in history.events.iter_mut() {
-            if let Some(Attributes::MarkerRecordedEventAttributes(m)) = &mut e.attributes
-                && let Some(data) = m.details.get_mut("patch-data")
-            {
-                for p in data.payloads.iter_mut() {
-                    if serde_json::from_slice::<serde_json::Value>(&p.data)
-                        .is_ok_and(|v| v["id"] == patch)
-                    {
-                        p.data = serde_json::to_vec(
-                            &serde_json::json!({"id": "renamed", "deprecated": false}),
-                        )
-                        .unwrap();
-                    }
+        let history = without_marker(recorded(name), patch, name);
+        nondeterministic(&replayer, history, name, patch).await;
+    }
+}
+
+/// The history with its `patch` marker renamed (it must have one).
+fn without_marker(mut history: History, patch: &str, name: &str) -> History {
+    assert!(
+        patches(&history).contains(&patch.to_string()),
+        "{name}: {patch}"
+    );
+    for e in history.events.iter_mut() {
+        if let Some(Attributes::MarkerRecordedEventAttributes(m)) = &mut e.attributes
+            && let Some(data) = m.details.get_mut("patch-data")
+        {
+            for p in data.payloads.iter_mut() {
+                if serde_json::from_slice::<serde_json::Value>(&p.data)
+                    .is_ok_and(|v| v["id"] == patch)
+                {
+                    p.data = serde_json::to_vec(
+                        &serde_json::json!({"id": "renamed", "deprecated": false}),
+                    )
+                    .unwrap();
                 }
             }
         }
-        match replayer
-            .replay_workflow(WorkflowHistory::from(history))
-            .await
-        {
-            Err(WorkflowReplayError::Replay(WorkflowReplayFailure::Nondeterminism { message })) => {
-                assert!(!message.is_empty(), "{name}: {patch}");
-            }
-            other => {
-                panic!("{name} without its {patch} marker: expected nondeterminism, got {other:?}")
-            }
+    }
+    history
+}
+
+async fn nondeterministic(replayer: &WorkflowReplayer, history: History, name: &str, patch: &str) {
+    match replayer
+        .replay_workflow(WorkflowHistory::from(history))
+        .await
+    {
+        Err(WorkflowReplayError::Replay(WorkflowReplayFailure::Nondeterminism { message })) => {
+            assert!(!message.is_empty(), "{name}: {patch}");
+        }
+        other => {
+            panic!("{name} without its {patch} marker: expected nondeterminism, got {other:?}")
         }
     }
+}
+
+/// The fraud checks recorded since v6 (the score a local activity) replay;
+/// without their `local-fraud-score` marker they do not.
+#[tokio::test]
+async fn recorded_fraud_checks_replay_and_need_their_marker() {
+    let replayer = WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .data_converter(encrypting())
+            .register_workflow::<FraudCheckWorkflow>()
+            .unwrap()
+            .build(),
+    )
+    .unwrap();
+    let all = histories("fraud-v");
+    assert!(all.iter().any(|(n, _)| n.starts_with("fraud-v6-")));
+    for (name, history) in all {
+        if let Err(e) = replayer.replay_workflow(history).await {
+            panic!("{name} does not replay: {e}");
+        }
+    }
+    let name = "fraud-v6-succeeded";
+    let history = without_marker(recorded(name), PATCH_LOCAL_FRAUD_SCORE, name);
+    nondeterministic(&replayer, history, name, PATCH_LOCAL_FRAUD_SCORE).await;
 }

@@ -203,6 +203,7 @@ impl Harness {
         input: PaymentInput,
         record_as: Option<&str>,
     ) -> (PaymentOutcome, PaymentProgress) {
+        let payment_id = input.payment_id.clone();
         let handle = self.begin(input).await;
         let outcome = handle
             .get_result(WorkflowGetResultOptions::default())
@@ -210,6 +211,12 @@ impl Harness {
             .expect("the payment workflow's result");
         if let Some(name) = record_as {
             maybe_record(&handle, name).await;
+            // And its fraud check's, replayed on its own (`fraud-<version>-…`).
+            let child = paysaga_api::saga::fraud_workflow_id(&payment_id);
+            let child = self
+                .client
+                .get_workflow_handle::<paysaga_worker::workflows::FraudCheckWorkflow>(child);
+            save_history(child.fetch_history(Default::default()), "fraud-", name).await;
         }
         (outcome, progress(&handle).await)
     }
@@ -247,20 +254,23 @@ impl Drop for Harness {
 /// `worker/tests/histories/<version>-<name>.json` for the replay tests
 /// (`make record-histories VERSION=v2`).
 pub async fn maybe_record(handle: &Handle, name: &str) {
+    save_history(handle.fetch_history(Default::default()), "", name).await;
+}
+
+/// Saves `history` as `tests/histories/<prefix><version>-<name>.json` when
+/// recording.
+async fn save_history(history: temporalio_client::WorkflowHistory, prefix: &str, name: &str) {
     let Some(version) = std::env::var("PAYSAGA_RECORD_HISTORIES")
         .ok()
         .filter(|v| !v.is_empty())
     else {
         return;
     };
-    let json = handle
-        .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
-        .to_json()
-        .await
-        .expect("fetching the history");
+    let json = history.to_json().await.expect("fetching the history");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{version}-{name}.json")), plaintext(&json)).unwrap();
+    let file = dir.join(format!("{prefix}{version}-{name}.json"));
+    std::fs::write(file, plaintext(&json)).unwrap();
 }
 
 /// The history with every encrypted payload decrypted with this run's
