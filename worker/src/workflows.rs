@@ -317,9 +317,10 @@ pub const PATCH_HUMAN_IN_THE_LOOP: &str = "human-in-the-loop";
 /// first signed confirmation counted whatever charge it named.
 pub const PATCH_MATCHING_CONFIRMATION: &str = "matching-confirmation";
 
-/// Patch: half the Temporal work per payment. The short ledger calls
-/// (validate, debit, and recording the outcome) run as local activities: one
-/// marker each instead of three events, an activity task and a workflow task.
+/// Patch: half the Temporal work per payment. The short calls (the ledger's
+/// validate, debit and recording the outcome, and the notifications) run as
+/// local activities: one marker each instead of three events, an activity
+/// task and a workflow task.
 /// Progress is published once per workflow task that waits on something
 /// outside rather than at every step. And this one marker stands for every
 /// patch above (they are all in force): a new history records one marker,
@@ -453,11 +454,13 @@ impl Saga<'_> {
         // completes in the same task as the next one starts. The fraud
         // verdict arrives on its own, so it was published on its own.
         // Since local activities, the ledger steps run inside the task that
-        // starts or awaits the fraud check, and the verdict is followed in
-        // its task by the charge, the compensation or the notification: each
-        // of those is published when it starts.
+        // starts or awaits the fraud check, the verdict is followed in its
+        // task by the charge or the compensation, and the notification ends
+        // the task that ends the saga (whose result tells all): each of the
+        // others is published when it starts.
         let publish = if self.local {
-            (event == StepEvent::Started && !matches!(step, Step::ValidateAccount | Step::Debit))
+            (event == StepEvent::Started
+                && !matches!(step, Step::ValidateAccount | Step::Debit | Step::Notify))
                 || step == Step::ManualReview
         } else {
             event == StepEvent::Started || step == Step::FraudCheck || step == Step::ManualReview
@@ -467,7 +470,7 @@ impl Saga<'_> {
         }
     }
 
-    /// A short, idempotent ledger call: a local activity since
+    /// A short, idempotent call (the ledger, a notification): a local activity since
     /// [`PATCH_LOCAL_ACTIVITIES`], a regular one in histories from before.
     /// `detach`: it runs even while the workflow is being cancelled.
     async fn short<AD>(
@@ -1188,11 +1191,7 @@ impl Saga<'_> {
             ),
             purpose: Some("review".into()),
         };
-        match self
-            .ctx
-            .execute_activity(SagaActivities::notify, op, quick())
-            .await
-        {
+        match self.short(SagaActivities::notify, op, false).await {
             Ok(n) => format!("reviewer told by {n} message(s)"),
             Err(e) => format!("telling the reviewer failed: {e}"),
         }
@@ -1252,11 +1251,7 @@ impl Saga<'_> {
             body,
             purpose: None,
         };
-        match self
-            .ctx
-            .execute_activity(SagaActivities::notify, op, detached(quick()))
-            .await
-        {
+        match self.short(SagaActivities::notify, op, true).await {
             Ok(0) => self.record(
                 Step::Notify,
                 StepEvent::Skipped,

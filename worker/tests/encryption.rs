@@ -206,14 +206,19 @@ async fn a_payments_history_holds_no_payer_data_in_plaintext_and_decodes_with_th
                 );
             }
             // Everything but patch markers (written by sdk-core, not through
-            // the codec: `{"id":<patch>,"deprecated":..}`) and search
-            // attributes (the server indexes them; paysaga's only ones are
-            // sdk-core's TemporalChangeVersion, the patch ids) is encrypted.
+            // the codec: `{"id":<patch>,"deprecated":..}`), local activity
+            // markers' bookkeeping (also sdk-core's: `{"seq":..,
+            // "activity_type":..,"attempt":..}` and times; the arguments are
+            // not recorded, the result is encrypted) and search attributes
+            // (the server indexes them; paysaga's only ones are sdk-core's
+            // TemporalChangeVersion, the patch ids) is encrypted.
             if !is_encrypted(&p) {
-                let patch = serde_json::from_slice::<serde_json::Value>(&p.data)
-                    .is_ok_and(|v| v.get("id").is_some() && v.get("deprecated").is_some());
+                let core = serde_json::from_slice::<serde_json::Value>(&p.data).is_ok_and(|v| {
+                    (v.get("id").is_some() && v.get("deprecated").is_some())
+                        || (v.get("seq").is_some() && v.get("activity_type").is_some())
+                });
                 assert!(
-                    patch || path.contains("SearchAttributes"),
+                    core || path.contains("SearchAttributes"),
                     "{wf}: unencrypted payload at {path}: {p:?}"
                 );
             }
