@@ -18,7 +18,7 @@ use serde_json::json;
 use super::Context;
 use super::observe::Observed;
 use super::plan::events::Event;
-use super::plan::{Action, Plan, Requeue, SAFETY_NET, StatusWrite};
+use super::plan::{Action, Plan, Requeue, SAFETY_NET, StatusWrite, desired};
 use super::reconcile::Error;
 use crate::temporal::{SignalError, Started};
 
@@ -70,6 +70,8 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
                 {
                     Started::New { run_id } => {
                         tracing::info!(workflow_id = %id, %run_id, "workflow started");
+                        // Known from the start: the follower need not read the
+                        // history at once to learn it.
                         ctx.follower
                             .started(id, &run_id, std::time::SystemTime::now());
                         ctx.metrics.workflows_started.inc();
@@ -78,14 +80,12 @@ pub async fn act(plan: Plan, observed: &Observed, ctx: &Context) -> Result<Appli
                             .and_then(accepted_to_now)
                             .unwrap_or(observed.began.elapsed());
                         ctx.metrics.start_latency.observe(waited.as_secs_f64());
-                        // The start is written with the first thing the run
-                        // tells, or after the step interval, whichever comes
-                        // first: a saga that closes within it is written
-                        // once, at its end. (The follower knows the run
-                        // meanwhile; a restarted controller finds it started.)
-                        if matches!(status, Some(StatusWrite::Now { .. })) {
-                            status = None;
-                            requeue = Requeue::After(ctx.settings.status_step_interval);
+                        if let Some(StatusWrite::Now { status, .. }) = &mut status {
+                            **status = desired::started(
+                                std::mem::take(&mut **status),
+                                run_id,
+                                Timestamp::now(),
+                            );
                         }
                     }
                     Started::Existing => {

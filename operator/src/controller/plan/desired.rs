@@ -438,3 +438,11 @@ pub fn unreachable(p: &Payment, error: &str, now: Timestamp) -> PaymentStatus {
     );
     status
 }
+
+/// The status once the workflow has started: it runs from now on.
+pub fn started(mut status: PaymentStatus, run_id: String, now: Timestamp) -> PaymentStatus {
+    status.run_id = Some(run_id);
+    status.phase = Some(Phase::Processing);
+    status.started_at = Some(to_time(now));
+    status
+}

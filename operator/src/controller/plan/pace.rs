@@ -1,7 +1,6 @@
 //! When to write a status: what changes the phase or outcome at once, step
 //! progress no more often than a doubling interval. A saga that finishes
-//! within the interval is written once, when it ends: its start is written
-//! with the first thing its run tells, or after the interval (`act`).
+//! within the interval is written twice: when it starts and when it ends.
 
 use std::time::Duration;
 

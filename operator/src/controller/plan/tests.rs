@@ -1177,6 +1177,14 @@ fn status_writes_are_paced_for_steps_and_immediate_for_the_rest() {
 }
 
 #[test]
+fn a_started_workflow_is_processing_from_now() {
+    let s = desired::started(PaymentStatus::default(), "r9".into(), now());
+    assert_eq!(s.phase, Some(Phase::Processing));
+    assert_eq!(s.run_id.as_deref(), Some("r9"));
+    assert_eq!(s.started_at, Some(time::to_time(now())));
+}
+
+#[test]
 fn the_end_event_tells_each_step() {
     let history = vec![
         rec(Step::ValidateAccount, StepEvent::Completed, 1),
