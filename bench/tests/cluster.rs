@@ -53,6 +53,7 @@ fn the_chart_runs_on_a_real_one_node_cluster() {
     every_container_runs_as_non_root_on_a_read_only_root(&release);
     helm_test_passes(&release);
     a_payment_applied_with_kubectl_succeeds(&release);
+    the_workers_admin_port_serves_the_metrics_its_annotations_name(&release);
     cancelling_a_payment_that_waits_on_a_slow_gateway_restores_the_money(&release);
     the_ingress_serves_https_with_the_charts_certificate_and_redirects_http(&release);
     k6_smoke_through_the_ingress_passes(&release);
@@ -240,6 +241,59 @@ fn a_payment_applied_with_kubectl_succeeds(release: &Release) {
         "kubectl apply -f examples/payment.yaml until Succeeded",
         t.elapsed(),
     );
+}
+
+/// Scrapes the worker where its pod's prometheus.io annotations say: its
+/// own counters and the SDK's, after the payments above.
+fn the_workers_admin_port_serves_the_metrics_its_annotations_name(release: &Release) {
+    let pods = json(
+        release,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=worker",
+            "-o",
+            "json",
+        ],
+    );
+    let annotations = &pods["items"][0]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true", "{annotations}");
+    assert_eq!(
+        annotations["prometheus.io/path"], "/metrics",
+        "{annotations}"
+    );
+    let port: u16 = annotations["prometheus.io/port"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port: {annotations}"));
+    let forward = release
+        .port_forward_to(&format!("deployment/{}-worker", release.name), port)
+        .unwrap();
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", forward.url)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET /metrics: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let succeeded: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("paysaga_payments_finished_total{") && l.contains("phase=\"Succeeded\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    // helm test's payment and examples/payment.yaml (one worker replica).
+    assert!(
+        succeeded >= 2.0,
+        "payments finished Succeeded: {succeeded}\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("temporal_workflow_completed_total")),
+        "the SDK's metrics: {text}"
+    );
+    eprintln!("cluster: the worker's /metrics counts {succeeded} succeeded payments");
 }
 
 fn cancelling_a_payment_that_waits_on_a_slow_gateway_restores_the_money(release: &Release) {
@@ -509,6 +563,17 @@ fn network_policies_are_enforced(release: &Release) {
         assert!(stranger.contains(closed), "{stranger}");
     }
     assert!(stranger.contains("paysaga-api:80 open"), "{stranger}");
+    // A scraper (networkPolicy.metricsScrapers: app.kubernetes.io/name=
+    // prometheus) reaches the worker's admin port, where the stranger did not.
+    let (ok, scraper) = toolbox_pod(
+        release,
+        "probe-scraper",
+        &[("app.kubernetes.io/name", "prometheus")],
+        &format!(
+            "sleep 5; if nc -w 3 {worker_ip} 8082 </dev/null 2>/dev/null; then echo \"worker open\"; else echo \"worker closed\"; fi"
+        ),
+    );
+    assert!(ok && scraper.contains("worker open"), "{scraper}");
     // The worker's port is open to the node (the kubelet's probes), so the
     // stranger's refusal is the policy's.
     let healthz = Command::new("curl")

@@ -211,7 +211,18 @@ impl<'a> Release<'a> {
     /// A local port forwarded to `service:port` (to steer the simulators
     /// from a test: the path under test never goes through it).
     pub fn port_forward(&self, service: &str, port: u16) -> Result<PortForward> {
-        PortForward::start(self.node, &self.namespace, service, port)
+        PortForward::start(
+            self.node,
+            &self.namespace,
+            &format!("service/{service}"),
+            port,
+        )
+    }
+
+    /// A local port forwarded to `port` of a pod of `resource` (e.g.
+    /// `deployment/<name>`, for a port no Service exposes).
+    pub fn port_forward_to(&self, resource: &str, port: u16) -> Result<PortForward> {
+        PortForward::start(self.node, &self.namespace, resource, port)
     }
 }
 
@@ -258,15 +269,16 @@ pub struct PortForward {
 }
 
 impl PortForward {
-    fn start(node: &NodeEnv, namespace: &str, service: &str, port: u16) -> Result<PortForward> {
+    fn start(node: &NodeEnv, namespace: &str, target: &str, port: u16) -> Result<PortForward> {
         let log = node.folder.join(format!(
-            "port-forward-{namespace}-{service}-{}.log",
+            "port-forward-{namespace}-{}-{}.log",
+            target.replace('/', "-"),
             crate::random_hex(3)
         ));
         let mut child = node
             .kubectl()
             .args(["-n", namespace, "port-forward"])
-            .arg(format!("service/{service}"))
+            .arg(target)
             .arg(format!(":{port}"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
@@ -287,11 +299,11 @@ impl PortForward {
                 });
             }
             if let Some(status) = child.try_wait()? {
-                bail!("kubectl port-forward to {service} exited ({status}): {text}");
+                bail!("kubectl port-forward to {target} exited ({status}): {text}");
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                bail!("kubectl port-forward to {service} did not start: {text}");
+                bail!("kubectl port-forward to {target} did not start: {text}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

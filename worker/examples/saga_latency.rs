@@ -113,9 +113,16 @@ fn main() -> anyhow::Result<()> {
         rt.block_on(async move {
             let ledger = open_ledger(&worker_config).await?;
             let client = connect(&worker_opts, "bench-worker").await?;
-            run(client, ledger, &worker_config, Default::default(), async {
-                let _ = stop_rx.await;
-            })
+            run(
+                client,
+                ledger,
+                &worker_config,
+                Default::default(),
+                Default::default(),
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
             .await
         })
     });

@@ -18,6 +18,7 @@ use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::ledger::{Applied, Ledger, LedgerError, RefundClaim, RefundState};
+use crate::metrics::Metrics;
 
 /// Failure type names the workflow tells apart (non-retryable).
 pub mod failure_types {
@@ -264,6 +265,32 @@ pub struct SagaActivities {
     pub ledger: Ledger,
     pub http: reqwest::Client,
     pub endpoints: Endpoints,
+    pub metrics: Metrics,
+}
+
+/// A gateway answer as [`Metrics::gateway_request`] labels it.
+fn gateway_outcome<T>(answer: &Result<Result<T, (u16, ErrorBody)>, ActivityError>) -> &'static str {
+    match answer {
+        Ok(Ok(_)) => "ok",
+        Ok(Err((_, body))) if body.code == error_codes::DECLINED => "declined",
+        Ok(Err((404, _))) => "not_found",
+        Ok(Err(_)) => "refused",
+        Err(_) => "unavailable",
+    }
+}
+
+impl SagaActivities {
+    /// Sends a request to the gateway and counts its answer.
+    async fn gateway<T>(
+        &self,
+        operation: &str,
+        request: impl std::future::Future<Output = Result<Result<T, (u16, ErrorBody)>, ActivityError>>,
+    ) -> Result<Result<T, (u16, ErrorBody)>, ActivityError> {
+        let answer = request.await;
+        self.metrics
+            .gateway_request(operation, gateway_outcome(&answer));
+        answer
+    }
 }
 
 #[activities]
@@ -275,8 +302,11 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: AccountOp,
     ) -> Result<(), ActivityError> {
-        self.ledger
-            .validate(&op.user_id, &op.currency, op.amount)
+        self.metrics
+            .ledger(
+                "validate",
+                self.ledger.validate(&op.user_id, &op.currency, op.amount),
+            )
             .await
             .map_err(ledger_error)
     }
@@ -288,8 +318,12 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: AccountOp,
     ) -> Result<Applied, ActivityError> {
-        self.ledger
-            .debit(&op.payment_id, &op.user_id, &op.currency, op.amount)
+        self.metrics
+            .ledger(
+                "debit",
+                self.ledger
+                    .debit(&op.payment_id, &op.user_id, &op.currency, op.amount),
+            )
             .await
             .map_err(ledger_error)
     }
@@ -301,10 +335,22 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: AccountOp,
     ) -> Result<Applied, ActivityError> {
-        self.ledger
-            .credit(&op.payment_id, &op.user_id, &op.currency)
-            .await
-            .map_err(ledger_error)
+        let credited = self
+            .metrics
+            .ledger(
+                "credit",
+                self.ledger
+                    .credit(&op.payment_id, &op.user_id, &op.currency),
+            )
+            .await;
+        let result = match &credited {
+            Ok(Applied::Moved) => "done",
+            Ok(Applied::AlreadyDone) => "already_done",
+            Ok(Applied::Nothing) => "nothing",
+            Err(_) => "failed",
+        };
+        self.metrics.compensation("debit", result);
+        credited.map_err(ledger_error)
     }
 
     /// Charges through the gateway. 503s are retried by the activity's retry
@@ -326,7 +372,13 @@ impl SagaActivities {
             callback_url: self.endpoints.callback_url.clone(),
         };
         let url = format!("{}{}", self.endpoints.gateway_url, paths::CHARGES);
-        match post_json::<_, ChargeResponse>(&self.http, &url, &key, &req).await? {
+        match self
+            .gateway(
+                "charge",
+                post_json::<_, ChargeResponse>(&self.http, &url, &key, &req),
+            )
+            .await?
+        {
             Ok(resp) => Ok(ChargeReceipt {
                 charge_id: resp.charge_id,
                 attempt,
@@ -363,7 +415,19 @@ impl SagaActivities {
             currency: op.currency,
         };
         let url = format!("{}{}", self.endpoints.gateway_url, paths::REFUNDS);
-        match post_json::<_, RefundResponse>(&self.http, &url, &key, &req).await? {
+        let answer = self
+            .gateway(
+                "refund",
+                post_json::<_, RefundResponse>(&self.http, &url, &key, &req),
+            )
+            .await;
+        let result = match &answer {
+            Ok(Ok(resp)) if resp.refunded_amount == 0 => "nothing",
+            Ok(Ok(_)) => "done",
+            _ => "failed",
+        };
+        self.metrics.compensation("charge", result);
+        match answer? {
             Ok(resp) => Ok(resp.refunded_amount),
             // A refund refused outright is not something to give up on: money
             // may be held. Retry (and surface it through the attempts).
@@ -389,7 +453,10 @@ impl SagaActivities {
             self.endpoints.gateway_url,
             paths::charge(&op.charge_id)
         );
-        match get_json::<ChargeLookup>(&self.http, &url).await? {
+        match self
+            .gateway("status", get_json::<ChargeLookup>(&self.http, &url))
+            .await?
+        {
             Ok(found) if found.payment_id == op.payment_id => Ok(found.status),
             Ok(found) => Err(permanent(
                 failure_types::BAD_REQUEST,
@@ -465,8 +532,8 @@ impl SagaActivities {
         _ctx: ActivityContext,
         claim: RefundClaim,
     ) -> Result<RefundState, ActivityError> {
-        self.ledger
-            .reserve_refund(&claim)
+        self.metrics
+            .ledger("reserve_refund", self.ledger.reserve_refund(&claim))
             .await
             .map_err(refund_ledger_error)
     }
@@ -492,7 +559,13 @@ impl SagaActivities {
             self.endpoints.gateway_url,
             paths::charge_refunds(&op.charge_id)
         );
-        match post_json::<_, ChargeRefundResponse>(&self.http, &url, &key, &req).await? {
+        match self
+            .gateway(
+                "refund_charge",
+                post_json::<_, ChargeRefundResponse>(&self.http, &url, &key, &req),
+            )
+            .await?
+        {
             Ok(resp) => Ok(resp.refund_id),
             Err((status, body)) => Err(permanent(
                 failure_types::GATEWAY_REFUSED,
@@ -512,8 +585,12 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: CompleteRefundOp,
     ) -> Result<i64, ActivityError> {
-        self.ledger
-            .complete_refund(&op.refund_id, &op.gateway_refund_id)
+        self.metrics
+            .ledger(
+                "complete_refund",
+                self.ledger
+                    .complete_refund(&op.refund_id, &op.gateway_refund_id),
+            )
             .await
             .map(|(_, total)| total)
             .map_err(refund_ledger_error)
@@ -526,8 +603,11 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: ReleaseRefundOp,
     ) -> Result<Applied, ActivityError> {
-        self.ledger
-            .release_refund(&op.refund_id, &op.reason)
+        self.metrics
+            .ledger(
+                "release_refund",
+                self.ledger.release_refund(&op.refund_id, &op.reason),
+            )
             .await
             .map_err(refund_ledger_error)
     }
@@ -539,17 +619,26 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: OutcomeOp,
     ) -> Result<(), ActivityError> {
-        self.ledger
-            .record_outcome(
-                &op.payment_id,
-                &op.user_id,
-                op.amount,
-                &op.currency,
-                &op.phase,
-                &op.reason,
+        let changed = self
+            .metrics
+            .ledger(
+                "record_outcome",
+                self.ledger.record_outcome(
+                    &op.payment_id,
+                    &op.user_id,
+                    op.amount,
+                    &op.currency,
+                    &op.phase,
+                    &op.reason,
+                ),
             )
             .await
-            .map_err(ledger_error)
+            .map_err(ledger_error)?;
+        // Counted when the ledger first holds the end, not on a retry.
+        if changed && op.phase != "Processing" && op.phase != "Pending" {
+            self.metrics.payment_finished(&op.phase, &op.reason);
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,8 @@
-//! The worker's admin endpoints, for the kubelet's probes: `/healthz` (the
+//! The worker's admin endpoints: for the kubelet's probes `/healthz` (the
 //! process answers) and `/readyz` (the ledger is open and both task queues
-//! are polled). Served on `--admin-listen` only when it is set (the chart sets
-//! it; tests that start many workers at once do not).
+//! are polled), for Prometheus `/metrics` ([`crate::metrics`]). Served on
+//! `--admin-listen` only when it is set (the chart sets it; tests that start
+//! many workers at once do not).
 //!
 //! Without them a Deployment counts a worker Ready the moment its process
 //! starts, even while it cannot reach Temporal or its database: on a real
@@ -12,7 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
+
+use crate::metrics::{self, Metrics};
 
 /// Whether the worker polls its task queues.
 #[derive(Clone, Default)]
@@ -28,8 +32,34 @@ impl Readiness {
     }
 }
 
-pub fn router(ready: Readiness) -> Router {
+pub fn router(ready: Readiness, metrics: Metrics) -> Router {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("building the metrics client");
     Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let (metrics, http) = (metrics.clone(), http.clone());
+                async move {
+                    match metrics.scrape(&http).await {
+                        Some(Ok(text)) => {
+                            ([("content-type", metrics::CONTENT_TYPE)], text).into_response()
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "reading the metrics exporter");
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("the metrics exporter did not answer: {e}"),
+                            )
+                                .into_response()
+                        }
+                        None => (StatusCode::NOT_FOUND, "metrics are not exported").into_response(),
+                    }
+                }
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -49,16 +79,22 @@ pub fn router(ready: Readiness) -> Router {
         )
 }
 
-/// Binds `listen` and serves the endpoints in the background.
-pub async fn serve(listen: &str, ready: Readiness) -> anyhow::Result<()> {
+/// Binds `listen` and serves the endpoints in the background; returns the
+/// address bound.
+pub async fn serve(
+    listen: &str,
+    ready: Readiness,
+    metrics: Metrics,
+) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding the admin endpoints to {listen}: {e}"))?;
-    tracing::info!(admin = %listener.local_addr()?, "admin endpoints (/healthz, /readyz) listening");
+    let addr = listener.local_addr()?;
+    tracing::info!(admin = %addr, "admin endpoints (/healthz, /readyz, /metrics) listening");
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(ready)).await {
+        if let Err(e) = axum::serve(listener, router(ready, metrics)).await {
             tracing::error!(error = %e, "admin endpoints stopped");
         }
     });
-    Ok(())
+    Ok(addr)
 }

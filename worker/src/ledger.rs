@@ -318,7 +318,8 @@ impl Ledger {
         Ok(applied)
     }
 
-    /// Records how a payment ended (upsert: recording twice is harmless).
+    /// Records how a payment stands (upsert: recording twice is harmless).
+    /// Answers whether this changed what was recorded (false on a retry).
     pub async fn record_outcome(
         &self,
         payment_id: &str,
@@ -327,12 +328,13 @@ impl Ledger {
         currency: &str,
         phase: &str,
         reason: &str,
-    ) -> Result<(), LedgerError> {
-        sqlx::query(
+    ) -> Result<bool, LedgerError> {
+        let done = sqlx::query(
             "INSERT INTO payment_outcomes (payment_id, user_id, amount, currency, phase, reason, recorded_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (payment_id) DO UPDATE SET phase = excluded.phase, reason = excluded.reason, \
-             recorded_ms = excluded.recorded_ms",
+             recorded_ms = excluded.recorded_ms \
+             WHERE payment_outcomes.phase <> excluded.phase OR payment_outcomes.reason <> excluded.reason",
         )
         .bind(payment_id)
         .bind(user_id)
@@ -343,7 +345,7 @@ impl Ledger {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     /// Sets `claim.amount` aside for a refund of a succeeded payment, if that

@@ -5,6 +5,7 @@ pub mod activities;
 pub mod admin;
 pub mod audit;
 pub mod ledger;
+pub mod metrics;
 pub mod ping;
 pub mod recurring;
 pub mod refund;

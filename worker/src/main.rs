@@ -4,6 +4,7 @@ use paysaga_common::{LogFormat, hostname, init_logging, shutdown_signal};
 use std::future::Future;
 
 use paysaga_worker::admin::{self, Readiness};
+use paysaga_worker::metrics::Metrics;
 use paysaga_worker::worker::{self, WorkerConfig};
 use paysaga_worker::{audit, ledger::Ledger};
 
@@ -88,9 +89,14 @@ async fn main() -> anyhow::Result<()> {
             // A bad codec keyring is no outage to wait out: stop at once.
             temporal.codec()?;
             let ready = Readiness::default();
-            if let Some(listen) = &config.admin_listen {
-                admin::serve(listen, ready.clone()).await?;
-            }
+            let metrics = match &config.admin_listen {
+                Some(listen) => {
+                    let metrics = Metrics::export()?;
+                    admin::serve(listen, ready.clone(), metrics.clone()).await?;
+                    metrics
+                }
+                None => Metrics::default(),
+            };
             // The database and Temporal may come up after the worker (pods
             // start in any order): keep trying, not ready meanwhile, instead
             // of exiting into a crash loop whose back-off outlasts them.
@@ -108,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
-            worker::run(client, ledger, &config, ready, shutdown).await
+            worker::run(client, ledger, &config, ready, metrics, shutdown).await
         }
         Command::Audit { database_url } => {
             password_not_in_argv(&database_url)?;

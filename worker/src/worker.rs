@@ -5,12 +5,15 @@ use std::future::Future;
 use std::time::Duration;
 
 use temporalio_client::Client;
+use temporalio_common::telemetry::TelemetryOptions;
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::{Endpoints, FraudActivities, SagaActivities, http_client};
 use crate::admin::Readiness;
 use crate::ledger::{Ledger, parse_seeds};
+use crate::metrics::Metrics;
 use crate::ping::{PingActivities, PingWorkflow};
 use crate::recurring::{RecurringActivities, RecurringFireWorkflow};
 use crate::refund::RefundWorkflow;
@@ -52,7 +55,7 @@ pub struct WorkerConfig {
     /// Ledger connection pool size (PostgreSQL; SQLite uses one).
     #[arg(long, env = "PAYSAGA_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
-    /// Where `/healthz` and `/readyz` are served (e.g. `0.0.0.0:8082`); none when unset.
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (e.g. `0.0.0.0:8082`); none when unset.
     #[arg(long, env = "PAYSAGA_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
     /// Demo accounts opened at start when missing: `user:CUR:balance[:frozen]`, comma separated.
@@ -96,14 +99,24 @@ pub async fn run(
     ledger: Ledger,
     config: &WorkerConfig,
     ready: Readiness,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let telemetry = TelemetryOptions::builder()
+        .maybe_metrics(metrics.meter())
+        .attach_service_name(false)
+        .build();
+    let runtime_options = RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(|e| anyhow::anyhow!("the SDK's runtime options: {e}"))?;
+    let runtime = Runtime::from_current_tokio(runtime_options)?;
     let http = http_client();
     let saga = SagaActivities {
         ledger,
         http: http.clone(),
         endpoints: config.endpoints.clone(),
+        metrics,
     };
     // Firings of RecurringPayments create Payments: the worker's own
     // ServiceAccount in a cluster, KUBECONFIG elsewhere; none, and firings

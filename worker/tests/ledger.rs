@@ -61,6 +61,26 @@ async fn exercise(ledger: &Ledger) {
     let report = audit::audit(&ledger.snapshot().await.unwrap());
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.money["EUR"].captured, 1000);
+
+    // Recording says whether it changed anything: a retried activity's
+    // second recording does not (the worker counts a payment's end once).
+    let record = |phase: &'static str, reason: &'static str| {
+        ledger.record_outcome("once", "alice", 5, "EUR", phase, reason)
+    };
+    assert!(record("Processing", "Accepted").await.unwrap(), "new");
+    assert!(
+        !record("Processing", "Accepted").await.unwrap(),
+        "the same again"
+    );
+    assert!(record("Failed", "Declined").await.unwrap(), "the end");
+    assert!(
+        !record("Failed", "Declined").await.unwrap(),
+        "the end again"
+    );
+    assert!(
+        record("Failed", "CompensationFailed").await.unwrap(),
+        "another reason"
+    );
 }
 
 #[tokio::test]

@@ -100,3 +100,15 @@ and worker.recurringNamespaces. */}}
 {{- define "paysaga.ingressTlsSecretName" -}}
 {{- .Values.ingress.tls.secretName | default (printf "%s-ingress-tls" .Release.Name) -}}
 {{- end -}}
+
+{{/*
+Pod annotations a Prometheus with the usual kubernetes_sd relabelling scrapes:
+dict "root" . "port" <the pod's metrics port>. Empty when metrics.scrapeAnnotations is off.
+*/}}
+{{- define "paysaga.scrape" -}}
+{{- if .root.Values.metrics.scrapeAnnotations -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end -}}
+{{- end }}

@@ -141,9 +141,16 @@ impl Harness {
             rt.block_on(async move {
                 let ledger = paysaga_worker::worker::open_ledger(&config).await?;
                 let client = connect(&opts, "saga-test-worker").await?;
-                run(client, ledger, &config, Default::default(), async {
-                    let _ = rx.await;
-                })
+                run(
+                    client,
+                    ledger,
+                    &config,
+                    Default::default(),
+                    Default::default(),
+                    async {
+                        let _ = rx.await;
+                    },
+                )
                 .await
             })
         }));
