@@ -38,8 +38,9 @@ generate: ## regenerate checked-in files (crds/, docs/openapi.json, the chart's 
 	$(CARGO) run -q -p paysaga-operator -- crd idempotencykey > crds/idempotencykey.yaml
 	$(CARGO) run -q -p paysaga-operator -- crd refund > crds/refund.yaml
 	$(CARGO) run -q -p paysaga-operator -- crd recurringpayment > crds/recurringpayment.yaml
+	$(CARGO) run -q -p paysaga-operator -- crd webhookendpoint > crds/webhookendpoint.yaml
 	$(CARGO) run -q -p paysaga-operator -- openapi > docs/openapi.json
-	cp crds/payment.yaml crds/idempotencykey.yaml crds/refund.yaml crds/recurringpayment.yaml charts/paysaga/crds/
+	cp crds/payment.yaml crds/idempotencykey.yaml crds/refund.yaml crds/recurringpayment.yaml crds/webhookendpoint.yaml charts/paysaga/crds/
 	PAYSAGA_UPDATE_GOLDENS=1 $(CARGO) test -q -p paysaga-operator --test chart renders_match >/dev/null
 
 lint: ## rustfmt and clippy, warnings are errors

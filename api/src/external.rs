@@ -28,6 +28,15 @@ pub mod paths {
     pub const ADMIN_GATEWAY_LEDGER: &str = "/admin/gateway-ledger";
     /// Where the gateway's signed confirmations are delivered (served by `paysaga-operator api`).
     pub const GATEWAY_CALLBACKS: &str = "/v1/gateway/callbacks";
+    /// `POST`: a merchant's webhook receiver, one per name
+    /// ([`super::MerchantConfig`]).
+    pub fn merchant_events(merchant: &str) -> String {
+        format!("/merchant/v1/{merchant}/events")
+    }
+    /// `PUT {ADMIN_MERCHANTS}/{name}` sets up a receiver
+    /// ([`super::MerchantConfig`]); `GET` answers what it received
+    /// ([`super::MerchantRecord`]).
+    pub const ADMIN_MERCHANTS: &str = "/admin/merchants";
 }
 
 /// Header carrying the idempotency key of a side-effecting request.
@@ -331,4 +340,45 @@ pub struct GatewayLedgerEntry {
     /// Charge attempts received, including those answered 503.
     pub attempts: u32,
     pub refunded_amount: i64,
+}
+
+// ---- a merchant's webhook receiver ------------------------------------------------
+
+/// How a merchant's receiver behaves (`PUT /admin/merchants/{name}`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MerchantConfig {
+    /// The signing secret it verifies events with.
+    pub secret: String,
+    /// Answer `503` to this many deliveries before accepting.
+    #[serde(default)]
+    pub fail_first: u32,
+    /// Answer this status to every delivery (a receiver that is broken for
+    /// good, until set up again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always: Option<u16>,
+}
+
+/// One request a receiver got.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MerchantReceipt {
+    /// The `X-Paysaga-Event-Id` header.
+    pub event_id: String,
+    pub signature_valid: bool,
+    /// What it answered.
+    pub status: u16,
+    pub at_ms: i64,
+}
+
+/// What a receiver got (`GET /admin/merchants/{name}`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MerchantRecord {
+    /// Every request, in order.
+    pub receipts: Vec<MerchantReceipt>,
+    /// The events accepted, once each (by id), in order.
+    pub events: Vec<serde_json::Value>,
+    /// Accepted deliveries of an event already accepted.
+    pub duplicates: u32,
 }

@@ -14,6 +14,7 @@ pub mod recurring;
 pub mod refund;
 pub mod saga;
 pub mod signature;
+pub mod webhook;
 
 pub use payment::{
     MAX_AMOUNT_MINOR, Notify, Payment, PaymentMethod, PaymentReview, PaymentSpec, PaymentStatus,
@@ -23,3 +24,4 @@ pub use recurring::{
     RecurringPayment, RecurringPaymentSpec, RecurringPaymentStatus, RecurringPhase,
 };
 pub use refund::{Refund, RefundPhase, RefundReason, RefundSpec, RefundStatus};
+pub use webhook::{EventType, WebhookEndpoint, WebhookEndpointSpec, WebhookEndpointStatus};

@@ -76,6 +76,18 @@ pub struct PaymentInput {
     /// record names them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// The Payment object this saga runs for, when a controller started it:
+    /// its end goes to the webhook endpoints of its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectName>,
+}
+
+/// A namespaced object's name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectName {
+    pub namespace: String,
+    pub name: String,
 }
 
 /// When and how a stuck payment goes to a person.

@@ -225,6 +225,7 @@ fn the_charts_crds_are_the_generated_ones() {
         "idempotencykey.yaml",
         "refund.yaml",
         "recurringpayment.yaml",
+        "webhookendpoint.yaml",
     ] {
         let generated = std::fs::read_to_string(workspace_root().join("crds").join(file)).unwrap();
         let in_chart = std::fs::read_to_string(chart().join("crds").join(file)).unwrap();

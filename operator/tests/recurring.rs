@@ -179,24 +179,38 @@ fn patch_spec(name: &str, spec: serde_json::Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_account_can_create_and_read_payments_and_nothing_else() {
+async fn the_worker_account_can_create_and_read_payments_serve_webhooks_and_nothing_else() {
     let ns = &stack().namespace;
     let kubeconfig = paysaga_testenv::kube()
         .service_account_kubeconfig(ns, "paysaga-worker")
         .unwrap();
+    // `resource/subresource` is asked with --subresource.
     let can = |verb: &str, resource: &str, namespace: &str| {
-        let out = std::process::Command::new(paysaga_testenv::tool("kubectl"))
+        let (resource, sub) = match resource.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (resource, None),
+        };
+        let mut kubectl = std::process::Command::new(paysaga_testenv::tool("kubectl"));
+        kubectl
             .arg("--kubeconfig")
             .arg(&kubeconfig)
-            .args(["auth", "can-i", verb, resource, "-n", namespace])
-            .output()
-            .unwrap();
+            .args(["auth", "can-i", verb, resource, "-n", namespace]);
+        if let Some(sub) = sub {
+            kubectl.arg(format!("--subresource={sub}"));
+        }
+        let out = kubectl.output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     for (verb, resource) in [
         ("create", "payments.paysaga.dev"),
         ("get", "payments.paysaga.dev"),
         ("get", "recurringpayments.paysaga.dev"),
+        // Webhooks: the endpoints, their status, their signing Secrets.
+        ("get", "webhookendpoints.paysaga.dev"),
+        ("list", "webhookendpoints.paysaga.dev"),
+        ("watch", "webhookendpoints.paysaga.dev"),
+        ("patch", "webhookendpoints.paysaga.dev/status"),
+        ("get", "secrets"),
     ] {
         assert_eq!(can(verb, resource, ns), "yes", "{verb} {resource}");
     }
@@ -207,7 +221,10 @@ async fn the_worker_account_can_create_and_read_payments_and_nothing_else() {
         ("delete", "payments.paysaga.dev"),
         ("list", "recurringpayments.paysaga.dev"),
         ("patch", "recurringpayments.paysaga.dev"),
-        ("get", "secrets"),
+        ("patch", "webhookendpoints.paysaga.dev"),
+        ("delete", "webhookendpoints.paysaga.dev"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
     ] {
         assert_eq!(can(verb, resource, ns), "no", "{verb} {resource}");
     }

@@ -6,6 +6,7 @@
 //! | payment gateway | `POST /gateway/v1/charges`, `GET /gateway/v1/charges/{chargeId}` (what became of a charge), `POST /gateway/v1/charges/{chargeId}/refunds` (partial or full refund of a captured charge), `POST /gateway/v1/refunds` (the saga's compensation), signed confirmations | [`gateway`], [`callbacks`] |
 //! | fraud scoring | `POST /fraud/v1/score` | [`fraud`] |
 //! | email/SMS provider | `POST`/`GET /notify/v1/messages` | [`notify`] |
+//! | merchants' webhook receivers | `POST /merchant/v1/{name}/events`, `PUT`/`GET /admin/merchants/{name}` | [`merchant`] |
 //! | knobs and audit | `/admin/config`, `/admin/scenarios/{paymentId}`, `/admin/gateway-ledger`, `/healthz` | [`admin`] |
 //!
 //! The contract (paths, DTOs, signatures) lives in [`paysaga_api::external`]
@@ -21,6 +22,7 @@ mod durable;
 pub mod error;
 pub mod fraud;
 pub mod gateway;
+pub mod merchant;
 pub mod notify;
 pub mod rng;
 mod validate;
@@ -106,6 +108,7 @@ pub(crate) struct State {
     pub(crate) rng: rng::SplitMix64,
     pub(crate) gateway: gateway::Gateway,
     pub(crate) outbox: notify::Outbox,
+    pub(crate) merchants: merchant::Merchants,
     pub(crate) ids: Ids,
 }
 
@@ -175,6 +178,7 @@ impl Sim {
                 rng: rng::SplitMix64::new(settings.seed),
                 gateway: saved.gateway,
                 outbox: notify::Outbox::default(),
+                merchants: merchant::Merchants::default(),
                 ids: Ids {
                     last: saved.last_id,
                 },
@@ -254,6 +258,11 @@ pub fn router(sim: Arc<Sim>) -> Router {
                 .delete(admin::delete_scenario),
         )
         .route(paths::ADMIN_GATEWAY_LEDGER, get(admin::gateway_ledger))
+        .route(&paths::merchant_events("{name}"), post(merchant::receive))
+        .route(
+            &format!("{}/{{name}}", paths::ADMIN_MERCHANTS),
+            get(merchant::get).put(merchant::put),
+        )
         .route("/healthz", get(admin::healthz))
         .fallback(error::not_found)
         .layer(middleware::from_fn(log_request))

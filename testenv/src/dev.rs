@@ -180,6 +180,15 @@ impl DevStack {
             let ledger = state.join("ledger.db");
             (None, format!("sqlite://{}?mode=rwc", ledger.display()))
         };
+        // Webhooks to the WebhookEndpoints of `default`, where the README's
+        // payments are made.
+        let mut worker_args = opts.worker_args.clone();
+        if !worker_args
+            .iter()
+            .any(|a| a.starts_with("--webhook-namespaces"))
+        {
+            worker_args.push("--webhook-namespaces=default".into());
+        }
         let worker = Service::payment_worker_kube(
             &state.join("worker"),
             &temporal.address,
@@ -187,7 +196,7 @@ impl DevStack {
             &dev_accounts(),
             &sim.url,
             Some(&kubeconfig),
-            &opts.worker_args,
+            &worker_args,
         )?;
         let controller = Service::controller(
             &state.join("controller"),

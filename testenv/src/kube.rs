@@ -290,6 +290,7 @@ impl KubeEnv {
             "crd/idempotencykeys.paysaga.dev",
             "crd/refunds.paysaga.dev",
             "crd/recurringpayments.paysaga.dev",
+            "crd/webhookendpoints.paysaga.dev",
         ])?;
         Ok(())
     }

@@ -36,6 +36,7 @@ async fn one(client: &Client, queue: &str, fraud_queue: &str, id: String) -> Dur
         compensation_max_attempts: 20,
         escalation: Default::default(),
         requested_by: None,
+        object: None,
     };
     let t0 = Instant::now();
     let handle = client
@@ -91,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         database_max_connections: 20,
         seed_accounts: format!("bench:EUR:{}", 1_000_000_000),
         admin_listen: None,
+        webhooks: Default::default(),
         endpoints: Endpoints {
             gateway_url: sim.url.clone(),
             fraud_url: sim.url.clone(),

@@ -232,6 +232,9 @@ pub struct OutcomeOp {
     pub currency: String,
     pub phase: String,
     pub reason: String,
+    /// The Payment object, for its webhooks (sagas a controller started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<paysaga_api::saga::ObjectName>,
 }
 
 /// A refund's call to the gateway.
@@ -266,6 +269,9 @@ pub struct SagaActivities {
     pub http: reqwest::Client,
     pub endpoints: Endpoints,
     pub metrics: Metrics,
+    /// Starts the deliveries of payments' events; none when no namespace's
+    /// webhooks are watched.
+    pub webhooks: Option<Arc<crate::webhooks::Dispatcher>>,
 }
 
 /// A gateway answer as [`Metrics::gateway_request`] labels it.
@@ -637,6 +643,20 @@ impl SagaActivities {
         // Counted when the ledger first holds the end, not on a retry.
         if changed && op.phase != "Processing" && op.phase != "Pending" {
             self.metrics.payment_finished(&op.phase, &op.reason);
+        }
+        // Started on a retry too (once per endpoint and event: the workflow
+        // ID), so that an attempt that failed after recording loses none.
+        if let (Some(webhooks), Some(object)) = (&self.webhooks, &op.object) {
+            let ended = crate::webhooks::Ended {
+                object,
+                payment_id: &op.payment_id,
+                user_id: &op.user_id,
+                amount: op.amount,
+                currency: &op.currency,
+                phase: &op.phase,
+                reason: &op.reason,
+            };
+            webhooks.dispatch(&ended).await.map_err(transient)?;
         }
         Ok(())
     }

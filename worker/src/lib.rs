@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod ping;
 pub mod recurring;
 pub mod refund;
+pub mod webhooks;
 pub mod worker;
 pub mod workflows;
 

@@ -40,6 +40,7 @@ struct Instruments {
     compensations: Counter,
     gateway_requests: Counter,
     ledger_ops: HistogramDuration,
+    webhook_attempts: Counter,
 }
 
 impl Default for Metrics {
@@ -99,6 +100,10 @@ impl Metrics {
                 "paysaga_gateway_requests",
                 "Requests to the payment gateway, by operation and outcome",
             )),
+            webhook_attempts: meter.counter(params(
+                "paysaga_webhook_attempts",
+                "Webhook delivery attempts by result (delivered, failed, gaveUp)",
+            )),
             ledger_ops: meter.histogram_duration(params(
                 "paysaga_ledger_operation_duration",
                 "Time of the ledger's operations, by operation and result",
@@ -147,6 +152,13 @@ impl Metrics {
     pub fn gateway_request(&self, operation: &str, outcome: &str) {
         let attrs = self.attributes(&[("operation", operation), ("outcome", outcome)]);
         self.instruments.gateway_requests.add(1, &attrs);
+    }
+
+    /// A webhook delivery attempt: `delivered`, `failed` (retried) or
+    /// `gaveUp` (every retry failed).
+    pub fn webhook_attempt(&self, result: &str) {
+        let attrs = self.attributes(&[("result", result)]);
+        self.instruments.webhook_attempts.add(1, &attrs);
     }
 
     /// Times `op` on the ledger.

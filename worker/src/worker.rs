@@ -1,6 +1,7 @@
 //! Running the worker: both task queues, explicit limits, graceful shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::ping::{PingActivities, PingWorkflow};
 use crate::recurring::{RecurringActivities, RecurringFireWorkflow};
 use crate::refund::RefundWorkflow;
+use crate::webhooks::{Dispatcher, WebhookActivities, WebhookConfig, WebhookDeliveryWorkflow};
 use crate::workflows::{FraudCheckWorkflow, PaymentWorkflow};
 
 /// How the worker runs. Every limit is explicit: the SDK's defaults are not
@@ -63,6 +65,8 @@ pub struct WorkerConfig {
     pub seed_accounts: String,
     #[command(flatten)]
     pub endpoints: Endpoints,
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
 }
 
 impl WorkerConfig {
@@ -112,21 +116,34 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("the SDK's runtime options: {e}"))?;
     let runtime = Runtime::from_current_tokio(runtime_options)?;
     let http = http_client();
-    let saga = SagaActivities {
-        ledger,
-        http: http.clone(),
-        endpoints: config.endpoints.clone(),
-        metrics,
-    };
-    // Firings of RecurringPayments create Payments: the worker's own
-    // ServiceAccount in a cluster, KUBECONFIG elsewhere; none, and firings
-    // fail saying so.
+    // Firings of RecurringPayments create Payments, webhooks read their
+    // endpoints: the worker's own ServiceAccount in a cluster, KUBECONFIG
+    // elsewhere; none, and firings fail saying so.
     let kube = match kube::Client::try_default().await {
         Ok(client) => Some(client),
         Err(e) => {
             tracing::warn!(error = %e, "no Kubernetes credentials: recurring payments cannot fire");
             None
         }
+    };
+    let webhooks = Dispatcher::new(
+        kube.as_ref(),
+        &config.webhooks,
+        client.clone(),
+        config.payments_task_queue.clone(),
+    )
+    .map(Arc::new);
+    let deliveries = WebhookActivities {
+        kube: kube.clone(),
+        http: http.clone(),
+        metrics: metrics.clone(),
+    };
+    let saga = SagaActivities {
+        ledger,
+        http: http.clone(),
+        endpoints: config.endpoints.clone(),
+        metrics,
+        webhooks,
     };
     let recurring = RecurringActivities { kube };
     let fraud = FraudActivities {
@@ -142,7 +159,9 @@ pub async fn run(
                 .register_workflow::<RefundWorkflow>()?
                 .register_workflow::<RecurringFireWorkflow>()?
                 .register_workflow::<PingWorkflow>()?
+                .register_workflow::<WebhookDeliveryWorkflow>()?
                 .register_activities(saga)
+                .register_activities(deliveries)
                 .register_activities(recurring)
                 .register_activities(PingActivities)
                 .build(),

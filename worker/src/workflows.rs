@@ -1276,6 +1276,7 @@ impl Saga<'_> {
             currency: self.input.currency.clone(),
             phase: format!("{phase:?}"),
             reason: reason.to_string(),
+            object: self.input.object.clone(),
         };
         if let Err(e) = self.short(SagaActivities::record_outcome, op, true).await {
             self.record(
@@ -1318,7 +1319,7 @@ fn failure(e: &ActivityExecutionError, fallback: &'static str) -> (&'static str,
 /// The type and message of the activity's own error: the cause of a
 /// regular activity's failure (the server wraps it), or a local activity's
 /// failure itself (the worker does not).
-fn application_failure(e: &ActivityExecutionError) -> Option<(Option<&str>, String)> {
+pub(crate) fn application_failure(e: &ActivityExecutionError) -> Option<(Option<&str>, String)> {
     if let Some(IncomingError::Application(af)) = e.cause() {
         return Some((af.type_name(), af.source_error().to_string()));
     }

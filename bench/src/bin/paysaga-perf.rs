@@ -468,6 +468,7 @@ fn saga_input(id: &str, i: usize) -> PaymentInput {
         compensation_max_attempts: paysaga_api::saga::DEFAULT_COMPENSATION_ATTEMPTS,
         escalation: Default::default(),
         requested_by: Some("paysaga-perf".into()),
+        object: None,
     }
 }
 

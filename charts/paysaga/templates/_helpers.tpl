@@ -87,6 +87,12 @@ and worker.recurringNamespaces. */}}
 {{- prepend (.Values.worker.recurringNamespaces | default list) .Release.Namespace | uniq | join "," -}}
 {{- end }}
 
+{{/* The namespaces whose WebhookEndpoints get their payments' events, comma
+separated: the release's and worker.webhooks.namespaces. */}}
+{{- define "paysaga.webhookNamespaces" -}}
+{{- prepend (.Values.worker.webhooks.namespaces | default list) .Release.Namespace | uniq | join "," -}}
+{{- end }}
+
 {{- /* cert-manager issues the ingress' certificate: the issuer's name, or "". */}}
 {{- define "paysaga.ingressCertManager" -}}
 {{- $cm := .Values.ingress.tls.certManager -}}

@@ -124,6 +124,7 @@ impl Harness {
             database_max_connections: 4,
             seed_accounts: String::new(),
             admin_listen: None,
+            webhooks: Default::default(),
             endpoints: paysaga_worker::activities::Endpoints {
                 gateway_url: sim.clone(),
                 fraud_url: sim.clone(),
@@ -185,6 +186,7 @@ impl Harness {
             compensation_max_attempts: 5,
             escalation: Default::default(),
             requested_by: None,
+            object: None,
         }
     }
 

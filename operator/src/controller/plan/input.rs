@@ -2,7 +2,7 @@
 
 use paysaga_api::Payment;
 use paysaga_api::names::{REQUESTED_BY_ANNOTATION, workflow_id};
-use paysaga_api::saga::{DEFAULT_COMPENSATION_ATTEMPTS, PaymentInput};
+use paysaga_api::saga::{DEFAULT_COMPENSATION_ATTEMPTS, ObjectName, PaymentInput};
 
 use super::Settings;
 
@@ -25,5 +25,9 @@ pub fn workflow_input(p: &Payment, settings: &Settings) -> PaymentInput {
             .as_ref()
             .and_then(|a| a.get(REQUESTED_BY_ANNOTATION))
             .cloned(),
+        object: Some(ObjectName {
+            namespace: p.metadata.namespace.clone().unwrap_or_default(),
+            name: p.metadata.name.clone().unwrap_or_default(),
+        }),
     }
 }
