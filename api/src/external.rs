@@ -340,6 +340,9 @@ pub struct GatewayLedgerEntry {
     /// Charge attempts received, including those answered 503.
     pub attempts: u32,
     pub refunded_amount: i64,
+    /// The `X-Request-Id` the charge came with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 // ---- a merchant's webhook receiver ------------------------------------------------

@@ -28,6 +28,27 @@ pub const ASK_ANNOTATIONS: &[&str] = &[
 /// Who asked the HTTP API for an object (a Payment, Refund or
 /// RecurringPayment), as it authenticated them.
 pub const REQUESTED_BY_ANNOTATION: &str = "paysaga.dev/requested-by";
+/// The request that made an object (a Payment, Refund or RecurringPayment)
+/// through the HTTP API: its `X-Request-Id`, given or made. A label, so that
+/// `kubectl get payments -l paysaga.dev/request-id=<id>` finds it.
+pub const REQUEST_ID_LABEL: &str = "paysaga.dev/request-id";
+/// The header carrying a request's correlation id: accepted (or made) and
+/// returned by the HTTP API, sent by the worker to the outside world and by
+/// the gateway with its confirmation.
+pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
+
+/// Whether `id` can be a request id: 1 to 63 letters, digits, `-`, `_` or
+/// `.`, starting and ending with a letter or digit (what a label value may be).
+pub fn valid_request_id(id: &str) -> bool {
+    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    (1..=63).contains(&id.len())
+        && ends_ok(id.chars().next())
+        && ends_ok(id.chars().last())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Who asked the HTTP API to cancel a payment (beside [`CANCEL_ANNOTATION`]).
 pub const CANCEL_BY_ANNOTATION: &str = "paysaga.dev/cancel-by";
 /// When the HTTP API accepted the payment (RFC 3339, milliseconds): the
@@ -81,6 +102,16 @@ pub fn object_id(prefix: &str, meta: &ObjectMeta) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_label_values() {
+        for ok in ["a", "req-1", "0c9f.a_b-C", &"x".repeat(63)] {
+            assert!(valid_request_id(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a b", "a/b", "é", &"x".repeat(64)] {
+            assert!(!valid_request_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn workflow_id_is_deterministic_and_unique_per_object() {

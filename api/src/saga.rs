@@ -80,6 +80,10 @@ pub struct PaymentInput {
     /// its end goes to the webhook endpoints of its namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<ObjectName>,
+    /// The request that made the Payment (its `paysaga.dev/request-id`
+    /// label): the saga sends it to the outside world as `X-Request-Id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A namespaced object's name.

@@ -198,6 +198,10 @@ pub struct PaymentEventData {
     pub currency: String,
     pub phase: String,
     pub reason: String,
+    /// The `X-Request-Id` of the request that made the payment, when it came
+    /// through the HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The id of `payment_id`'s event of `type_`: `evt_` and 24 hex digits of

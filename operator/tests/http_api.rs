@@ -28,8 +28,8 @@ struct Stack {
     database_url: String,
     api: Service,
     tiny: Service,
-    _worker: Service,
-    _controller: Service,
+    worker: Service,
+    controller: Service,
 }
 
 fn stack() -> &'static Stack {
@@ -67,10 +67,10 @@ fn stack() -> &'static Stack {
             key,
             api: api("api", &[]),
             tiny: api("tiny-api", &["--max-in-flight=1".into()]),
-            _worker: worker,
+            worker,
             // Deleted payments' keys are kept 20 s here (30 days by default),
             // so that a test sees one swept.
-            _controller: start_controller(
+            controller: start_controller(
                 "controller",
                 &[
                     "--idempotency-retention-secs=20".into(),
@@ -1582,4 +1582,117 @@ async fn temporal_shows_a_payments_history_decoded_only_through_the_codec_endpoi
         .unwrap();
     assert!(!out.status.success(), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("alice@example.com"));
+}
+
+/// One request id, given by the client, from the API's answer to the
+/// Payment (where kubectl selects by it), the controller's and the worker's
+/// log lines, the gateway's charge request and its confirmation back to
+/// paysaga; one is made when none is given, and a malformed one refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_id_travels_from_the_client_to_the_gateway_and_back() {
+    let s = stack();
+    let rid = format!("req-trace-{}", paysaga_testenv::random_hex(6));
+    let resp = http()
+        .post(url("/v1/payments"))
+        .header("X-Request-Id", &rid)
+        .json(&body("alice", 444))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["x-request-id"], rid.as_str());
+    let created = view(resp).await;
+    let selected = paysaga_testenv::kube()
+        .kubectl_ok(&[
+            "get",
+            "payments",
+            "-n",
+            &s.namespace,
+            "-l",
+            &format!("paysaga.dev/request-id={rid}"),
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .unwrap();
+    assert_eq!(selected.trim(), created.id);
+    follow(&created.status_url, "Succeeded", |v| {
+        v.phase == Phase::Succeeded
+    });
+
+    // The gateway got it with the charge.
+    let api = payments(&s.namespace).await;
+    let p = api.get(&created.id).await.unwrap();
+    let payment_id = paysaga_api::names::workflow_id(&p.metadata);
+    let ledger: Vec<paysaga_api::external::GatewayLedgerEntry> = reqwest::get(format!(
+        "{}{}",
+        paysaga_testenv::sim().url,
+        paysaga_api::external::paths::ADMIN_GATEWAY_LEDGER
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let charge = ledger
+        .iter()
+        .find(|e| e.payment_id == payment_id)
+        .expect("the gateway holds the charge");
+    assert_eq!(charge.request_id.as_deref(), Some(rid.as_str()));
+
+    // Each component's log lines for it carry it (JSON, field request_id).
+    let lines = |log: &std::path::Path, words: &str| -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"request_id\":\"{rid}\"")) && l.contains(words))
+            .map(str::to_string)
+            .collect()
+    };
+    eventually(Duration::from_secs(10), "every component logged it", || {
+        let found = [
+            ("the API", lines(s.api.log(), "payment accepted")),
+            ("the controller", lines(s.controller.log(), &created.id)),
+            (
+                "the worker",
+                lines(s.worker.log(), "charging at the gateway"),
+            ),
+            (
+                "the simulators",
+                lines(paysaga_testenv::sim().log(), "charge accepted"),
+            ),
+            // The confirmation came back with it, to the callback receiver.
+            (
+                "the callback receiver",
+                lines(paysaga_testenv::api().log(), "gateway callback delivered"),
+            ),
+        ];
+        match found.iter().find(|(_, l)| l.is_empty()) {
+            None => Ok(()),
+            Some((who, _)) => Err(format!("no line of {who} carries {rid}")),
+        }
+    });
+
+    // None given: one is made, returned and put on the Payment.
+    let resp = create(&body("alice", 10), None).await;
+    let made = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(made.starts_with("req-") && made.len() == 28, "{made}");
+    let created = view(resp).await;
+    let p = api.get(&created.id).await.unwrap();
+    assert_eq!(p.labels()[paysaga_api::names::REQUEST_ID_LABEL], made);
+
+    // One that cannot be a label value is refused, under a new id.
+    let resp = http()
+        .post(url("/v1/payments"))
+        .header("X-Request-Id", "not a label/value")
+        .json(&body("alice", 10))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req-")
+    );
+    problem(resp, 400, "X-Request-Id must be 1 to 63").await;
 }

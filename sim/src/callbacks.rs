@@ -16,6 +16,7 @@ use axum::{
     body::Bytes,
     http::{HeaderValue, header::CONTENT_TYPE},
 };
+use paysaga_api::names::REQUEST_ID_HEADER;
 use paysaga_api::{
     external::{CallbackOutcome, GatewayCallback, Scenario, SimConfig},
     signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign},
@@ -160,6 +161,9 @@ pub(crate) struct Confirmation {
     pub deliver: bool,
     /// From the charge request; the configured URL when `None`.
     pub callback_url: Option<String>,
+    /// The charge request's `X-Request-Id`, sent back with the confirmation.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// Runs the confirmation in the background.
@@ -168,6 +172,7 @@ pub(crate) fn spawn_confirmation(sim: Arc<Sim>, confirmation: Confirmation) {
         "confirmation",
         payment_id = %confirmation.payment_id,
         charge_id = %confirmation.charge_id,
+        request_id = confirmation.request_id.as_deref().unwrap_or_default(),
     );
     tokio::spawn(confirm(sim, confirmation).instrument(span));
 }
@@ -226,6 +231,7 @@ async fn confirm(sim: Arc<Sim>, c: Confirmation) {
             retry: sim.retry,
             url: url.clone(),
             body: body.clone(),
+            request_id: c.request_id.clone(),
         };
         tokio::spawn(
             delivery
@@ -241,6 +247,7 @@ struct Delivery {
     retry: RetryPolicy,
     url: String,
     body: Bytes,
+    request_id: Option<String>,
 }
 
 impl Delivery {
@@ -279,10 +286,12 @@ impl Delivery {
             .post(&self.url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(TIMESTAMP_HEADER, timestamp.to_string())
-            .header(SIGNATURE_HEADER, signature)
-            .body(self.body.clone())
-            .send()
-            .await;
+            .header(SIGNATURE_HEADER, signature);
+        let sent = match &self.request_id {
+            Some(id) => sent.header(REQUEST_ID_HEADER, id),
+            None => sent,
+        };
+        let sent = sent.body(self.body.clone()).send().await;
         match sent {
             Ok(response) => {
                 let status = response.status();

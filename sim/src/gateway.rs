@@ -135,6 +135,9 @@ struct Charge {
     currency: String,
     status: ChargeStatus,
     refunded_amount: i64,
+    /// The charge request's `X-Request-Id`.
+    #[serde(default)]
+    request_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -260,6 +263,7 @@ impl Gateway {
                     .get(&c.idempotency_key)
                     .map_or(0, |k| k.attempts),
                 refunded_amount: c.refunded_amount,
+                request_id: c.request_id.clone(),
             })
             .collect();
         entries.sort_by(|a, b| (&a.payment_id, &a.charge_id).cmp(&(&b.payment_id, &b.charge_id)));
@@ -425,8 +429,13 @@ fn validate_charge(req: &ChargeRequest) -> Result<(), ApiError> {
 #[tracing::instrument(skip_all, fields(payment_id = %req.payment_id, key = %req.idempotency_key))]
 pub async fn charge(
     State(sim): State<Arc<Sim>>,
+    headers: axum::http::HeaderMap,
     AppJson(req): AppJson<ChargeRequest>,
 ) -> Result<(StatusCode, Json<ChargeResponse>), ApiError> {
+    let request_id = headers
+        .get(paysaga_api::names::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     validate_charge(&req)?;
     sim.simulate_latency().await;
 
@@ -502,6 +511,7 @@ pub async fn charge(
                         currency: req.currency.clone(),
                         status: ChargeStatus::Pending,
                         refunded_amount: 0,
+                        request_id: request_id.clone(),
                     },
                 );
                 tracing::info!(%charge_id, amount = req.amount, currency = %req.currency, ?plan, "charge accepted");
@@ -515,6 +525,7 @@ pub async fn charge(
                     copies: plan.copies,
                     deliver: plan.deliver,
                     callback_url: req.callback_url.clone(),
+                    request_id: request_id.clone(),
                 });
                 if let Some(c) = &confirmation {
                     state.gateway.pending.insert(c.charge_id.clone(), c.clone());
@@ -933,6 +944,7 @@ mod tests {
             currency: "EUR".into(),
             status,
             refunded_amount: 0,
+            request_id: None,
         }
     }
 

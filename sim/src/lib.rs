@@ -307,11 +307,20 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Logs each request; every line logged while it is handled carries its
+/// `X-Request-Id` (span field `request_id`, empty without one).
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
-    let response = next.run(req).await;
+    let request_id = req
+        .headers()
+        .get(paysaga_api::names::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let response = tracing::Instrument::instrument(next.run(req), span).await;
     tracing::debug!(
         %method,
         %path,

@@ -37,6 +37,7 @@ async fn one(client: &Client, queue: &str, fraud_queue: &str, id: String) -> Dur
         escalation: Default::default(),
         requested_by: None,
         object: None,
+        request_id: None,
     };
     let t0 = Instant::now();
     let handle = client

@@ -123,15 +123,25 @@ async fn post_json<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
     idempotency_key: &str,
     body: &Req,
 ) -> Result<Result<Resp, (u16, ErrorBody)>, ActivityError> {
-    let resp = http
-        .post(url)
-        .header(
-            paysaga_api::external::IDEMPOTENCY_KEY_HEADER,
-            idempotency_key,
-        )
-        .json(body)
-        .send()
-        .await;
+    post_json_as(http, url, idempotency_key, None, body).await
+}
+
+/// [`post_json`] on behalf of request `request_id` (its `X-Request-Id`).
+async fn post_json_as<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
+    http: &reqwest::Client,
+    url: &str,
+    idempotency_key: &str,
+    request_id: Option<&str>,
+    body: &Req,
+) -> Result<Result<Resp, (u16, ErrorBody)>, ActivityError> {
+    let mut req = http.post(url).header(
+        paysaga_api::external::IDEMPOTENCY_KEY_HEADER,
+        idempotency_key,
+    );
+    if let Some(id) = request_id {
+        req = req.header(paysaga_api::names::REQUEST_ID_HEADER, id);
+    }
+    let resp = req.json(body).send().await;
     classify("POST", url, resp).await
 }
 
@@ -193,6 +203,9 @@ pub struct ChargeOp {
     pub amount: i64,
     pub currency: String,
     pub method: PaymentMethod,
+    /// Sent to the gateway as `X-Request-Id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -221,6 +234,9 @@ pub struct NotifyOp {
     /// idempotency key, so it is not mistaken for the payer's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// Sent to the provider as `X-Request-Id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -235,6 +251,9 @@ pub struct OutcomeOp {
     /// The Payment object, for its webhooks (sagas a controller started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<paysaga_api::saga::ObjectName>,
+    /// The request that made the payment, for its webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A refund's call to the gateway.
@@ -369,6 +388,12 @@ impl SagaActivities {
     ) -> Result<ChargeReceipt, ActivityError> {
         let attempt = ctx.info().attempt;
         let key = keys::charge(&op.payment_id);
+        tracing::info!(
+            payment_id = %op.payment_id,
+            request_id = op.request_id.as_deref().unwrap_or_default(),
+            attempt,
+            "charging at the gateway"
+        );
         let req = ChargeRequest {
             payment_id: op.payment_id.clone(),
             idempotency_key: key.clone(),
@@ -381,7 +406,13 @@ impl SagaActivities {
         match self
             .gateway(
                 "charge",
-                post_json::<_, ChargeResponse>(&self.http, &url, &key, &req),
+                post_json_as::<_, ChargeResponse>(
+                    &self.http,
+                    &url,
+                    &key,
+                    op.request_id.as_deref(),
+                    &req,
+                ),
             )
             .await?
         {
@@ -414,6 +445,7 @@ impl SagaActivities {
         op: ChargeOp,
     ) -> Result<i64, ActivityError> {
         let key = keys::refund(&op.payment_id);
+        let request_id = op.request_id;
         let req = RefundRequest {
             payment_id: op.payment_id,
             idempotency_key: key.clone(),
@@ -424,7 +456,13 @@ impl SagaActivities {
         let answer = self
             .gateway(
                 "refund",
-                post_json::<_, RefundResponse>(&self.http, &url, &key, &req),
+                post_json_as::<_, RefundResponse>(
+                    &self.http,
+                    &url,
+                    &key,
+                    request_id.as_deref(),
+                    &req,
+                ),
             )
             .await;
         let result = match &answer {
@@ -513,8 +551,14 @@ impl SagaActivities {
                 body: op.body.clone(),
             };
             let url = format!("{}{}", self.endpoints.notify_url, paths::MESSAGES);
-            if let Err((status, body)) =
-                post_json::<_, serde_json::Value>(&self.http, &url, &key, &req).await?
+            if let Err((status, body)) = post_json_as::<_, serde_json::Value>(
+                &self.http,
+                &url,
+                &key,
+                op.request_id.as_deref(),
+                &req,
+            )
+            .await?
             {
                 return Err(permanent(
                     failure_types::BAD_REQUEST,
@@ -655,6 +699,7 @@ impl SagaActivities {
                 currency: &op.currency,
                 phase: &op.phase,
                 reason: &op.reason,
+                request_id: op.request_id.as_deref(),
             };
             webhooks.dispatch(&ended).await.map_err(transient)?;
         }

@@ -172,6 +172,7 @@ impl RefundWorkflow {
                 "{amount} of your payment is on its way back to you (refund {gateway_refund_id})."
             ),
             purpose: None,
+            request_id: None,
         };
         // Telling the payer is best effort: the money has moved either way.
         let told = ctx

@@ -174,6 +174,7 @@ pub struct Ended<'a> {
     pub currency: &'a str,
     pub phase: &'a str,
     pub reason: &'a str,
+    pub request_id: Option<&'a str>,
 }
 
 /// Starts deliveries of payments' events.
@@ -235,6 +236,7 @@ impl Dispatcher {
                 currency: ended.currency.to_string(),
                 phase: ended.phase.to_string(),
                 reason: ended.reason.to_string(),
+                request_id: ended.request_id.map(str::to_string),
             },
         };
         let mut started = 0;
@@ -463,6 +465,10 @@ impl WebhookActivities {
                 .header(SIGNATURE_HEADER, sign(&key, now, &body))
                 .header(EVENT_ID_HEADER, &d.event.id)
                 .header(EVENT_TYPE_HEADER, &d.event.type_)
+                .header(
+                    paysaga_api::names::REQUEST_ID_HEADER,
+                    d.event.data.request_id.as_deref().unwrap_or(&d.event.id),
+                )
                 .body(body)
                 .send()
                 .await

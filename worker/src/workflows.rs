@@ -535,6 +535,7 @@ impl Saga<'_> {
             amount: self.input.amount,
             currency: self.input.currency.clone(),
             method: self.input.method,
+            request_id: self.input.request_id.clone(),
         }
     }
 
@@ -1190,6 +1191,7 @@ impl Saga<'_> {
                  paysaga.dev/review=approve|reject, or POST /v1/payments/<id>/review."
             ),
             purpose: Some("review".into()),
+            request_id: self.input.request_id.clone(),
         };
         match self.short(SagaActivities::notify, op, false).await {
             Ok(n) => format!("reviewer told by {n} message(s)"),
@@ -1250,6 +1252,7 @@ impl Saga<'_> {
             subject,
             body,
             purpose: None,
+            request_id: self.input.request_id.clone(),
         };
         match self.short(SagaActivities::notify, op, true).await {
             Ok(0) => self.record(
@@ -1277,6 +1280,7 @@ impl Saga<'_> {
             phase: format!("{phase:?}"),
             reason: reason.to_string(),
             object: self.input.object.clone(),
+            request_id: self.input.request_id.clone(),
         };
         if let Err(e) = self.short(SagaActivities::record_outcome, op, true).await {
             self.record(

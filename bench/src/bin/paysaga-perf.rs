@@ -469,6 +469,7 @@ fn saga_input(id: &str, i: usize) -> PaymentInput {
         escalation: Default::default(),
         requested_by: Some("paysaga-perf".into()),
         object: None,
+        request_id: None,
     }
 }
 

@@ -123,6 +123,16 @@ pub async fn observe(cached: &Cached, ctx: &Context) -> Result<Observed, Error> 
 }
 
 async fn whole(payment: Payment, id: &str, ctx: &Context) -> Object {
+    // The reconcile's span (and so its every log line) names the request
+    // that made the payment.
+    if let Some(rid) = payment
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(paysaga_api::names::REQUEST_ID_LABEL))
+    {
+        tracing::Span::current().record("request_id", rid.as_str());
+    }
     Object::Payment(Box::new(Facts {
         workflow: workflow(&payment, id, ctx).await,
         pacing: ctx.tracker.pacing(id),

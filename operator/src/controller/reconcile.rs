@@ -86,6 +86,7 @@ impl Error {
     payment = %cached.name_any(),
     namespace = cached.namespace().unwrap_or_default(),
     workflow_id = workflow_id(cached.meta()),
+    request_id = tracing::field::Empty,
 ))]
 pub async fn reconcile(cached: Arc<Cached>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();

@@ -14,6 +14,7 @@ pub mod payments;
 pub mod problem;
 pub mod recurring;
 pub mod refunds;
+pub mod request_id;
 pub mod watched;
 
 use std::sync::Arc;
@@ -161,6 +162,7 @@ pub fn router(state: Arc<AppState>, max_in_flight: usize) -> Router {
             state.clone(),
             metrics::observe,
         ))
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 

@@ -21,8 +21,8 @@ use paysaga_api::http::{
 use paysaga_api::idempotency::{self, IdempotencyKey};
 use paysaga_api::names::{
     ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, CANCEL_BY_ANNOTATION, EXPEDITE_ANNOTATION,
-    FINALIZER, IDEMPOTENCY_ANNOTATION, REQUESTED_BY_ANNOTATION, REVIEW_ANNOTATION,
-    REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
+    FINALIZER, IDEMPOTENCY_ANNOTATION, REQUEST_ID_LABEL, REQUESTED_BY_ANNOTATION,
+    REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
 };
 use paysaga_api::saga::Decision;
 use paysaga_api::{Payment, Phase, Step};
@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use super::auth::{self, Caller};
 use super::problem::Problem;
+use super::request_id::RequestId;
 use super::watched::Admit;
 use super::{AppState, body};
 
@@ -96,6 +97,7 @@ fn accepted(view: PaymentView, replayed: bool) -> Response {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(request): Extension<RequestId>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -156,6 +158,7 @@ pub async fn create(
     payment.metadata = ObjectMeta {
         name,
         generate_name,
+        labels: Some(BTreeMap::from([(REQUEST_ID_LABEL.to_string(), request.0)])),
         annotations: Some(annotations),
         finalizers: Some(vec![FINALIZER.to_string()]),
         ..ObjectMeta::default()
@@ -165,6 +168,12 @@ pub async fn create(
             if let Some(uid) = &created.metadata.uid {
                 state.watched.created(uid);
             }
+            tracing::info!(
+                payment = %created.name_any(),
+                namespace = created.namespace().unwrap_or_default(),
+                caller = %caller.username,
+                "payment accepted"
+            );
             accepted(PaymentView::of(&created, &state.base_url), false)
         }
         Err(kube::Error::Api(status)) if status.code == 409 && key.is_some() => {

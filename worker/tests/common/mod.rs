@@ -187,6 +187,7 @@ impl Harness {
             escalation: Default::default(),
             requested_by: None,
             object: None,
+            request_id: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The workflow input for a Payment object.
 
 use paysaga_api::Payment;
-use paysaga_api::names::{REQUESTED_BY_ANNOTATION, workflow_id};
+use paysaga_api::names::{REQUEST_ID_LABEL, REQUESTED_BY_ANNOTATION, workflow_id};
 use paysaga_api::saga::{DEFAULT_COMPENSATION_ATTEMPTS, ObjectName, PaymentInput};
 
 use super::Settings;
@@ -24,6 +24,12 @@ pub fn workflow_input(p: &Payment, settings: &Settings) -> PaymentInput {
             .annotations
             .as_ref()
             .and_then(|a| a.get(REQUESTED_BY_ANNOTATION))
+            .cloned(),
+        request_id: p
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(REQUEST_ID_LABEL))
             .cloned(),
         object: Some(ObjectName {
             namespace: p.metadata.namespace.clone().unwrap_or_default(),
