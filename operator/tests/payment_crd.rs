@@ -192,7 +192,8 @@ async fn status_subresource_changes_status_and_leaves_spec_alone() {
 }
 
 /// Every manifest in examples/ (the README applies them) is a Payment, a
-/// Refund or a RecurringPayment the real API server accepts.
+/// Refund, a RecurringPayment or a WebhookEndpoint the real API server
+/// accepts.
 #[test]
 fn every_example_is_accepted_by_the_api_server() {
     let env = control_plane();
@@ -207,7 +208,7 @@ fn every_example_is_accepted_by_the_api_server() {
                 .kubectl_ok(&["apply", "--dry-run=server", "-n", &ns.name, "-f", &file])
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             assert!(
-                ["payment", "refund", "recurringpayment"]
+                ["payment", "refund", "recurringpayment", "webhookendpoint"]
                     .iter()
                     .any(|kind| out.contains(&format!("{kind}.paysaga.dev/"))),
                 "{file}: {out}"

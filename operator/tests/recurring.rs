@@ -34,7 +34,7 @@ fn stack() -> &'static Stack {
     STACK.get_or_init(|| {
         let kube = paysaga_testenv::kube();
         let namespace = kube.namespace("recurring").unwrap().name.clone();
-        let kubeconfig = worker_service_account(&namespace);
+        let kubeconfig = worker_service_account(&namespace, &[]);
         let db = paysaga_testenv::postgres().database("recurring").unwrap();
         let worker = Service::payment_worker_kube(
             &paysaga_testenv::run_dir().join("recurring-worker"),
@@ -63,33 +63,6 @@ fn stack() -> &'static Stack {
             controller: Mutex::new(controller),
         }
     })
-}
-
-/// The chart's worker ServiceAccount and Role (rendered by helm for
-/// `namespace` as the release namespace); a kubeconfig with its token.
-fn worker_service_account(namespace: &str) -> std::path::PathBuf {
-    let kube = paysaga_testenv::kube();
-    let chart = paysaga_testenv::workspace_root().join("charts/paysaga");
-    let rendered = paysaga_testenv::process::run(
-        std::process::Command::new(paysaga_testenv::tool("helm"))
-            .args(["template", "paysaga"])
-            .arg(&chart)
-            .args([
-                "--namespace",
-                namespace,
-                "--show-only",
-                "templates/worker.yaml",
-            ]),
-    )
-    .unwrap();
-    // Its identity and access only: no Deployment runs on this control plane.
-    let rbac: Vec<&str> = rendered
-        .split("\n---")
-        .filter(|doc| !doc.contains("kind: Deployment"))
-        .collect();
-    kubectl_apply(namespace, &rbac.join("\n---\n"));
-    kube.service_account_kubeconfig(namespace, "paysaga-worker")
-        .unwrap()
 }
 
 async fn objects() -> Api<RecurringPayment> {

@@ -91,42 +91,6 @@ fn ns(room: Room) -> &'static str {
     &stack().namespaces[room as usize]
 }
 
-/// The chart's worker ServiceAccount and Roles (rendered by helm with
-/// `namespace` as the release's and `more` as further webhook namespaces),
-/// and a kubeconfig with its token.
-fn worker_service_account(namespace: &str, more: &[String]) -> std::path::PathBuf {
-    let kube = paysaga_testenv::kube();
-    let chart = paysaga_testenv::workspace_root().join("charts/paysaga");
-    let rendered = paysaga_testenv::process::run(
-        std::process::Command::new(paysaga_testenv::tool("helm"))
-            .args(["template", "paysaga"])
-            .arg(&chart)
-            .args([
-                "--namespace",
-                namespace,
-                "--show-only",
-                "templates/worker.yaml",
-                "--set",
-                &format!("worker.webhooks.namespaces={{{}}}", more.join(",")),
-            ]),
-    )
-    .unwrap();
-    // Its identity and access only: no Deployment runs on this control plane.
-    for doc in rendered.split("\n---") {
-        if doc.contains("kind: Deployment") || doc.trim().is_empty() {
-            continue;
-        }
-        let out = paysaga_testenv::kube().kubectl_with_input(&["apply", "-f", "-"], doc);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    kube.service_account_kubeconfig(namespace, "paysaga-worker")
-        .unwrap()
-}
-
 /// A receiver in the simulators, a Secret with its signing key and a
 /// WebhookEndpoint for `events` pointing at it.
 fn merchant(room: Room, name: &str, events: &[&str], config: MerchantConfig) {
@@ -200,6 +164,21 @@ fn pay(room: Room, name: &str, amount: i64, want: Phase) -> Payment {
     kubectl_apply(ns, &manifest(name, amount));
     let api = block_on(payments(ns));
     wait_for(&api, name, "it ends", |p| phase(p) == Some(want))
+}
+
+/// Waits until endpoint `name` has given `event` up.
+fn given_up(room: Room, name: &str, event: &str) -> paysaga_api::WebhookEndpointStatus {
+    eventually(
+        Duration::from_secs(GIVE_UP_AFTER_SECS + 30),
+        &format!("{name} gives {event} up"),
+        || {
+            let s = endpoint_status(room, name);
+            match &s.last_given_up {
+                Some(g) if g.event_id == event => Ok(s),
+                _ => Err(format!("{s:?}")),
+            }
+        },
+    )
 }
 
 fn delivered_condition(s: &paysaga_api::WebhookEndpointStatus) -> Option<(String, String)> {
@@ -441,19 +420,9 @@ async fn a_receiver_down_for_good_is_retried_with_backoff_then_given_up_and_the_
     assert_eq!(last.event_id, event);
 
     // Then it gives up, and says so.
-    let given_up = eventually(
-        Duration::from_secs(GIVE_UP_AFTER_SECS + 30),
-        "broken gives up",
-        || {
-            let s = endpoint_status(Room::Down, &broken);
-            match &s.last_given_up {
-                Some(g) if g.event_id == event => Ok(s),
-                _ => Err(format!("{s:?}")),
-            }
-        },
-    );
+    let broken_status = given_up(Room::Down, &broken, &event);
     assert_eq!(
-        delivered_condition(&given_up),
+        delivered_condition(&broken_status),
         Some(("False".into(), "GaveUp".into()))
     );
     let record = received(&broken);
@@ -468,17 +437,7 @@ async fn a_receiver_down_for_good_is_retried_with_backoff_then_given_up_and_the_
 
     // The endpoint that never answers is given up the same way, its
     // attempts' errors named.
-    let dark = eventually(
-        Duration::from_secs(GIVE_UP_AFTER_SECS + 30),
-        "gone-dark gives up",
-        || {
-            let s = endpoint_status(Room::Down, &gone_dark);
-            match &s.last_given_up {
-                Some(g) if g.event_id == event => Ok(s),
-                _ => Err(format!("{s:?}")),
-            }
-        },
-    );
+    let dark = given_up(Room::Down, &gone_dark, &event);
     let message = dark.last_given_up.unwrap().message.unwrap_or_default();
     assert!(message.contains("POST http://127.0.0.1"), "{message}");
 

@@ -36,7 +36,7 @@ pub mod failure_types {
 }
 
 /// A permanent failure: the retry policy stops at once.
-fn permanent(type_name: &str, message: String) -> ActivityError {
+pub(crate) fn permanent(type_name: &str, message: String) -> ActivityError {
     ActivityError::application(
         ApplicationFailure::builder(message)
             .type_name(type_name.to_string())
@@ -46,7 +46,7 @@ fn permanent(type_name: &str, message: String) -> ActivityError {
 }
 
 /// A transient failure: the retry policy backs off and tries again.
-fn transient(message: String) -> ActivityError {
+pub(crate) fn transient(message: String) -> ActivityError {
     ActivityError::application(ApplicationFailure::new(message))
 }
 

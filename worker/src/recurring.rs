@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::activities::{permanent, transient};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, PostParams};
 use paysaga_api::names::{ACCEPTED_AT_ANNOTATION, FINALIZER, RECURRING_LABEL};
@@ -29,19 +30,6 @@ pub mod failure_types {
     pub const INVALID: &str = "InvalidPayment";
     /// The RecurringPayment is gone or being deleted: its firing makes nothing.
     pub const GONE: &str = "RecurringPaymentGone";
-}
-
-fn permanent(type_name: &str, message: String) -> ActivityError {
-    ActivityError::application(
-        ApplicationFailure::builder(message)
-            .type_name(type_name.to_string())
-            .non_retryable(true)
-            .build(),
-    )
-}
-
-fn transient(message: String) -> ActivityError {
-    ActivityError::application(ApplicationFailure::new(message))
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

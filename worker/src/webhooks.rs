@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::activities::{permanent, transient};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -38,9 +39,7 @@ use temporalio_client::{Client, WorkflowIdReusePolicy, WorkflowStartOptions};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use temporalio_sdk::{
-    ActivityCloseTimeouts, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult,
-};
+use temporalio_sdk::{ActivityCloseTimeouts, ActivityOptions, WorkflowContext, WorkflowResult};
 
 use crate::metrics::Metrics;
 
@@ -284,19 +283,6 @@ pub struct WebhookActivities {
     pub kube: Option<kube::Client>,
     pub http: reqwest::Client,
     pub metrics: Metrics,
-}
-
-fn permanent(type_name: &str, message: String) -> ActivityError {
-    ActivityError::application(
-        ApplicationFailure::builder(message)
-            .type_name(type_name.to_string())
-            .non_retryable(true)
-            .build(),
-    )
-}
-
-fn transient(message: String) -> ActivityError {
-    ActivityError::application(ApplicationFailure::new(message))
 }
 
 impl WebhookActivities {

@@ -35,6 +35,40 @@ pub fn chart_service_account() -> std::path::PathBuf {
         .unwrap()
 }
 
+/// The chart's worker ServiceAccount and Roles (rendered by helm with
+/// `namespace` as the release's and `more` as further webhook namespaces),
+/// and a kubeconfig with its token.
+pub fn worker_service_account(namespace: &str, more: &[String]) -> std::path::PathBuf {
+    let kube = paysaga_testenv::kube();
+    let chart = paysaga_testenv::workspace_root().join("charts/paysaga");
+    let mut helm = std::process::Command::new(paysaga_testenv::tool("helm"));
+    helm.args(["template", "paysaga"]).arg(&chart).args([
+        "--namespace",
+        namespace,
+        "--show-only",
+        "templates/worker.yaml",
+    ]);
+    if !more.is_empty() {
+        helm.arg("--set")
+            .arg(format!("worker.webhooks.namespaces={{{}}}", more.join(",")));
+    }
+    let rendered = paysaga_testenv::process::run(&mut helm).unwrap();
+    // Its identity and access only: no Deployment runs on this control plane.
+    for doc in rendered.split("\n---") {
+        if doc.contains("kind: Deployment") || doc.trim().is_empty() {
+            continue;
+        }
+        let out = paysaga_testenv::kube().kubectl_with_input(&["apply", "-f", "-"], doc);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    kube.service_account_kubeconfig(namespace, "paysaga-worker")
+        .unwrap()
+}
+
 /// An HTTP client for the paysaga API that sends `credential` (an API key
 /// or a Kubernetes token) as `Authorization: Bearer`.
 pub fn authed_http(credential: &str) -> reqwest::Client {
