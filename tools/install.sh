@@ -3,6 +3,7 @@
 #
 #   tools/install.sh [component ...]     components: python schemathesis kubectl apiserver etcd postgres
 #                                          node_debian kube_node cni coredns traefik kube_router
+#                                          prometheus
 #
 # Idempotent. Built or downloaded artefacts live in a cache outside the clone,
 # keyed by version ($PAYSAGA_CACHE, default ~/.cache/paysaga), so a second
@@ -267,6 +268,28 @@ install_kube_router() {
   publish kube-router "$dir/bin/kube-router"
 }
 
+# Prometheus and promtool (make dev's metrics store; the tests check and fire
+# the chart's alert rules with them). Module v0.3MM.P is release 3.MM.P.
+# remove_all_sd leaves out the cloud service discoveries (static and file
+# configs are all paysaga uses): a third of the build. The web UI's assets are
+# an npm build that the module does not ship; the API and /query's data are
+# what the tests and make dev use.
+build_prometheus() {
+  local m=github.com/prometheus/prometheus v
+  v="v0.$(echo "$PROMETHEUS_VERSION" | awk -F. '{printf "%d%02d.%d", $1, $2, $3}')"
+  log "building Prometheus $PROMETHEUS_VERSION ($m@$v) and promtool from the Go module proxy (5-10 min cold)"
+  GOFLAGS="$GOFLAGS -tags=remove_all_sd" \
+  GO_LDFLAGS="-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION -X github.com/prometheus/common/version.Branch=release" \
+    go_main "$1" $m "$v" $m/cmd/prometheus $m/cmd/promtool
+}
+install_prometheus() {
+  local dir="$cache/prometheus-$PROMETHEUS_VERSION"
+  log "Prometheus $PROMETHEUS_VERSION"
+  cached "$dir" build_prometheus
+  publish prometheus "$dir/bin/prometheus"
+  publish promtool "$dir/bin/promtool"
+}
+
 # containerd, runc, buildah, iptables, ipset, conntrack and a static busybox
 # (the test pods' toolbox) from Debian; they install system-wide.
 NODE_DEBIAN_PACKAGES=(containerd runc buildah iptables ipset conntrack busybox-static libc6-dev)
@@ -322,6 +345,7 @@ check() {
   "$bin/coredns" -version 2>/dev/null | head -1 | sed 's/^/  /' || true
   "$bin/traefik" version 2>/dev/null | head -1 | sed 's/^/  traefik /' || true
   "$bin/kube-router" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
+  "$bin/prometheus" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
 }
 
 # Whether CMD's output matches PATTERN. The output is read whole first: with
@@ -354,10 +378,13 @@ verify() {
   reports "$TRAEFIK_VERSION" "$bin/traefik" version || die "traefik is not $TRAEFIK_VERSION"
   reports "v$KUBE_ROUTER_VERSION" "$bin/kube-router" --version || die "kube-router is not $KUBE_ROUTER_VERSION"
   for b in containerd runc buildah ctr; do [ -x "$bin/$b" ] || die "$b is missing"; done
+  for b in prometheus promtool; do
+    reports "version $PROMETHEUS_VERSION" "$bin/$b" --version || die "$b is not $PROMETHEUS_VERSION"
+  done
 }
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(python schemathesis kubectl etcd apiserver postgres
-  node_debian kube_node cni coredns traefik kube_router)
+  node_debian kube_node cni coredns traefik kube_router prometheus)
 for c in "${components[@]}"; do "install_$c"; done
 if [ $# -eq 0 ]; then check; verify; log "all tools ready in .tools/bin"; fi

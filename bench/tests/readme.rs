@@ -3,7 +3,7 @@
 //!
 //! Every `$ ` command of the console blocks between "**`make dev`**" and
 //! "**`make test`**" runs in order in bash from the workspace root, with the
-//! make-dev addresses (`127.0.0.1:8080`, `:8090`, `$PWD/.dev/`) pointed at
+//! make-dev addresses (`127.0.0.1:8080`, `:8090`, `:9090`, `$PWD/.dev/`) pointed at
 //! this stack (and what it prints pointed back). A command must succeed unless the README shows its error; the
 //! output it shows must be what it prints (spaces aside). A watch (`-w`)
 //! runs for a while and may print fewer rows than shown (a step shows only
@@ -99,9 +99,19 @@ fn the_readme_walkthrough_does_what_it_shows_against_make_dev() {
     );
 
     let dir = paysaga_testenv::run_dir().join("readme");
-    let stack = DevStack::start(&dir, &DevOptions::default().temporal_as_make_dev()).unwrap();
+    let stack = DevStack::start(
+        &dir,
+        &DevOptions {
+            prometheus: true,
+            ..Default::default()
+        }
+        .temporal_as_make_dev(),
+    )
+    .unwrap();
+    let prometheus = stack.prometheus.as_ref().expect("started with Prometheus");
     let point = |s: &str| {
         s.replace("$PWD/.dev/", &format!("{}/", dir.display()))
+            .replace("http://127.0.0.1:9090", &prometheus.url)
             .replace("http://127.0.0.1:8080", &stack.api.url)
             .replace("http://127.0.0.1:8090", &stack.sim.url)
     };
@@ -125,7 +135,8 @@ fn the_readme_walkthrough_does_what_it_shows_against_make_dev() {
         // And back: what it prints, as make dev would print it.
         let printed = printed
             .replace(&stack.api.url, "http://127.0.0.1:8080")
-            .replace(&stack.sim.url, "http://127.0.0.1:8090");
+            .replace(&stack.sim.url, "http://127.0.0.1:8090")
+            .replace(&prometheus.url, "http://127.0.0.1:9090");
         let printed: Vec<&str> = printed.lines().filter(|l| !l.trim().is_empty()).collect();
         let context = format!(
             "README command `{}`\nprinted:\n{}\nthe README shows:\n{}",

@@ -154,6 +154,11 @@ struct ControllerOpts {
         default_value = ""
     )]
     recurring_namespaces: Vec<String>,
+    /// How often the controller asks Temporal whether it answers, in seconds
+    /// (`/readyz` and `paysaga_controller_temporal_reachable`; every 2 s
+    /// while it does not).
+    #[arg(long, env = "PAYSAGA_TEMPORAL_PROBE_SECS", default_value_t = 10)]
+    temporal_probe_secs: u64,
     /// Payments reconciled at once.
     #[arg(long, env = "PAYSAGA_CONTROLLER_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
@@ -263,6 +268,12 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             readiness.temporal(true);
+            admin::spawn_temporal_probe(
+                paysaga_operator::temporal::PaymentWorkflows::new(temporal.clone()),
+                readiness.clone(),
+                metrics.clone(),
+                std::time::Duration::from_secs(opts.temporal_probe_secs.max(1)),
+            );
             let settings = Settings {
                 payments_task_queue: opts.payments_task_queue,
                 fraud_task_queue: opts.fraud_task_queue,

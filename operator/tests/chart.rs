@@ -110,7 +110,15 @@ fn every_render_is_accepted_by_the_api_server() {
     let env = kube();
     let _ = env.kubectl_ok(&["create", "namespace", "paysaga-system"]);
     for (name, values) in values_files() {
-        let rendered = render(&values);
+        // A PrometheusRule needs prometheus-operator's CRDs, which this API
+        // server does not have: its rules go to promtool instead
+        // (`the_alert_rules_pass_promtool`).
+        let all = render(&values);
+        let rendered = render_documents(&all)
+            .into_iter()
+            .filter(|d| !d.contains("\nkind: PrometheusRule\n"))
+            .collect::<Vec<_>>()
+            .join("\n---\n");
         let dry_run =
             || env.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &rendered);
         // A namespace just created may not have reached the admission
@@ -134,6 +142,51 @@ fn every_render_is_accepted_by_the_api_server() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The documents of a render.
+fn render_documents(rendered: &str) -> Vec<&str> {
+    rendered
+        .split("\n---\n")
+        .filter(|d| d.lines().any(|l| l.starts_with("kind: ")))
+        .collect()
+}
+
+/// The PrometheusRule of every render that has one, and of the defaults
+/// with a selector, is a rule file promtool accepts, with each alert.
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let dir = paysaga_testenv::run_dir().join("promtool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut checked = 0;
+    for (name, values) in values_files() {
+        let rendered = render(&values);
+        if !rendered.contains("\nkind: PrometheusRule\n") {
+            continue;
+        }
+        let rules = paysaga_testenv::prometheus::render_chart_rules(
+            &dir.join(format!("{name}.yaml")),
+            &[&format!("--values={}", values.display())],
+        );
+        let text = std::fs::read_to_string(rules.unwrap()).unwrap();
+        for alert in [
+            "PaysagaPaymentStuck",
+            "PaysagaCompensationFailing",
+            "PaysagaGatewayErrors",
+            "PaysagaApiErrors",
+            "PaysagaControllerLag",
+            "PaysagaTemporalUnreachable",
+        ] {
+            assert!(
+                text.contains(&format!("- alert: {alert}\n")),
+                "{name}: no {alert}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "no values file renders the alerts");
+    let defaults = paysaga_testenv::prometheus::render_chart_rules(&dir.join("defaults.yaml"), &[]);
+    assert!(defaults.is_ok(), "{defaults:?}");
 }
 
 #[test]

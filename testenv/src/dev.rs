@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::prometheus::{PrometheusEnv, PrometheusOptions, Target};
 use crate::{KubeEnv, Service, TemporalEnv, TemporalOptions, free_port};
 
 /// Demo accounts of the dev ledger.
@@ -47,6 +48,14 @@ pub struct DevOptions {
     /// The gateway simulator keeps its charges in a file across restarts
     /// (`--state-file`), as a real gateway would.
     pub durable_gateway: bool,
+    /// Start Prometheus scraping every component and Temporal, with the
+    /// chart's alert rules.
+    pub prometheus: bool,
+    /// `--set` values the alert rules are rendered with (on top of the
+    /// chart's defaults), and how often Prometheus scrapes and evaluates
+    /// (5 s when `None`).
+    pub alert_sets: Vec<String>,
+    pub prometheus_interval: Option<std::time::Duration>,
     pub api_args: Vec<String>,
     pub sim_args: Vec<String>,
     pub worker_args: Vec<String>,
@@ -71,8 +80,12 @@ impl DevOptions {
 /// The running stack. Dropping it stops everything, the controller and the
 /// worker first so in-flight activities finish (fields drop in order).
 pub struct DevStack {
+    /// When [`DevOptions::prometheus`].
+    pub prometheus: Option<PrometheusEnv>,
     pub controller: Service,
     pub worker: Service,
+    /// The worker's admin endpoints: `/metrics`, `/healthz`, `/readyz`.
+    pub worker_admin: String,
     pub sim: Service,
     pub api: Service,
     pub temporal: TemporalEnv,
@@ -183,6 +196,12 @@ impl DevStack {
         // Webhooks to the WebhookEndpoints of `default`, where the README's
         // payments are made.
         let mut worker_args = opts.worker_args.clone();
+        let worker_admin_port = match port(8082)? {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        worker_args.push(format!("--admin-listen=127.0.0.1:{worker_admin_port}"));
+        let worker_admin = format!("http://127.0.0.1:{worker_admin_port}");
         if !worker_args
             .iter()
             .any(|a| a.starts_with("--webhook-namespaces"))
@@ -205,9 +224,44 @@ impl DevStack {
             port(8081)?,
             &opts.controller_args,
         )?;
+        let prometheus = if opts.prometheus {
+            eprintln!("paysaga dev: starting Prometheus…");
+            let dir = state.join("prometheus");
+            std::fs::create_dir_all(&dir)?;
+            let sets: Vec<String> = opts
+                .alert_sets
+                .iter()
+                .map(|s| format!("--set={s}"))
+                .collect();
+            let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+            let rules =
+                crate::prometheus::render_chart_rules(&dir.join("paysaga-alerts.yaml"), &sets)?;
+            let interval = opts
+                .prometheus_interval
+                .unwrap_or(std::time::Duration::from_secs(5));
+            Some(PrometheusEnv::start(
+                &dir,
+                &PrometheusOptions {
+                    port: port(9090)?,
+                    targets: vec![
+                        Target::new("paysaga-api", &format!("{}/metrics", api.url)),
+                        Target::new("paysaga-controller", &format!("{}/metrics", controller.url)),
+                        Target::new("paysaga-worker", &format!("{worker_admin}/metrics")),
+                        Target::new("temporal", &temporal.metrics_url),
+                    ],
+                    rule_files: vec![rules],
+                    scrape_interval: interval,
+                    evaluation_interval: interval,
+                },
+            )?)
+        } else {
+            None
+        };
         Ok(DevStack {
+            prometheus,
             controller,
             worker,
+            worker_admin,
             sim,
             api,
             temporal,

@@ -22,6 +22,7 @@ pub mod node;
 pub mod postgres;
 pub mod process;
 pub mod prom;
+pub mod prometheus;
 pub mod relay;
 pub mod services;
 pub mod temporal;

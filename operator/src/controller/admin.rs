@@ -14,6 +14,7 @@ use kube::api::{Api, ListParams};
 use paysaga_api::Payment;
 
 use super::metrics::Metrics;
+use crate::temporal::PaymentWorkflows;
 
 /// Whether the parts the controller needs answered their last calls.
 #[derive(Debug, Default)]
@@ -56,6 +57,33 @@ pub fn spawn_readiness_probe(client: Client, readiness: Arc<Readiness>) {
             let ok = probe.list(&ListParams::default().limit(1)).await.is_ok();
             readiness.kube(ok);
             tokio::time::sleep(Duration::from_secs(if ok { 15 } else { 2 })).await;
+        }
+    });
+}
+
+/// Asks Temporal every `interval` (every 2 s at most while it does not
+/// answer) whether it answers, so readiness and the `temporal_reachable`
+/// metric (what the Temporal-unreachable alert reads) tell even when no
+/// payment is reconciled. Started before leader election, like the API
+/// server's probe: a standby reports too.
+pub fn spawn_temporal_probe(
+    workflows: PaymentWorkflows,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) {
+    let failing = interval.min(Duration::from_secs(2));
+    tokio::spawn(async move {
+        loop {
+            let ok = tokio::time::timeout(Duration::from_secs(2), workflows.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !ok {
+                tracing::warn!("Temporal did not answer the controller's probe");
+            }
+            readiness.temporal(ok);
+            metrics.temporal_reachable.set(i64::from(ok));
+            tokio::time::sleep(if ok { interval } else { failing }).await;
         }
     });
 }

@@ -40,7 +40,8 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 #[derive(Clone, Debug)]
 pub struct Cached {
     /// Name, namespace, uid, resourceVersion, generation, finalizers,
-    /// deletion time and the cancel annotation: nothing else.
+    /// creation and deletion times and the annotations that ask something:
+    /// nothing else.
     meta: ObjectMeta,
     body: Body,
 }
@@ -102,6 +103,7 @@ impl Cached {
             generation: full.generation,
             finalizers: full.finalizers,
             deletion_timestamp: full.deletion_timestamp,
+            creation_timestamp: full.creation_timestamp,
             annotations: (!asks.is_empty()).then_some(asks),
             ..ObjectMeta::default()
         };
@@ -122,6 +124,15 @@ impl Cached {
                 Err(e) => Held::Invalid(e),
             },
             Body::Finished(at) => Held::Finished(*at),
+        }
+    }
+
+    /// When it was created, while its status records no end (what the
+    /// stuck-payment metric reads); `None` once it has ended.
+    pub fn open_since(&self) -> Option<Timestamp> {
+        match &self.body {
+            Body::Json(_) => self.meta.creation_timestamp.as_ref().map(|t| t.0),
+            Body::Finished(_) => None,
         }
     }
 
@@ -287,7 +298,17 @@ mod tests {
             [CANCEL_ANNOTATION],
             "only the cancel annotation"
         );
-        assert!(m.creation_timestamp.is_none() && m.managed_fields.is_none());
+        assert!(m.managed_fields.is_none());
+    }
+
+    #[test]
+    fn open_since_its_creation_until_its_end_is_recorded() {
+        let open = Cached::from_value(object());
+        assert_eq!(
+            open.open_since().map(|t| t.to_string()).as_deref(),
+            Some("2026-11-25T10:00:00Z")
+        );
+        assert_eq!(Cached::from_value(finished()).open_since(), None);
     }
 
     #[test]

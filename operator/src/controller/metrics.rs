@@ -6,6 +6,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use kube::runtime::reflector::Store;
+
+use super::cache::Cached;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CategoryLabel {
@@ -64,6 +70,14 @@ pub struct Metrics {
     /// Events published, by type and reason (what to alert on: e.g.
     /// `Warning`/`ChargeMismatch`, `Warning`/`NeedsReview`).
     pub events: Family<EventLabel, Counter>,
+    /// 1 when Temporal answered the controller's last probe, else 0.
+    pub temporal_reachable: Gauge,
+    /// Payments whose status records no end yet, and the age of the oldest
+    /// (0 when none): read from the cache at each scrape.
+    open_payments: Gauge,
+    oldest_open_age: Gauge<f64, AtomicU64>,
+    /// The cache those are read from while the controller leads.
+    cache: Mutex<Option<Store<Cached>>>,
     registry: Registry,
 }
 
@@ -130,6 +144,25 @@ impl Default for Metrics {
                 "Running workflows whose history is long-polled",
                 Gauge::default(),
             ),
+            temporal_reachable: register(
+                r,
+                "temporal_reachable",
+                "1 when Temporal answered the controller's last probe, else 0",
+                Gauge::default(),
+            ),
+            open_payments: register(
+                r,
+                "open_payments",
+                "Payments whose status records no end yet (only the leader reports)",
+                Gauge::default(),
+            ),
+            oldest_open_age: register(
+                r,
+                "oldest_open_payment_age_seconds",
+                "Age of the oldest Payment whose status records no end yet, 0 when none (only the leader reports)",
+                Gauge::default(),
+            ),
+            cache: Mutex::new(None),
             registry,
         }
     }
@@ -169,7 +202,27 @@ impl Metrics {
             .inc();
     }
 
+    /// Reads open payments from `cache` at each scrape from now on; `None`
+    /// when it stops leading (the gauges then read 0).
+    pub fn watch_open_payments(&self, cache: Option<Store<Cached>>) {
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = cache;
+    }
+
     pub fn encode(&self) -> String {
+        let open: Vec<_> = match &*self.cache.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(cache) => cache
+                .state()
+                .iter()
+                .filter_map(|p| p.open_since())
+                .collect(),
+            None => Vec::new(),
+        };
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let oldest = open.iter().min().map_or(0.0, |t| {
+            (now.as_millisecond() - t.as_millisecond()).max(0) as f64 / 1000.0
+        });
+        self.open_payments.set(open.len() as i64);
+        self.oldest_open_age.set(oldest);
         crate::openmetrics::encode(&self.registry)
     }
 }
@@ -177,6 +230,44 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_payments_are_counted_from_the_cache_at_each_scrape() {
+        let m = Metrics::default();
+        let text = m.encode();
+        assert!(
+            text.contains("paysaga_controller_open_payments 0"),
+            "{text}"
+        );
+        let (reader, mut writer) = kube::runtime::reflector::store::<Cached>();
+        let created = k8s_openapi::jiff::Timestamp::now() - std::time::Duration::from_secs(90);
+        let payment = |name: &str, ended: bool| {
+            let mut o = serde_json::json!({
+                "apiVersion": "paysaga.dev/v1alpha1", "kind": "Payment",
+                "metadata": {"name": name, "namespace": "shop", "creationTimestamp": created.to_string()},
+                "spec": {"userId": "alice", "amount": 100, "currency": "EUR", "method": "card"},
+            });
+            if ended {
+                o["status"] =
+                    serde_json::json!({"phase": "Succeeded", "completedAt": created.to_string()});
+            }
+            Cached::from_value(o)
+        };
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(payment("a", false)));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(payment("b", true)));
+        m.watch_open_payments(Some(reader));
+        let text = m.encode();
+        assert!(
+            text.contains("paysaga_controller_open_payments 1"),
+            "{text}"
+        );
+        let age: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("paysaga_controller_oldest_open_payment_age_seconds "))
+            .and_then(|v| v.parse().ok())
+            .expect("the age is exported");
+        assert!((90.0..120.0).contains(&age), "{age}: {text}");
+    }
 
     #[test]
     fn events_are_counted_by_type_and_reason() {

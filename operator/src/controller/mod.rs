@@ -129,6 +129,8 @@ pub async fn run(
     // controller's own status writes (no reconcile storms). Progress of the
     // workflow arrives through the wake-ups.
     let (reader, writer) = reflector::store();
+    let metrics = ctx.metrics.clone();
+    metrics.watch_open_payments(Some(reader.clone()));
     // The cache keeps each Payment compact ([`cache`]). The initial list
     // comes in pages (a list at any resource version would come whole from
     // the watch cache: tens of MB at once with 10k Payments).
@@ -151,6 +153,7 @@ pub async fn run(
             }
         })
         .await;
+    metrics.watch_open_payments(None);
     sweeper.abort();
     refunds.abort();
     recurring.abort();

@@ -1,8 +1,8 @@
 //! `make dev`: the whole of paysaga on this machine, no Docker.
 //!
 //! Starts a real control plane (etcd + kube-apiserver), Temporal with its web
-//! UI, the simulators, the HTTP API, the worker (ledger on SQLite) and the
-//! controller ([`DevStack`]), writes `.dev/kubeconfig`, prints what to do
+//! UI, the simulators, the HTTP API, the worker (ledger on SQLite), the
+//! controller and Prometheus with the chart's alerts ([`DevStack`]), writes `.dev/kubeconfig`, prints what to do
 //! next, and stops everything cleanly on Ctrl-C. State is fresh on every start.
 
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ fn main() -> Result<()> {
         &DevOptions {
             well_known_ports: true,
             ui: true,
+            prometheus: true,
             ..Default::default()
         }
         .temporal_as_make_dev(),
@@ -49,6 +50,8 @@ paysaga dev is up.
                    GET /v1/payments: {without} without a credential, {with} with this key
   Simulators     : {sim}   (knobs: {sim}/admin/config)
   Controller     : {controller}/metrics, /healthz, /readyz
+  Worker         : {worker_admin}/metrics, /healthz, /readyz
+  Prometheus     : {prometheus}/api/v1/targets   (scrapes the API, controller, worker and Temporal; the chart's alerts: {prometheus}/api/v1/rules)
   Ledger         : {database_url} (accounts {DEMO_ACCOUNTS}, and load-0 … load-{last} for k6)
   Logs           : {logs}
 
@@ -88,6 +91,8 @@ Press Ctrl-C to stop everything.
         api = stack.api.url,
         sim = stack.sim.url,
         controller = stack.controller.url,
+        worker_admin = stack.worker_admin,
+        prometheus = stack.prometheus.as_ref().map_or("-", |p| p.url.as_str()),
         database_url = stack.database_url,
         last = LOAD_USERS - 1,
         logs = stack.state.display(),
