@@ -3,7 +3,7 @@
 #
 #   tools/install.sh [component ...]     components: python schemathesis kubectl apiserver etcd postgres
 #                                          node_debian kube_node cni coredns traefik kube_router
-#                                          prometheus
+#                                          prometheus jaeger
 #
 # Idempotent. Built or downloaded artefacts live in a cache outside the clone,
 # keyed by version ($PAYSAGA_CACHE, default ~/.cache/paysaga), so a second
@@ -290,6 +290,22 @@ install_prometheus() {
   publish promtool "$dir/bin/promtool"
 }
 
+# Jaeger v2 (make dev's trace backend, and the tests'): receives OTLP, keeps
+# traces in memory, answers /api/traces. Module v1.X is the v2 binary
+# cmd/jaeger. Its web UI is an npm build the module does not ship (a
+# placeholder page is served); tools/trace-svg draws a trace from the API.
+build_jaeger() {
+  local m=github.com/jaegertracing/jaeger
+  log "building Jaeger ($m@v$JAEGER_VERSION cmd/jaeger) from the Go module proxy (5-10 min cold)"
+  go_main "$1" $m "v$JAEGER_VERSION" $m/cmd/jaeger
+}
+install_jaeger() {
+  local dir="$cache/jaeger-$JAEGER_VERSION"
+  log "Jaeger (module $JAEGER_VERSION)"
+  cached "$dir" build_jaeger
+  publish jaeger "$dir/bin/jaeger"
+}
+
 # containerd, runc, buildah, iptables, ipset, conntrack and a static busybox
 # (the test pods' toolbox) from Debian; they install system-wide.
 NODE_DEBIAN_PACKAGES=(containerd runc buildah iptables ipset conntrack busybox-static libc6-dev)
@@ -346,6 +362,7 @@ check() {
   "$bin/traefik" version 2>/dev/null | head -1 | sed 's/^/  traefik /' || true
   "$bin/kube-router" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
   "$bin/prometheus" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
+  if [ -x "$bin/jaeger" ]; then echo "  jaeger (module v$JAEGER_VERSION)"; fi
 }
 
 # Whether CMD's output matches PATTERN. The output is read whole first: with
@@ -381,10 +398,12 @@ verify() {
   for b in prometheus promtool; do
     reports "version $PROMETHEUS_VERSION" "$bin/$b" --version || die "$b is not $PROMETHEUS_VERSION"
   done
+  [ -x "$bin/jaeger" ] || die "jaeger is missing"
+  [ "$(readlink "$bin/jaeger")" = "$cache/jaeger-$JAEGER_VERSION/bin/jaeger" ] || die "jaeger is not $JAEGER_VERSION"
 }
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(python schemathesis kubectl etcd apiserver postgres
-  node_debian kube_node cni coredns traefik kube_router prometheus)
+  node_debian kube_node cni coredns traefik kube_router prometheus jaeger)
 for c in "${components[@]}"; do "install_$c"; done
 if [ $# -eq 0 ]; then check; verify; log "all tools ready in .tools/bin"; fi

@@ -32,6 +32,11 @@ pub const REQUESTED_BY_ANNOTATION: &str = "paysaga.dev/requested-by";
 /// through the HTTP API: its `X-Request-Id`, given or made. A label, so that
 /// `kubectl get payments -l paysaga.dev/request-id=<id>` finds it.
 pub const REQUEST_ID_LABEL: &str = "paysaga.dev/request-id";
+/// The trace a Payment made through the HTTP API belongs to: the W3C
+/// `traceparent` of the request's span. The controller's reconciles (and
+/// through them the workflow, its activities and the gateway) are traced as
+/// its children.
+pub const TRACEPARENT_ANNOTATION: &str = "paysaga.dev/traceparent";
 /// The header carrying a request's correlation id: accepted (or made) and
 /// returned by the HTTP API, sent by the worker to the outside world and by
 /// the gateway with its confirmation.

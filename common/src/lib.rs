@@ -1,11 +1,10 @@
-//! What every paysaga binary shares: connecting to Temporal, structured logs,
-//! and shutdown signals.
+//! What every paysaga binary shares: connecting to Temporal, structured logs
+//! and traces ([`telemetry`]), and shutdown signals.
 
 pub mod codec;
 pub mod secret;
+pub mod telemetry;
 pub mod temporal;
-
-use tracing_subscriber::{EnvFilter, fmt};
 
 /// Log format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
@@ -15,17 +14,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
-}
-
-/// Installs the global subscriber. The filter comes from `RUST_LOG` (default
-/// `info`); logs go to stderr so stdout stays clean for command output.
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

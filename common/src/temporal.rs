@@ -108,6 +108,10 @@ pub async fn connect_with(
         connection,
         ClientOptions::new(opts.temporal_namespace.clone())
             .data_converter(data_converter)
+            // Spans for starts, signals, workflows and activities, and the
+            // trace context in their headers, when traces are exported
+            // (workers made from this client inherit it).
+            .plugins(crate::telemetry::temporal_plugin())
             .build(),
     )
     .map_err(|source| ConnectError::Client {

@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use paysaga_common::telemetry::Telemetry;
 use paysaga_common::temporal::{self, TemporalOpts};
-use paysaga_common::{LogFormat, hostname, init_logging, shutdown_signal};
+use paysaga_common::{LogFormat, hostname, shutdown_signal};
 use paysaga_operator::controller::{self, admin, leader, plan::Settings};
 use paysaga_operator::crdgen;
 use paysaga_operator::http::{self, AppState, callbacks::CallbackVerifier};
@@ -239,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", paysaga_operator::http::openapi::document_text());
         }
         Command::Controller { temporal, opts } => {
-            init_logging(cli.log_format);
+            let _telemetry = Telemetry::init(cli.log_format, "paysaga-controller");
             let kube = kube::Client::try_default().await?;
             let identity = format!("paysaga-controller@{}", hostname());
             let metrics = Arc::new(controller::metrics::Metrics::default());
@@ -348,7 +349,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Api { temporal, opts } => {
-            init_logging(cli.log_format);
+            let _telemetry = Telemetry::init(cli.log_format, "paysaga-api");
             // From the environment or a file, never argv (ps shows argv).
             let callback_secret = paysaga_common::secret::from_env("PAYSAGA_CALLBACK_SECRET")
                 .map_err(|e| anyhow::anyhow!("the gateway's callback signing key: {e}"))?;

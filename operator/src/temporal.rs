@@ -193,10 +193,12 @@ impl PaymentWorkflows {
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .build();
         let raw = RawValue::from_value(input, &self.converter);
-        match self
-            .client
-            .start_workflow(UntypedWorkflow::new(workflow_type), raw, options)
-            .await
+        match paysaga_common::telemetry::in_current_context(self.client.start_workflow(
+            UntypedWorkflow::new(workflow_type),
+            raw,
+            options,
+        ))
+        .await
         {
             Ok(handle) => Ok(Started::New {
                 run_id: handle.run_id().unwrap_or_default().to_string(),
@@ -329,22 +331,19 @@ impl PaymentWorkflows {
             .client
             .get_workflow_handle::<UntypedWorkflow>(workflow_id);
         let input = RawValue::from_value(payload, &self.converter);
-        handle
-            .signal(
-                UntypedSignal::new(signal),
-                input,
-                WorkflowSignalOptions::default(),
-            )
-            .await
-            .map_err(|source| match source {
-                WorkflowInteractionError::NotFound(_) => {
-                    SignalError::NotFound(workflow_id.to_string())
-                }
-                source => SignalError::Temporal {
-                    id: workflow_id.to_string(),
-                    source,
-                },
-            })
+        paysaga_common::telemetry::in_current_context(handle.signal(
+            UntypedSignal::new(signal),
+            input,
+            WorkflowSignalOptions::default(),
+        ))
+        .await
+        .map_err(|source| match source {
+            WorkflowInteractionError::NotFound(_) => SignalError::NotFound(workflow_id.to_string()),
+            source => SignalError::Temporal {
+                id: workflow_id.to_string(),
+                source,
+            },
+        })
     }
 
     /// Whether Temporal answers (describing a workflow that does not exist).

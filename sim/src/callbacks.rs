@@ -164,6 +164,10 @@ pub(crate) struct Confirmation {
     /// The charge request's `X-Request-Id`, sent back with the confirmation.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// The charge request's trace context: the confirmation's delivery is
+    /// traced as its child.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// Runs the confirmation in the background.
@@ -174,6 +178,7 @@ pub(crate) fn spawn_confirmation(sim: Arc<Sim>, confirmation: Confirmation) {
         charge_id = %confirmation.charge_id,
         request_id = confirmation.request_id.as_deref().unwrap_or_default(),
     );
+    paysaga_common::telemetry::follow(&span, confirmation.traceparent.as_deref());
     tokio::spawn(confirm(sim, confirmation).instrument(span));
 }
 
@@ -289,6 +294,10 @@ impl Delivery {
             .header(SIGNATURE_HEADER, signature);
         let sent = match &self.request_id {
             Some(id) => sent.header(REQUEST_ID_HEADER, id),
+            None => sent,
+        };
+        let sent = match paysaga_common::telemetry::traceparent() {
+            Some(tp) => sent.header(paysaga_common::telemetry::TRACEPARENT, tp),
             None => sent,
         };
         let sent = sent.body(self.body.clone()).send().await;

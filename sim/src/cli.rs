@@ -7,7 +7,6 @@ use std::{
 
 use clap::Parser;
 use paysaga_api::external::SimConfig;
-use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::{RetryPolicy, SimSettings, validate};
 
@@ -108,20 +107,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
-}
-
-/// Installs the global subscriber: filter from `RUST_LOG` (default `info`),
-/// logs on stderr.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 #[cfg(test)]

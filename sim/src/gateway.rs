@@ -526,6 +526,7 @@ pub async fn charge(
                     deliver: plan.deliver,
                     callback_url: req.callback_url.clone(),
                     request_id: request_id.clone(),
+                    traceparent: paysaga_common::telemetry::traceparent(),
                 });
                 if let Some(c) = &confirmation {
                     state.gateway.pending.insert(c.charge_id.clone(), c.clone());

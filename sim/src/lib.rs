@@ -42,6 +42,7 @@ use axum::{
     routing::{get, post},
 };
 use paysaga_api::external::{Scenario, SimConfig, paths};
+use paysaga_common::telemetry;
 use tokio::net::TcpListener;
 
 pub use callbacks::RetryPolicy;
@@ -319,7 +320,22 @@ async fn log_request(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = if matches!(path.as_str(), "/healthz" | "/metrics") {
+        tracing::debug_span!("request", request_id = %request_id)
+    } else {
+        tracing::info_span!(
+            "request",
+            otel.name = %telemetry::route_name(method.as_str(), &path),
+            otel.kind = "server",
+            request_id = %request_id,
+        )
+    };
+    telemetry::follow(
+        &span,
+        req.headers()
+            .get(telemetry::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let response = tracing::Instrument::instrument(next.run(req), span).await;
     tracing::debug!(
         %method,

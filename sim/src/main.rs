@@ -8,7 +8,13 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
-    cli::init_tracing(cli.log_format);
+    let _telemetry = paysaga_common::telemetry::Telemetry::init(
+        match cli.log_format {
+            cli::LogFormat::Text => paysaga_common::LogFormat::Text,
+            cli::LogFormat::Json => paysaga_common::LogFormat::Json,
+        },
+        "paysaga-sim",
+    );
     // The callback key comes from the environment or a file, never argv.
     let secret = paysaga_common::secret::from_env("PAYSAGA_CALLBACK_SECRET")
         .context("the gateway's callback signing key")?;

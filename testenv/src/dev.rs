@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::jaeger::JaegerEnv;
 use crate::prometheus::{PrometheusEnv, PrometheusOptions, Target};
 use crate::{KubeEnv, Service, TemporalEnv, TemporalOptions, free_port};
 
@@ -56,6 +57,9 @@ pub struct DevOptions {
     /// (5 s when `None`).
     pub alert_sets: Vec<String>,
     pub prometheus_interval: Option<std::time::Duration>,
+    /// Start Jaeger and have every paysaga component export its spans to
+    /// it (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub tracing: bool,
     pub api_args: Vec<String>,
     pub sim_args: Vec<String>,
     pub worker_args: Vec<String>,
@@ -82,6 +86,8 @@ impl DevOptions {
 pub struct DevStack {
     /// When [`DevOptions::prometheus`].
     pub prometheus: Option<PrometheusEnv>,
+    /// When [`DevOptions::tracing`].
+    pub jaeger: Option<JaegerEnv>,
     pub controller: Service,
     pub worker: Service,
     /// The worker's admin endpoints: `/metrics`, `/healthz`, `/readyz`.
@@ -127,6 +133,15 @@ impl DevStack {
             })
         };
 
+        // First: every paysaga component started after it sends it spans.
+        let jaeger = if opts.tracing {
+            eprintln!("paysaga dev: starting Jaeger…");
+            let jaeger = JaegerEnv::start(&state.join("jaeger"), port(16686)?)?;
+            crate::process::set_paysaga_env("OTEL_EXPORTER_OTLP_ENDPOINT", &jaeger.otlp_endpoint);
+            Some(jaeger)
+        } else {
+            None
+        };
         eprintln!("paysaga dev: starting etcd and kube-apiserver…");
         let kube = KubeEnv::start(&state.join("kube"))?;
         kube.apply_crds()?;
@@ -259,6 +274,7 @@ impl DevStack {
         };
         Ok(DevStack {
             prometheus,
+            jaeger,
             controller,
             worker,
             worker_admin,

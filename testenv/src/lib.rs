@@ -17,6 +17,7 @@
 
 pub mod cluster;
 pub mod dev;
+pub mod jaeger;
 pub mod kube;
 pub mod node;
 pub mod postgres;
@@ -111,6 +112,22 @@ pub fn http_get_status(host: &str, port: u16, path: &str, headers: &[(&str, &str
         return None;
     }
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// `GET http://127.0.0.1:port/target`'s body (HTTP/1.0: the body ends with
+/// the connection).
+pub fn http_get_body(port: u16, target: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| anyhow::anyhow!("connecting to 127.0.0.1:{port}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("GET {target} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (_, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP answer to {target}: {raw}"))?;
+    Ok(body.to_string())
 }
 
 /// This test binary's directory for component state and logs.

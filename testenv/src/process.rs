@@ -77,6 +77,19 @@ impl Launch {
     }
 }
 
+/// Environment every paysaga binary this process starts from now on gets
+/// (before its own): where traces go, when they are exported.
+static PAYSAGA_ENV: std::sync::Mutex<Vec<(String, std::ffi::OsString)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Gives `key=value` to every paysaga binary started from now on (by this
+/// test binary or `make dev`), e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`.
+pub fn set_paysaga_env(key: &str, value: &str) {
+    let mut env = PAYSAGA_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_string(), value.into()));
+}
+
 impl Proc {
     /// Starts `program args...`, logging to `<log_dir>/<name>.log`. `stop_signal`
     /// is what asks the program to shut down cleanly (e.g. `TERM`, or `INT` for
@@ -101,14 +114,24 @@ impl Proc {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Proc> {
         let log = log_dir.join(format!("{name}.log"));
+        let program = program.as_ref().to_path_buf();
+        let ours = program
+            .file_name()
+            .is_some_and(|f| f.to_string_lossy().starts_with("paysaga-"));
+        let mut all: Vec<(String, std::ffi::OsString)> = if ours {
+            PAYSAGA_ENV
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        } else {
+            Vec::new()
+        };
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_os_string())));
         let launch = Launch {
             stop_signal: stop_signal.to_string(),
-            program: program.as_ref().to_path_buf(),
+            program,
             args: args.to_vec(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_os_string()))
-                .collect(),
+            env: all,
         };
         let watchdog = launch
             .spawn(&log, false)

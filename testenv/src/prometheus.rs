@@ -2,8 +2,6 @@
 //! paysaga's components and Temporal, evaluates the chart's alert rules, and
 //! answers queries over its HTTP API.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -119,7 +117,7 @@ impl PrometheusEnv {
             target.push(if i == 0 { '?' } else { '&' });
             target.push_str(&format!("{k}={}", url_encode(v)));
         }
-        let body = http_get_body(self.port, &target)?;
+        let body = crate::http_get_body(self.port, &target)?;
         let answer: Value = serde_json::from_str(&body)
             .with_context(|| format!("Prometheus answered {target} with {body}"))?;
         if answer["status"] != "success" {
@@ -219,23 +217,8 @@ fn config_text(opts: &PrometheusOptions) -> Result<String> {
     Ok(text)
 }
 
-/// `GET http://127.0.0.1:port/target`'s body (HTTP/1.0: the body ends with
-/// the connection).
-fn http_get_body(port: u16, target: &str) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connecting to Prometheus")?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(format!("GET {target} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let raw = String::from_utf8_lossy(&raw);
-    let (_, body) = raw
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("no HTTP answer to {target}: {raw}"))?;
-    Ok(body.to_string())
-}
-
 /// Percent-encodes everything but unreserved characters.
-fn url_encode(s: &str) -> String {
+pub(crate) fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -141,7 +141,7 @@ async fn post_json_as<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
     if let Some(id) = request_id {
         req = req.header(paysaga_api::names::REQUEST_ID_HEADER, id);
     }
-    let resp = req.json(body).send().await;
+    let resp = traced(req).json(body).send().await;
     classify("POST", url, resp).await
 }
 
@@ -150,8 +150,17 @@ async fn get_json<Resp: for<'de> Deserialize<'de>>(
     http: &reqwest::Client,
     url: &str,
 ) -> Result<Result<Resp, (u16, ErrorBody)>, ActivityError> {
-    let resp = http.get(url).send().await;
+    let resp = traced(http.get(url)).send().await;
     classify("GET", url, resp).await
+}
+
+/// The request with the activity's `traceparent` (when traces are
+/// exported): the outside world's spans are its children.
+pub(crate) fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match paysaga_common::telemetry::traceparent() {
+        Some(tp) => req.header(paysaga_common::telemetry::TRACEPARENT, tp),
+        None => req,
+    }
 }
 
 /// A network error, a 5xx, 408 or 429 is transient (the retry policy tries

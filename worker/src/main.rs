@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
+use paysaga_common::telemetry::Telemetry;
 use paysaga_common::temporal::{self, TemporalOpts};
-use paysaga_common::{LogFormat, hostname, init_logging, shutdown_signal};
+use paysaga_common::{LogFormat, hostname, shutdown_signal};
 use std::future::Future;
 
 use paysaga_worker::admin::{self, Readiness};
@@ -82,7 +83,7 @@ async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let _telemetry = Telemetry::init(cli.log_format, "paysaga-worker");
     match cli.command {
         Command::Run { temporal, config } => {
             password_not_in_argv(&config.database_url)?;

@@ -443,9 +443,7 @@ impl WebhookActivities {
             let key = self.signing_key(&d.namespace, &endpoint).await?;
             let body = serde_json::to_vec(&d.event).map_err(|e| e.to_string())?;
             let now = Timestamp::now().as_second();
-            let resp = self
-                .http
-                .post(&endpoint.spec.url)
+            let resp = crate::activities::traced(self.http.post(&endpoint.spec.url))
                 .header("content-type", "application/json")
                 .header(TIMESTAMP_HEADER, now.to_string())
                 .header(SIGNATURE_HEADER, sign(&key, now, &body))

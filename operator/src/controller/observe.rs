@@ -123,6 +123,25 @@ pub async fn observe(cached: &Cached, ctx: &Context) -> Result<Observed, Error> 
 }
 
 async fn whole(payment: Payment, id: &str, ctx: &Context) -> Object {
+    // The reconcile is traced as a child of the request that made the
+    // payment (or, for one made with kubectl, in a trace of its own).
+    let annotated = payment
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(paysaga_api::names::TRACEPARENT_ANNOTATION))
+        .cloned();
+    let standing_in = || {
+        payment
+            .metadata
+            .uid
+            .as_deref()
+            .and_then(paysaga_common::telemetry::traceparent_for_uid)
+    };
+    paysaga_common::telemetry::follow(
+        &tracing::Span::current(),
+        annotated.or_else(standing_in).as_deref(),
+    );
     // The reconcile's span (and so its every log line) names the request
     // that made the payment.
     if let Some(rid) = payment

@@ -22,7 +22,7 @@ use paysaga_api::idempotency::{self, IdempotencyKey};
 use paysaga_api::names::{
     ACCEPTED_AT_ANNOTATION, CANCEL_ANNOTATION, CANCEL_BY_ANNOTATION, EXPEDITE_ANNOTATION,
     FINALIZER, IDEMPOTENCY_ANNOTATION, REQUEST_ID_LABEL, REQUESTED_BY_ANNOTATION,
-    REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION,
+    REVIEW_ANNOTATION, REVIEW_BY_ANNOTATION, REVIEW_REASON_ANNOTATION, TRACEPARENT_ANNOTATION,
 };
 use paysaga_api::saga::Decision;
 use paysaga_api::{Payment, Phase, Step};
@@ -154,6 +154,9 @@ pub async fn create(
             Ok(None) => {}
             Err(p) => return p.into_response(),
         }
+    }
+    if let Some(tp) = paysaga_common::telemetry::traceparent() {
+        annotations.insert(TRACEPARENT_ANNOTATION.to_string(), tp);
     }
     payment.metadata = ObjectMeta {
         name,

@@ -2,13 +2,15 @@
 //! (checked: it becomes a label value) or one made here, returned on every
 //! answer, put on the request's log lines (a span field) and on the objects
 //! the request makes (`paysaga.dev/request-id`), from where the controller,
-//! the saga and the outside world carry it on.
+//! the saga and the outside world carry it on. The request's span is the
+//! root of its trace, or a child of the client's `traceparent`.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paysaga_api::names::{REQUEST_ID_HEADER, valid_request_id};
+use paysaga_common::telemetry;
 use tracing::Instrument;
 
 use super::problem::Problem;
@@ -47,7 +49,27 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
             )),
         ),
     };
-    let span = tracing::info_span!("request", request_id = %id);
+    // A span per request, a child of the client's `traceparent` when it
+    // sent one; probes and scrapes are not traced (a debug span: logs only).
+    let path = req.uri().path();
+    let span = if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug_span!("request", request_id = %id)
+    } else {
+        tracing::info_span!(
+            "request",
+            otel.name = %telemetry::route_name(req.method().as_str(), path),
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            url.path = %path,
+            request_id = %id,
+        )
+    };
+    telemetry::follow(
+        &span,
+        req.headers()
+            .get(telemetry::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let mut resp = match refused {
         Some(problem) => problem.into_response(),
         None => {

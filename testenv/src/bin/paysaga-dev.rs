@@ -23,6 +23,7 @@ fn main() -> Result<()> {
             well_known_ports: true,
             ui: true,
             prometheus: true,
+            tracing: true,
             ..Default::default()
         }
         .temporal_as_make_dev(),
@@ -51,6 +52,8 @@ paysaga dev is up.
   Simulators     : {sim}   (knobs: {sim}/admin/config)
   Controller     : {controller}/metrics, /healthz, /readyz
   Worker         : {worker_admin}/metrics, /healthz, /readyz
+  Traces         : {jaeger}   (Jaeger v2; its UI is not in the Go module, its API is: {jaeger}/api/traces/<trace id>,
+                   the trace id of a payment made through the API is in its paysaga.dev/traceparent annotation)
   Prometheus     : {prometheus}/api/v1/targets   (scrapes the API, controller, worker and Temporal; the chart's alerts: {prometheus}/api/v1/rules)
   Ledger         : {database_url} (accounts {DEMO_ACCOUNTS}, and load-0 … load-{last} for k6)
   Logs           : {logs}
@@ -93,6 +96,7 @@ Press Ctrl-C to stop everything.
         controller = stack.controller.url,
         worker_admin = stack.worker_admin,
         prometheus = stack.prometheus.as_ref().map_or("-", |p| p.url.as_str()),
+        jaeger = stack.jaeger.as_ref().map_or("-", |j| j.url.as_str()),
         database_url = stack.database_url,
         last = LOAD_USERS - 1,
         logs = stack.state.display(),
