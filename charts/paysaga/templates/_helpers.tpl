@@ -57,6 +57,17 @@ capabilities:
   value: json
 - name: PAYSAGA_CODEC_KEYS_FILE
   value: /etc/paysaga/codec/keys.json
+{{- with include "paysaga.tracingEnv" . }}
+{{ . }}
+{{- end }}
+{{- end -}}
+
+{{- /* Where spans go (OTLP/HTTP), when traces are wanted. */ -}}
+{{- define "paysaga.tracingEnv" -}}
+{{- with .Values.tracing.otlpEndpoint -}}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end -}}
 {{- end -}}
 
 {{- /* The Secret holding the payload codec's keyring (key keys.json). */}}
