@@ -32,6 +32,9 @@ pub const REQUESTED_BY_ANNOTATION: &str = "paysaga.dev/requested-by";
 /// through the HTTP API: its `X-Request-Id`, given or made. A label, so that
 /// `kubectl get payments -l paysaga.dev/request-id=<id>` finds it.
 pub const REQUEST_ID_LABEL: &str = "paysaga.dev/request-id";
+/// The memo key of a payment workflow holding the request id that made the
+/// Payment (set at start).
+pub const REQUEST_ID_MEMO: &str = "requestId";
 /// The trace a Payment made through the HTTP API belongs to: the W3C
 /// `traceparent` of the request's span. The controller's reconciles (and
 /// through them the workflow, its activities and the gateway) are traced as

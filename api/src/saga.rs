@@ -314,7 +314,17 @@ pub struct PaymentProgress {
 }
 
 /// What `FraudCheckWorkflow` is started with: what the fraud service scores.
-pub type FraudCheckInput = crate::external::FraudScoreRequest;
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FraudCheckInput {
+    /// What the fraud service scores (sent as its body).
+    #[serde(flatten)]
+    pub request: crate::external::FraudScoreRequest,
+    /// The request that made the payment: sent as `X-Request-Id`, on the
+    /// fraud check's log lines. (Histories from before it have none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
 
 /// The fraud check's verdict.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use paysaga_api::external::GatewayCallback;
+use paysaga_api::names::REQUEST_ID_MEMO;
 use paysaga_api::saga::{
     CancelRequest, ExpediteRequest, PAYMENT_WORKFLOW, PaymentInput, PaymentOutcome,
     PaymentProgress, QUERY_STATUS, REFUND_WORKFLOW, RefundInput, RefundOutcome, ReviewDecision,
@@ -168,7 +169,14 @@ impl PaymentWorkflows {
         input: &PaymentInput,
         task_queue: &str,
     ) -> Result<Started, TemporalError> {
-        self.start_once(PAYMENT_WORKFLOW, &input.payment_id, input, task_queue)
+        // The request that made the payment, in the memo: `temporal workflow
+        // describe` (with the codec) and the UI show it beside the run.
+        let memo = input.request_id.as_ref().map(|id| {
+            let mut memo = temporalio_common::MemoValues::new();
+            memo.insert(REQUEST_ID_MEMO, id.clone());
+            memo
+        });
+        self.start_once(PAYMENT_WORKFLOW, &input.payment_id, input, task_queue, memo)
             .await
     }
 
@@ -178,7 +186,7 @@ impl PaymentWorkflows {
         input: &RefundInput,
         task_queue: &str,
     ) -> Result<Started, TemporalError> {
-        self.start_once(REFUND_WORKFLOW, &input.refund_id, input, task_queue)
+        self.start_once(REFUND_WORKFLOW, &input.refund_id, input, task_queue, None)
             .await
     }
 
@@ -188,9 +196,11 @@ impl PaymentWorkflows {
         id: &str,
         input: &T,
         task_queue: &str,
+        memo: Option<temporalio_common::MemoValues>,
     ) -> Result<Started, TemporalError> {
         let options = WorkflowStartOptions::new(task_queue.to_string(), id.to_string())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .maybe_memo(memo)
             .build();
         let raw = RawValue::from_value(input, &self.converter);
         match paysaga_common::telemetry::in_current_context(self.client.start_workflow(

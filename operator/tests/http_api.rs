@@ -1660,6 +1660,15 @@ async fn one_request_id_travels_from_the_client_to_the_gateway_and_back() {
                 "the simulators",
                 lines(paysaga_testenv::sim().log(), "charge accepted"),
             ),
+            // The fraud check (a child workflow) sent it with its request.
+            (
+                "the fraud scorer",
+                lines(paysaga_testenv::sim().log(), "fraud score"),
+            ),
+            (
+                "the notifier",
+                lines(paysaga_testenv::sim().log(), "message accepted"),
+            ),
             // The confirmation came back with it, to the callback receiver.
             (
                 "the callback receiver",
@@ -1671,6 +1680,50 @@ async fn one_request_id_travels_from_the_client_to_the_gateway_and_back() {
             Some((who, _)) => Err(format!("no line of {who} carries {rid}")),
         }
     });
+    // The worker's line is the charge activity's, in its span.
+    assert!(
+        lines(s.worker.log(), "charging at the gateway")
+            .iter()
+            .any(|l| l.contains("\"activity\":\"charge\"")),
+        "the charge activity's span"
+    );
+
+    // The workflow's memo holds it (decoded with the codec's keys).
+    let described = paysaga_testenv::process::run(
+        std::process::Command::new(paysaga_testenv::tool("temporal"))
+            .args(["workflow", "describe", "--output", "json", "--address"])
+            .arg(&paysaga_testenv::temporal().host_port)
+            .args(["-w", &payment_id]),
+    )
+    .unwrap();
+    let memo: serde_json::Value = serde_json::from_str(&described).unwrap();
+    let field =
+        &memo["workflowExecutionInfo"]["memo"]["fields"][paysaga_api::names::REQUEST_ID_MEMO];
+    use base64::Engine;
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let payload = temporalio_common::protos::temporal::api::common::v1::Payload {
+        metadata: field["metadata"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no requestId in the memo: {described}"))
+            .iter()
+            .map(|(k, v)| (k.clone(), b64(v)))
+            .collect(),
+        data: b64(&field["data"]),
+        ..Default::default()
+    };
+    let codec =
+        paysaga_common::codec::EncryptionCodec::from_file(paysaga_testenv::codec_keys_file())
+            .unwrap();
+    let clear = codec.decrypt(payload).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<String>(&clear.data).unwrap(),
+        rid,
+        "the memo's requestId"
+    );
 
     // None given: one is made, returned and put on the Payment.
     let resp = create(&body("alice", 10), None).await;

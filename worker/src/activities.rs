@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use paysaga_api::external::{
     Channel, ChargeLookup, ChargeRefundRequest, ChargeRefundResponse, ChargeRequest,
-    ChargeResponse, ChargeState, ErrorBody, FraudScoreRequest, FraudScoreResponse,
-    NotificationRequest, RefundRequest, RefundResponse, error_codes, paths,
+    ChargeResponse, ChargeState, ErrorBody, FraudScoreResponse, NotificationRequest, RefundRequest,
+    RefundResponse, error_codes, paths,
 };
-use paysaga_api::saga::keys;
+use paysaga_api::saga::{FraudCheckInput, keys};
 use paysaga_api::{Notify, PaymentMethod};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
@@ -105,6 +105,30 @@ pub struct Endpoints {
     /// receiver); the gateway's own setting when unset.
     #[arg(long, env = "PAYSAGA_CALLBACK_URL")]
     pub callback_url: Option<String>,
+}
+
+/// The span an activity runs in: its log lines name the payment and the
+/// request that made it (`request_id`, as the API's, the controller's and
+/// the simulators' do).
+fn activity_span(
+    activity: &'static str,
+    payment_id: &str,
+    request_id: Option<&str>,
+) -> tracing::Span {
+    tracing::info_span!(
+        "activity",
+        activity,
+        payment = %payment_id,
+        request_id = request_id.unwrap_or_default(),
+    )
+}
+
+/// Runs an activity's body in `span`.
+async fn in_span<T>(
+    span: tracing::Span,
+    body: impl std::future::Future<Output = Result<T, ActivityError>>,
+) -> Result<T, ActivityError> {
+    tracing::Instrument::instrument(body, span).await
 }
 
 /// An HTTP client with a bounded time per request.
@@ -203,6 +227,9 @@ pub struct AccountOp {
     pub user_id: String,
     pub currency: String,
     pub amount: i64,
+    /// The request that made the payment (log lines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -336,13 +363,17 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: AccountOp,
     ) -> Result<(), ActivityError> {
-        self.metrics
-            .ledger(
-                "validate",
-                self.ledger.validate(&op.user_id, &op.currency, op.amount),
-            )
-            .await
-            .map_err(ledger_error)
+        let span = activity_span("validateAccount", &op.payment_id, op.request_id.as_deref());
+        in_span(span, async move {
+            self.metrics
+                .ledger(
+                    "validate",
+                    self.ledger.validate(&op.user_id, &op.currency, op.amount),
+                )
+                .await
+                .map_err(ledger_error)
+        })
+        .await
     }
 
     /// Debits the account once per payment.
@@ -352,14 +383,18 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: AccountOp,
     ) -> Result<Applied, ActivityError> {
-        self.metrics
-            .ledger(
-                "debit",
-                self.ledger
-                    .debit(&op.payment_id, &op.user_id, &op.currency, op.amount),
-            )
-            .await
-            .map_err(ledger_error)
+        let span = activity_span("debit", &op.payment_id, op.request_id.as_deref());
+        in_span(span, async move {
+            self.metrics
+                .ledger(
+                    "debit",
+                    self.ledger
+                        .debit(&op.payment_id, &op.user_id, &op.currency, op.amount),
+                )
+                .await
+                .map_err(ledger_error)
+        })
+        .await
     }
 
     /// Compensation of `debit`: credits back what was debited, once.
@@ -369,22 +404,26 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: AccountOp,
     ) -> Result<Applied, ActivityError> {
-        let credited = self
-            .metrics
-            .ledger(
-                "credit",
-                self.ledger
-                    .credit(&op.payment_id, &op.user_id, &op.currency),
-            )
-            .await;
-        let result = match &credited {
-            Ok(Applied::Moved) => "done",
-            Ok(Applied::AlreadyDone) => "already_done",
-            Ok(Applied::Nothing) => "nothing",
-            Err(_) => "failed",
-        };
-        self.metrics.compensation("debit", result);
-        credited.map_err(ledger_error)
+        let span = activity_span("credit", &op.payment_id, op.request_id.as_deref());
+        in_span(span, async move {
+            let credited = self
+                .metrics
+                .ledger(
+                    "credit",
+                    self.ledger
+                        .credit(&op.payment_id, &op.user_id, &op.currency),
+                )
+                .await;
+            let result = match &credited {
+                Ok(Applied::Moved) => "done",
+                Ok(Applied::AlreadyDone) => "already_done",
+                Ok(Applied::Nothing) => "nothing",
+                Err(_) => "failed",
+            };
+            self.metrics.compensation("debit", result);
+            credited.map_err(ledger_error)
+        })
+        .await
     }
 
     /// Charges through the gateway. 503s are retried by the activity's retry
@@ -395,54 +434,58 @@ impl SagaActivities {
         ctx: ActivityContext,
         op: ChargeOp,
     ) -> Result<ChargeReceipt, ActivityError> {
-        let attempt = ctx.info().attempt;
-        let key = keys::charge(&op.payment_id);
-        tracing::info!(
-            payment_id = %op.payment_id,
-            request_id = op.request_id.as_deref().unwrap_or_default(),
-            attempt,
-            "charging at the gateway"
-        );
-        let req = ChargeRequest {
-            payment_id: op.payment_id.clone(),
-            idempotency_key: key.clone(),
-            amount: op.amount,
-            currency: op.currency,
-            method: op.method,
-            callback_url: self.endpoints.callback_url.clone(),
-        };
-        let url = format!("{}{}", self.endpoints.gateway_url, paths::CHARGES);
-        match self
-            .gateway(
-                "charge",
-                post_json_as::<_, ChargeResponse>(
-                    &self.http,
-                    &url,
-                    &key,
-                    op.request_id.as_deref(),
-                    &req,
-                ),
-            )
-            .await?
-        {
-            Ok(resp) => Ok(ChargeReceipt {
-                charge_id: resp.charge_id,
+        let span = activity_span("charge", &op.payment_id, op.request_id.as_deref());
+        in_span(span, async move {
+            let attempt = ctx.info().attempt;
+            let key = keys::charge(&op.payment_id);
+            tracing::info!(
+                payment_id = %op.payment_id,
+                request_id = op.request_id.as_deref().unwrap_or_default(),
                 attempt,
-            }),
-            Err((402, body)) | Err((_, body)) if body.code == error_codes::DECLINED => {
-                Err(permanent(
-                    failure_types::DECLINED,
-                    format!("declined by the gateway: {}", body.message),
-                ))
+                "charging at the gateway"
+            );
+            let req = ChargeRequest {
+                payment_id: op.payment_id.clone(),
+                idempotency_key: key.clone(),
+                amount: op.amount,
+                currency: op.currency,
+                method: op.method,
+                callback_url: self.endpoints.callback_url.clone(),
+            };
+            let url = format!("{}{}", self.endpoints.gateway_url, paths::CHARGES);
+            match self
+                .gateway(
+                    "charge",
+                    post_json_as::<_, ChargeResponse>(
+                        &self.http,
+                        &url,
+                        &key,
+                        op.request_id.as_deref(),
+                        &req,
+                    ),
+                )
+                .await?
+            {
+                Ok(resp) => Ok(ChargeReceipt {
+                    charge_id: resp.charge_id,
+                    attempt,
+                }),
+                Err((402, body)) | Err((_, body)) if body.code == error_codes::DECLINED => {
+                    Err(permanent(
+                        failure_types::DECLINED,
+                        format!("declined by the gateway: {}", body.message),
+                    ))
+                }
+                Err((status, body)) => Err(permanent(
+                    failure_types::BAD_REQUEST,
+                    format!(
+                        "the gateway refused the charge ({status} {}): {}",
+                        body.code, body.message
+                    ),
+                )),
             }
-            Err((status, body)) => Err(permanent(
-                failure_types::BAD_REQUEST,
-                format!(
-                    "the gateway refused the charge ({status} {}): {}",
-                    body.code, body.message
-                ),
-            )),
-        }
+        })
+        .await
     }
 
     /// Compensation of `charge`: refunds whatever the gateway holds for the
@@ -453,42 +496,46 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: ChargeOp,
     ) -> Result<i64, ActivityError> {
-        let key = keys::refund(&op.payment_id);
-        let request_id = op.request_id;
-        let req = RefundRequest {
-            payment_id: op.payment_id,
-            idempotency_key: key.clone(),
-            amount: op.amount,
-            currency: op.currency,
-        };
-        let url = format!("{}{}", self.endpoints.gateway_url, paths::REFUNDS);
-        let answer = self
-            .gateway(
-                "refund",
-                post_json_as::<_, RefundResponse>(
-                    &self.http,
-                    &url,
-                    &key,
-                    request_id.as_deref(),
-                    &req,
-                ),
-            )
-            .await;
-        let result = match &answer {
-            Ok(Ok(resp)) if resp.refunded_amount == 0 => "nothing",
-            Ok(Ok(_)) => "done",
-            _ => "failed",
-        };
-        self.metrics.compensation("charge", result);
-        match answer? {
-            Ok(resp) => Ok(resp.refunded_amount),
-            // A refund refused outright is not something to give up on: money
-            // may be held. Retry (and surface it through the attempts).
-            Err((status, body)) => Err(transient(format!(
-                "the gateway refused the refund ({status} {}): {}",
-                body.code, body.message
-            ))),
-        }
+        let span = activity_span("refund", &op.payment_id, op.request_id.as_deref());
+        in_span(span, async move {
+            let key = keys::refund(&op.payment_id);
+            let request_id = op.request_id;
+            let req = RefundRequest {
+                payment_id: op.payment_id,
+                idempotency_key: key.clone(),
+                amount: op.amount,
+                currency: op.currency,
+            };
+            let url = format!("{}{}", self.endpoints.gateway_url, paths::REFUNDS);
+            let answer = self
+                .gateway(
+                    "refund",
+                    post_json_as::<_, RefundResponse>(
+                        &self.http,
+                        &url,
+                        &key,
+                        request_id.as_deref(),
+                        &req,
+                    ),
+                )
+                .await;
+            let result = match &answer {
+                Ok(Ok(resp)) if resp.refunded_amount == 0 => "nothing",
+                Ok(Ok(_)) => "done",
+                _ => "failed",
+            };
+            self.metrics.compensation("charge", result);
+            match answer? {
+                Ok(resp) => Ok(resp.refunded_amount),
+                // A refund refused outright is not something to give up on: money
+                // may be held. Retry (and surface it through the attempts).
+                Err((status, body)) => Err(transient(format!(
+                    "the gateway refused the refund ({status} {}): {}",
+                    body.code, body.message
+                ))),
+            }
+        })
+        .await
     }
 
     /// Asks the gateway what became of a charge whose confirmation did not
@@ -536,50 +583,54 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: NotifyOp,
     ) -> Result<u32, ActivityError> {
-        let Some(notify) = op.notify else {
-            return Ok(0);
-        };
-        let targets = [(Channel::Email, notify.email), (Channel::Sms, notify.phone)];
-        let mut sent = 0;
-        for (channel, to) in targets {
-            let Some(to) = to else { continue };
-            let channel_name = match channel {
-                Channel::Email => "email",
-                Channel::Sms => "sms",
+        let span = activity_span("notify", &op.payment_id, op.request_id.as_deref());
+        in_span(span, async move {
+            let Some(notify) = op.notify else {
+                return Ok(0);
             };
-            let key = match &op.purpose {
-                Some(purpose) => keys::notification_for(&op.payment_id, purpose, channel_name),
-                None => keys::notification(&op.payment_id, channel_name),
-            };
-            let req = NotificationRequest {
-                idempotency_key: key.clone(),
-                payment_id: op.payment_id.clone(),
-                channel,
-                to,
-                subject: op.subject.clone(),
-                body: op.body.clone(),
-            };
-            let url = format!("{}{}", self.endpoints.notify_url, paths::MESSAGES);
-            if let Err((status, body)) = post_json_as::<_, serde_json::Value>(
-                &self.http,
-                &url,
-                &key,
-                op.request_id.as_deref(),
-                &req,
-            )
-            .await?
-            {
-                return Err(permanent(
-                    failure_types::BAD_REQUEST,
-                    format!(
-                        "the {channel_name} provider refused the message ({status}): {}",
-                        body.message
-                    ),
-                ));
+            let targets = [(Channel::Email, notify.email), (Channel::Sms, notify.phone)];
+            let mut sent = 0;
+            for (channel, to) in targets {
+                let Some(to) = to else { continue };
+                let channel_name = match channel {
+                    Channel::Email => "email",
+                    Channel::Sms => "sms",
+                };
+                let key = match &op.purpose {
+                    Some(purpose) => keys::notification_for(&op.payment_id, purpose, channel_name),
+                    None => keys::notification(&op.payment_id, channel_name),
+                };
+                let req = NotificationRequest {
+                    idempotency_key: key.clone(),
+                    payment_id: op.payment_id.clone(),
+                    channel,
+                    to,
+                    subject: op.subject.clone(),
+                    body: op.body.clone(),
+                };
+                let url = format!("{}{}", self.endpoints.notify_url, paths::MESSAGES);
+                if let Err((status, body)) = post_json_as::<_, serde_json::Value>(
+                    &self.http,
+                    &url,
+                    &key,
+                    op.request_id.as_deref(),
+                    &req,
+                )
+                .await?
+                {
+                    return Err(permanent(
+                        failure_types::BAD_REQUEST,
+                        format!(
+                            "the {channel_name} provider refused the message ({status}): {}",
+                            body.message
+                        ),
+                    ));
+                }
+                sent += 1;
             }
-            sent += 1;
-        }
-        Ok(sent)
+            Ok(sent)
+        })
+        .await
     }
 
     /// Reserves a refund in the ledger: the payment succeeded, for this
@@ -678,41 +729,45 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: OutcomeOp,
     ) -> Result<(), ActivityError> {
-        let changed = self
-            .metrics
-            .ledger(
-                "record_outcome",
-                self.ledger.record_outcome(
-                    &op.payment_id,
-                    &op.user_id,
-                    op.amount,
-                    &op.currency,
-                    &op.phase,
-                    &op.reason,
-                ),
-            )
-            .await
-            .map_err(ledger_error)?;
-        // Counted when the ledger first holds the end, not on a retry.
-        if changed && op.phase != "Processing" && op.phase != "Pending" {
-            self.metrics.payment_finished(&op.phase, &op.reason);
-        }
-        // Started on a retry too (once per endpoint and event: the workflow
-        // ID), so that an attempt that failed after recording loses none.
-        if let (Some(webhooks), Some(object)) = (&self.webhooks, &op.object) {
-            let ended = crate::webhooks::Ended {
-                object,
-                payment_id: &op.payment_id,
-                user_id: &op.user_id,
-                amount: op.amount,
-                currency: &op.currency,
-                phase: &op.phase,
-                reason: &op.reason,
-                request_id: op.request_id.as_deref(),
-            };
-            webhooks.dispatch(&ended).await.map_err(transient)?;
-        }
-        Ok(())
+        let span = activity_span("recordOutcome", &op.payment_id, op.request_id.as_deref());
+        in_span(span, async move {
+            let changed = self
+                .metrics
+                .ledger(
+                    "record_outcome",
+                    self.ledger.record_outcome(
+                        &op.payment_id,
+                        &op.user_id,
+                        op.amount,
+                        &op.currency,
+                        &op.phase,
+                        &op.reason,
+                    ),
+                )
+                .await
+                .map_err(ledger_error)?;
+            // Counted when the ledger first holds the end, not on a retry.
+            if changed && op.phase != "Processing" && op.phase != "Pending" {
+                self.metrics.payment_finished(&op.phase, &op.reason);
+            }
+            // Started on a retry too (once per endpoint and event: the workflow
+            // ID), so that an attempt that failed after recording loses none.
+            if let (Some(webhooks), Some(object)) = (&self.webhooks, &op.object) {
+                let ended = crate::webhooks::Ended {
+                    object,
+                    payment_id: &op.payment_id,
+                    user_id: &op.user_id,
+                    amount: op.amount,
+                    currency: &op.currency,
+                    phase: &op.phase,
+                    reason: &op.reason,
+                    request_id: op.request_id.as_deref(),
+                };
+                webhooks.dispatch(&ended).await.map_err(transient)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -730,19 +785,35 @@ impl FraudActivities {
     pub async fn score(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        req: FraudScoreRequest,
+        req: FraudCheckInput,
     ) -> Result<FraudScoreResponse, ActivityError> {
-        let url = format!("{}{}", self.fraud_url, paths::FRAUD_SCORE);
-        let key = format!("{}-fraud", req.payment_id);
-        match post_json::<_, FraudScoreResponse>(&self.http, &url, &key, &req).await? {
-            Ok(score) => Ok(score),
-            Err((status, body)) => Err(permanent(
-                failure_types::BAD_REQUEST,
-                format!(
-                    "fraud scoring refused the request ({status}): {}",
-                    body.message
-                ),
-            )),
-        }
+        let span = activity_span(
+            "scoreFraud",
+            &req.request.payment_id,
+            req.request_id.as_deref(),
+        );
+        in_span(span, async move {
+            let url = format!("{}{}", self.fraud_url, paths::FRAUD_SCORE);
+            let key = format!("{}-fraud", req.request.payment_id);
+            match post_json_as::<_, FraudScoreResponse>(
+                &self.http,
+                &url,
+                &key,
+                req.request_id.as_deref(),
+                &req.request,
+            )
+            .await?
+            {
+                Ok(score) => Ok(score),
+                Err((status, body)) => Err(permanent(
+                    failure_types::BAD_REQUEST,
+                    format!(
+                        "fraud scoring refused the request ({status}): {}",
+                        body.message
+                    ),
+                )),
+            }
+        })
+        .await
     }
 }

@@ -526,6 +526,7 @@ impl Saga<'_> {
             user_id: self.input.user_id.clone(),
             currency: self.input.currency.clone(),
             amount: self.input.amount,
+            request_id: self.input.request_id.clone(),
         }
     }
 
@@ -674,11 +675,14 @@ impl Saga<'_> {
         // 2. The fraud check runs as a child on its own queue, in parallel.
         self.record(Step::FraudCheck, StepEvent::Started, None);
         let fraud_input = FraudCheckInput {
-            payment_id: input.payment_id.clone(),
-            user_id: input.user_id.clone(),
-            amount: input.amount,
-            currency: input.currency.clone(),
-            method: input.method,
+            request: paysaga_api::external::FraudScoreRequest {
+                payment_id: input.payment_id.clone(),
+                user_id: input.user_id.clone(),
+                amount: input.amount,
+                currency: input.currency.clone(),
+                method: input.method,
+            },
+            request_id: input.request_id.clone(),
         };
         let child = ctx
             .start_child_workflow(
