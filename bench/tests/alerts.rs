@@ -14,15 +14,7 @@ use paysaga_testenv::prometheus::PrometheusEnv;
 use paysaga_testenv::{DevOptions, DevStack, block_on, eventually};
 use serde_json::json;
 
-/// Every alert the chart ships.
-const ALERTS: [&str; 6] = [
-    "PaysagaPaymentStuck",
-    "PaysagaCompensationFailing",
-    "PaysagaGatewayErrors",
-    "PaysagaApiErrors",
-    "PaysagaControllerLag",
-    "PaysagaTemporalUnreachable",
-];
+use paysaga_testenv::prometheus::CHART_ALERTS as ALERTS;
 
 /// The controller's arguments, kept across its restart: Temporal probed
 /// every second; an unconfirmed charge asked about after 20 s.

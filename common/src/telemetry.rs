@@ -307,6 +307,11 @@ pub fn follow(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// [`follow`] the `traceparent` header of a request, when it has one.
+pub fn follow_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    follow(span, headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,14 +169,7 @@ fn the_alert_rules_pass_promtool() {
             &[&format!("--values={}", values.display())],
         );
         let text = std::fs::read_to_string(rules.unwrap()).unwrap();
-        for alert in [
-            "PaysagaPaymentStuck",
-            "PaysagaCompensationFailing",
-            "PaysagaGatewayErrors",
-            "PaysagaApiErrors",
-            "PaysagaControllerLag",
-            "PaysagaTemporalUnreachable",
-        ] {
+        for alert in paysaga_testenv::prometheus::CHART_ALERTS {
             assert!(
                 text.contains(&format!("- alert: {alert}\n")),
                 "{name}: no {alert}"

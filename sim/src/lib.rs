@@ -330,12 +330,7 @@ async fn log_request(req: Request, next: Next) -> Response {
             request_id = %request_id,
         )
     };
-    telemetry::follow(
-        &span,
-        req.headers()
-            .get(telemetry::TRACEPARENT)
-            .and_then(|v| v.to_str().ok()),
-    );
+    telemetry::follow_headers(&span, req.headers());
     let response = tracing::Instrument::instrument(next.run(req), span).await;
     tracing::debug!(
         %method,

@@ -12,6 +12,16 @@ use serde_json::Value;
 use crate::process::Proc;
 use crate::{free_port, tool};
 
+/// Every alert the chart ships (`charts/paysaga/templates/monitoring.yaml`).
+pub const CHART_ALERTS: [&str; 6] = [
+    "PaysagaPaymentStuck",
+    "PaysagaCompensationFailing",
+    "PaysagaGatewayErrors",
+    "PaysagaApiErrors",
+    "PaysagaControllerLag",
+    "PaysagaTemporalUnreachable",
+];
+
 /// One scrape target: a job name and its `http://host:port/path` metrics URL.
 #[derive(Debug, Clone)]
 pub struct Target {

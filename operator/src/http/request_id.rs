@@ -64,12 +64,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
             request_id = %id,
         )
     };
-    telemetry::follow(
-        &span,
-        req.headers()
-            .get(telemetry::TRACEPARENT)
-            .and_then(|v| v.to_str().ok()),
-    );
+    telemetry::follow_headers(&span, req.headers());
     let mut resp = match refused {
         Some(problem) => problem.into_response(),
         None => {
