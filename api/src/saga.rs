@@ -390,6 +390,12 @@ pub struct RefundInput {
     /// Where to tell the payer (the payment's contacts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Notify>,
+    /// The Refund object, for its webhooks (refunds a controller started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectName>,
+    /// The request that made the Refund through the HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// How a refund ended: the workflow's result.

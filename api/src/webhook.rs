@@ -103,6 +103,10 @@ pub enum EventType {
     PaymentFailed,
     #[serde(rename = "payment.cancelled")]
     PaymentCancelled,
+    #[serde(rename = "refund.succeeded")]
+    RefundSucceeded,
+    #[serde(rename = "refund.failed")]
+    RefundFailed,
 }
 
 impl EventType {
@@ -111,6 +115,17 @@ impl EventType {
             EventType::PaymentSucceeded => "payment.succeeded",
             EventType::PaymentFailed => "payment.failed",
             EventType::PaymentCancelled => "payment.cancelled",
+            EventType::RefundSucceeded => "refund.succeeded",
+            EventType::RefundFailed => "refund.failed",
+        }
+    }
+
+    /// The event of a refund that ended in `phase`.
+    pub fn of_refund_phase(phase: &str) -> Option<EventType> {
+        match phase {
+            "Succeeded" => Some(EventType::RefundSucceeded),
+            "Failed" => Some(EventType::RefundFailed),
+            _ => None,
         }
     }
 
@@ -183,19 +198,24 @@ pub struct WebhookEvent {
     pub data: PaymentEventData,
 }
 
-/// The payment an event is about.
+/// The payment (or refund of a payment) an event is about.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentEventData {
     pub namespace: String,
-    /// The Payment object's name.
+    /// The object's name: the Payment's, or for `refund.*` the Refund's.
     pub name: String,
-    /// Its ID outside Kubernetes (the workflow ID).
+    /// The payment's ID outside Kubernetes (its workflow ID).
     pub payment_id: String,
+    /// For `refund.*`: the refund's ID outside Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
     pub user_id: String,
-    /// Integer minor units.
+    /// Integer minor units: the payment's, or for `refund.*` what was
+    /// refunded (asked, when it failed).
     pub amount: i64,
     pub currency: String,
+    /// How the payment (or the refund) ended.
     pub phase: String,
     pub reason: String,
     /// The `X-Request-Id` of the request that made the payment, when it came

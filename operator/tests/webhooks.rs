@@ -28,6 +28,7 @@ enum Room {
     Once = 0,
     Flaky = 1,
     Down = 2,
+    Refunds = 3,
 }
 
 struct Stack {
@@ -42,7 +43,7 @@ fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
         let kube = paysaga_testenv::kube();
-        let namespaces: Vec<String> = ["wh-once", "wh-flaky", "wh-down"]
+        let namespaces: Vec<String> = ["wh-once", "wh-flaky", "wh-down", "wh-refunds"]
             .iter()
             .map(|p| kube.namespace(p).unwrap().name.clone())
             .collect();
@@ -328,6 +329,104 @@ async fn each_event_is_delivered_once_signed_to_the_endpoints_that_want_it() {
     let last = status.last_delivered.expect("lastDelivered");
     assert_eq!(last.result, "delivered");
     assert_eq!(last.status_code, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refunds_end_is_an_event_of_its_own_delivered_once_signed() {
+    let ns = ns(Room::Refunds);
+    let desk = paysaga_testenv::unique_name("refund-desk");
+    let payments_only = paysaga_testenv::unique_name("payments-only");
+    merchant(
+        Room::Refunds,
+        &desk,
+        &["refund.succeeded", "refund.failed"],
+        MerchantConfig {
+            secret: paysaga_testenv::random_hex(16),
+            ..MerchantConfig::default()
+        },
+    );
+    merchant(
+        Room::Refunds,
+        &payments_only,
+        &["payment.succeeded"],
+        MerchantConfig {
+            secret: paysaga_testenv::random_hex(16),
+            ..MerchantConfig::default()
+        },
+    );
+    let paid = pay(Room::Refunds, "to-refund", 1_200, Phase::Succeeded);
+    kubectl_apply(
+        ns,
+        &serde_json::json!({
+            "apiVersion": "paysaga.dev/v1alpha1", "kind": "Refund",
+            "metadata": {"name": "one-bag"},
+            "spec": {"paymentName": "to-refund", "amount": 500, "reason": "requestedByCustomer"},
+        })
+        .to_string(),
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the refund desk gets the refund's event",
+        || {
+            let r = received(&desk);
+            if r.events.is_empty() {
+                Err(format!("{r:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+    // Nothing more comes (a retried completion starts no second delivery).
+    std::thread::sleep(Duration::from_secs(2));
+    let record = received(&desk);
+    assert_eq!(record.events.len(), 1, "{record:?}");
+    assert_eq!(record.duplicates, 0);
+    let event = &record.events[0];
+    assert_eq!(event["type"], "refund.succeeded");
+    let refunds: Api<paysaga_api::Refund> =
+        Api::namespaced(paysaga_testenv::kube().client().await.unwrap(), ns);
+    let refund = refunds.get("one-bag").await.unwrap();
+    let refund_id = paysaga_api::refund::refund_workflow_id(&refund.metadata);
+    assert_eq!(
+        event["id"],
+        event_id(&refund_id, EventType::RefundSucceeded)
+    );
+    assert_eq!(event["data"]["refundId"], refund_id.as_str());
+    assert_eq!(event["data"]["paymentId"], workflow_id(&paid.metadata));
+    assert_eq!(event["data"]["namespace"], ns);
+    assert_eq!(event["data"]["name"], "one-bag");
+    assert_eq!(event["data"]["amount"], 500);
+    assert_eq!(event["data"]["currency"], "EUR");
+    assert_eq!(event["data"]["phase"], "Succeeded");
+    assert_eq!(event["data"]["reason"], "Refunded");
+    assert!(
+        record
+            .receipts
+            .iter()
+            .all(|r| r.signature_valid && r.status == 200),
+        "{record:?}"
+    );
+    // The endpoint that wants payments' events got the payment's, not the refund's.
+    let other = eventually(
+        Duration::from_secs(30),
+        "payments-only gets its one event",
+        || {
+            let r = received(&payments_only);
+            if r.events.is_empty() {
+                Err(format!("{r:?}"))
+            } else {
+                Ok(r)
+            }
+        },
+    );
+    assert_eq!(
+        other
+            .events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["payment.succeeded"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

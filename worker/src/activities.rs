@@ -308,6 +308,23 @@ pub struct ChargeRefundOp {
 pub struct CompleteRefundOp {
     pub refund_id: String,
     pub gateway_refund_id: String,
+    /// What its webhook event says (refunds a controller started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<RefundEvent>,
+}
+
+/// A refund's facts for its `refund.*` webhook event.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundEvent {
+    /// The Refund object.
+    pub object: paysaga_api::saga::ObjectName,
+    pub payment_id: String,
+    pub user_id: String,
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -315,6 +332,9 @@ pub struct CompleteRefundOp {
 pub struct ReleaseRefundOp {
     pub refund_id: String,
     pub reason: String,
+    /// What its webhook event says (refunds a controller started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<RefundEvent>,
 }
 
 // ---- the payments queue's activities ------------------------------------------------
@@ -695,7 +715,8 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: CompleteRefundOp,
     ) -> Result<i64, ActivityError> {
-        self.metrics
+        let total = self
+            .metrics
             .ledger(
                 "complete_refund",
                 self.ledger
@@ -703,7 +724,15 @@ impl SagaActivities {
             )
             .await
             .map(|(_, total)| total)
-            .map_err(refund_ledger_error)
+            .map_err(refund_ledger_error)?;
+        self.refund_event(
+            &op.refund_id,
+            op.event.as_ref(),
+            "Succeeded",
+            paysaga_api::saga::refund_reasons::REFUNDED,
+        )
+        .await?;
+        Ok(total)
     }
 
     /// Gives a reservation up: the refund failed and nothing moved.
@@ -713,13 +742,49 @@ impl SagaActivities {
         _ctx: ActivityContext,
         op: ReleaseRefundOp,
     ) -> Result<Applied, ActivityError> {
-        self.metrics
+        let applied = self
+            .metrics
             .ledger(
                 "release_refund",
                 self.ledger.release_refund(&op.refund_id, &op.reason),
             )
             .await
-            .map_err(refund_ledger_error)
+            .map_err(refund_ledger_error)?;
+        self.refund_event(
+            &op.refund_id,
+            op.event.as_ref(),
+            "Failed",
+            paysaga_api::saga::refund_reasons::GATEWAY_REFUSED,
+        )
+        .await?;
+        Ok(applied)
+    }
+
+    /// Starts the deliveries of a refund's event, once the ledger holds how
+    /// it ended (again on a retry: once per endpoint and event).
+    async fn refund_event(
+        &self,
+        refund_id: &str,
+        event: Option<&RefundEvent>,
+        phase: &str,
+        reason: &str,
+    ) -> Result<(), ActivityError> {
+        let (Some(webhooks), Some(e)) = (&self.webhooks, event) else {
+            return Ok(());
+        };
+        let ended = crate::webhooks::Ended {
+            object: &e.object,
+            payment_id: &e.payment_id,
+            refund_id: Some(refund_id),
+            user_id: &e.user_id,
+            amount: e.amount,
+            currency: &e.currency,
+            phase,
+            reason,
+            request_id: e.request_id.as_deref(),
+        };
+        webhooks.dispatch(&ended).await.map_err(transient)?;
+        Ok(())
     }
 
     /// Records how the payment ended, for the audit.
@@ -756,6 +821,7 @@ impl SagaActivities {
                 let ended = crate::webhooks::Ended {
                     object,
                     payment_id: &op.payment_id,
+                    refund_id: None,
                     user_id: &op.user_id,
                     amount: op.amount,
                     currency: &op.currency,

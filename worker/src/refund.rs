@@ -77,6 +77,22 @@ fn refusal(e: &ActivityExecutionError, fallback: &'static str) -> (String, Strin
     }
 }
 
+/// The refund's webhook facts, when a controller started it (its input
+/// names the Refund object).
+fn refund_event(input: &RefundInput) -> Option<crate::activities::RefundEvent> {
+    input
+        .object
+        .clone()
+        .map(|object| crate::activities::RefundEvent {
+            object,
+            payment_id: input.payment_id.clone(),
+            user_id: input.user_id.clone(),
+            amount: input.amount,
+            currency: input.currency.clone(),
+            request_id: input.request_id.clone(),
+        })
+}
+
 #[workflow]
 #[derive(Default)]
 pub struct RefundWorkflow;
@@ -146,6 +162,7 @@ impl RefundWorkflow {
                 let release = ReleaseRefundOp {
                     refund_id: input.refund_id.clone(),
                     reason: message.clone(),
+                    event: refund_event(&input),
                 };
                 ctx.execute_activity(SagaActivities::release_refund, release, must_happen())
                     .await?;
@@ -159,6 +176,7 @@ impl RefundWorkflow {
         let complete = CompleteRefundOp {
             refund_id: input.refund_id.clone(),
             gateway_refund_id: gateway_refund_id.clone(),
+            event: refund_event(&input),
         };
         let total = ctx
             .execute_activity(SagaActivities::complete_refund, complete, must_happen())

@@ -164,10 +164,13 @@ impl Subscriptions {
     }
 }
 
-/// What a payment's end is, for its event.
+/// What a payment's (or a refund's) end is, for its event.
 pub struct Ended<'a> {
+    /// The Payment, or the Refund.
     pub object: &'a ObjectName,
     pub payment_id: &'a str,
+    /// Set for a refund: the event is `refund.*`.
+    pub refund_id: Option<&'a str>,
     pub user_id: &'a str,
     pub amount: i64,
     pub currency: &'a str,
@@ -212,7 +215,11 @@ impl Dispatcher {
     /// Starts the delivery of `ended`'s event to each endpoint that wants
     /// it, once per endpoint and event; answers how many were started now.
     pub async fn dispatch(&self, ended: &Ended<'_>) -> Result<usize, String> {
-        let Some(type_) = EventType::of_payment_phase(ended.phase) else {
+        let type_ = match ended.refund_id {
+            Some(_) => EventType::of_refund_phase(ended.phase),
+            None => EventType::of_payment_phase(ended.phase),
+        };
+        let Some(type_) = type_ else {
             return Ok(0);
         };
         let endpoints = self
@@ -223,13 +230,14 @@ impl Dispatcher {
             return Ok(0);
         }
         let event = WebhookEvent {
-            id: event_id(ended.payment_id, type_),
+            id: event_id(ended.refund_id.unwrap_or(ended.payment_id), type_),
             type_: type_.as_str().to_string(),
             created_at: format!("{:.3}", Timestamp::now()),
             data: PaymentEventData {
                 namespace: ended.object.namespace.clone(),
                 name: ended.object.name.clone(),
                 payment_id: ended.payment_id.to_string(),
+                refund_id: ended.refund_id.map(str::to_string),
                 user_id: ended.user_id.to_string(),
                 amount: ended.amount,
                 currency: ended.currency.to_string(),

@@ -44,6 +44,8 @@ fn input(payment: &str, charge: &str, amount: i64) -> RefundInput {
         reason: RefundReason::RequestedByCustomer,
         description: None,
         notify: None,
+        object: None,
+        request_id: None,
     }
 }
 

@@ -21,7 +21,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::core::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use paysaga_api::http::{CreateRefund, IDEMPOTENT_REPLAYED, RefundPage, RefundView};
-use paysaga_api::names::{PAYMENT_LABEL, REQUESTED_BY_ANNOTATION};
+use paysaga_api::names::{PAYMENT_LABEL, REQUEST_ID_LABEL, REQUESTED_BY_ANNOTATION};
 use paysaga_api::refund::refund_name;
 use paysaga_api::{Payment, Phase, Refund, RefundSpec};
 
@@ -108,6 +108,7 @@ fn refund_object(
     spec: RefundSpec,
     name: Option<String>,
     requested_by: Option<&str>,
+    request_id: Option<&str>,
 ) -> Refund {
     let payment_name = payment.name_any();
     let owner = OwnerReference {
@@ -121,8 +122,16 @@ fn refund_object(
     // A label value holds 63 characters, a Payment's name up to 253: a longer
     // name goes without (`kubectl get refunds -l` misses it; the API lists by
     // `spec.paymentName`, never by label).
-    let labels = (payment_name.len() <= 63)
-        .then(|| BTreeMap::from([(PAYMENT_LABEL.to_string(), payment_name)]));
+    let mut labels = BTreeMap::new();
+    if payment_name.len() <= 63 {
+        labels.insert(PAYMENT_LABEL.to_string(), payment_name);
+    }
+    // The request that made it (`kubectl get refunds -l
+    // paysaga.dev/request-id=<id>`), carried on into its workflow.
+    if let Some(id) = request_id {
+        labels.insert(REQUEST_ID_LABEL.to_string(), id.to_string());
+    }
+    let labels = (!labels.is_empty()).then_some(labels);
     let mut refund = Refund::new("", spec);
     refund.metadata = ObjectMeta {
         generate_name: name.is_none().then(|| "rf-".to_string()),
@@ -155,6 +164,7 @@ fn replay(state: &AppState, existing: &Refund, asked: &RefundSpec) -> Response {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(request): Extension<super::request_id::RequestId>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -197,7 +207,13 @@ pub async fn create(
     if let Err(problem) = refundable(&payment, spec.amount) {
         return problem.into_response();
     }
-    let refund = refund_object(&payment, spec.clone(), name.clone(), Some(&caller.username));
+    let refund = refund_object(
+        &payment,
+        spec.clone(),
+        name.clone(),
+        Some(&caller.username),
+        Some(&request.0),
+    );
     match api.create(&PostParams::default(), &refund).await {
         Ok(created) => accepted(RefundView::of(&created, &state.base_url), false),
         // A retry of the same request raced this one to the name.
@@ -371,11 +387,13 @@ mod tests {
             spec(5),
             Some("rf-abc".into()),
             Some("system:serviceaccount:shop:checkout"),
+            Some("req-1"),
         );
         assert_eq!(
             keyed.annotations()[REQUESTED_BY_ANNOTATION],
             "system:serviceaccount:shop:checkout"
         );
+        assert_eq!(keyed.labels()[REQUEST_ID_LABEL], "req-1");
         assert_eq!(
             (
                 keyed.metadata.name.as_deref(),
@@ -399,7 +417,13 @@ mod tests {
         );
         assert_eq!(keyed.labels()[PAYMENT_LABEL], "pay-1");
 
-        let unkeyed = refund_object(&payment(Some(Phase::Succeeded), None), spec(5), None, None);
+        let unkeyed = refund_object(
+            &payment(Some(Phase::Succeeded), None),
+            spec(5),
+            None,
+            None,
+            None,
+        );
         assert_eq!(
             (
                 unkeyed.metadata.name,
@@ -410,7 +434,7 @@ mod tests {
         // A name too long for a label value: no label, still owned.
         let mut long = payment(Some(Phase::Succeeded), None);
         long.metadata.name = Some("p".repeat(64));
-        let r = refund_object(&long, spec(5), None, Some("alice-app"));
+        let r = refund_object(&long, spec(5), None, Some("alice-app"), None);
         assert!(r.metadata.labels.is_none());
         assert_eq!(r.annotations()[REQUESTED_BY_ANNOTATION], "alice-app");
         assert_eq!(r.metadata.owner_references.unwrap()[0].name, "p".repeat(64));

@@ -231,6 +231,16 @@ fn input(refund: &Refund, payment: &Payment) -> RefundInput {
         reason: refund.spec.reason,
         description: refund.spec.description.clone(),
         notify: payment.spec.notify.clone(),
+        object: Some(paysaga_api::saga::ObjectName {
+            namespace: refund.metadata.namespace.clone().unwrap_or_default(),
+            name: refund.metadata.name.clone().unwrap_or_default(),
+        }),
+        request_id: refund
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(paysaga_api::names::REQUEST_ID_LABEL))
+            .cloned(),
     }
 }
 
