@@ -153,13 +153,13 @@ impl Default for Metrics {
             open_payments: register(
                 r,
                 "open_payments",
-                "Payments whose status records no end yet (only the leader reports)",
+                "Payments whose status records no end yet (the leader's count; a standby reports 0)",
                 Gauge::default(),
             ),
             oldest_open_age: register(
                 r,
                 "oldest_open_payment_age_seconds",
-                "Age of the oldest Payment whose status records no end yet, 0 when none (only the leader reports)",
+                "Age of the oldest Payment whose status records no end yet, 0 when none (a standby reports 0)",
                 Gauge::default(),
             ),
             cache: Mutex::new(None),
