@@ -152,6 +152,7 @@ async fn one_payment_is_one_trace_across_four_components() {
     assert_eq!(charge.tags.get("request_id"), Some(&request_id));
     let chain = ancestry(&spans, charge);
     let expected = [
+        "paysaga-worker: charge",
         "paysaga-worker: RunActivity:charge",
         "paysaga-worker: StartActivity:charge",
         "paysaga-worker: RunWorkflow:PaymentWorkflow",
@@ -160,6 +161,12 @@ async fn one_payment_is_one_trace_across_four_components() {
         "paysaga-api: POST /v1/payments",
     ];
     assert_eq!(chain, expected, "the charge's ancestry");
+    // The worker's own span of the activity carries the request id too.
+    let activity = spans
+        .iter()
+        .find(|s| Some(&s.id) == charge.parent.as_ref())
+        .expect("the charge's parent");
+    assert_eq!(activity.tags.get("request_id"), Some(&request_id));
 
     // The gateway's confirmation: the sim's delivery → the API's callback →
     // the signal → the workflow's handler.

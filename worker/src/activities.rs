@@ -109,7 +109,8 @@ pub struct Endpoints {
 
 /// The span an activity runs in: its log lines name the payment and the
 /// request that made it (`request_id`, as the API's, the controller's and
-/// the simulators' do).
+/// the simulators' do). In a trace it is the child of the SDK's
+/// `RunActivity:<name>`, named `<name>`, with the request id.
 fn activity_span(
     activity: &'static str,
     payment_id: &str,
@@ -117,6 +118,7 @@ fn activity_span(
 ) -> tracing::Span {
     tracing::info_span!(
         "activity",
+        otel.name = activity,
         activity,
         payment = %payment_id,
         request_id = request_id.unwrap_or_default(),
