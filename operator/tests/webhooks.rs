@@ -151,6 +151,18 @@ fn received(name: &str) -> MerchantRecord {
     })
 }
 
+/// What receiver `name` has, once it has accepted an event.
+fn some_event(name: &str, within: Duration) -> MerchantRecord {
+    eventually(within, &format!("{name} gets an event"), || {
+        let r = received(name);
+        if r.events.is_empty() {
+            Err(format!("{r:?}"))
+        } else {
+            Ok(r)
+        }
+    })
+}
+
 fn endpoint_status(room: Room, name: &str) -> paysaga_api::WebhookEndpointStatus {
     block_on(async {
         let api: Api<WebhookEndpoint> =
@@ -364,18 +376,7 @@ async fn a_refunds_end_is_an_event_of_its_own_delivered_once_signed() {
         })
         .to_string(),
     );
-    eventually(
-        Duration::from_secs(60),
-        "the refund desk gets the refund's event",
-        || {
-            let r = received(&desk);
-            if r.events.is_empty() {
-                Err(format!("{r:?}"))
-            } else {
-                Ok(())
-            }
-        },
-    );
+    some_event(&desk, Duration::from_secs(60));
     // Nothing more comes (a retried completion starts no second delivery).
     std::thread::sleep(Duration::from_secs(2));
     let record = received(&desk);
@@ -407,18 +408,7 @@ async fn a_refunds_end_is_an_event_of_its_own_delivered_once_signed() {
         "{record:?}"
     );
     // The endpoint that wants payments' events got the payment's, not the refund's.
-    let other = eventually(
-        Duration::from_secs(30),
-        "payments-only gets its one event",
-        || {
-            let r = received(&payments_only);
-            if r.events.is_empty() {
-                Err(format!("{r:?}"))
-            } else {
-                Ok(r)
-            }
-        },
-    );
+    let other = some_event(&payments_only, Duration::from_secs(30));
     assert_eq!(
         other
             .events
