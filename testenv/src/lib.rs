@@ -59,9 +59,44 @@ pub fn tool(name: &str) -> PathBuf {
     bin.join(name)
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, for a server this process is about to start.
+///
+/// Ports come from below the kernel's ephemeral range (and below Kubernetes'
+/// NodePort range), never from `bind(0)`: an ephemeral port that was free a
+/// moment ago can be taken by any outgoing connection before the server binds
+/// it, which once failed a CI run ("bind: address already in use" from
+/// Temporal). A port is handed out at most once per process, so parallel
+/// tests of one binary never get the same one.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    const LOW: u16 = 20_000;
+    let high = ephemeral_low().min(30_000);
+    let span = u32::from(high - LOW);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..200 {
+        let seed = u32::from_str_radix(&random_hex(4), 16).expect("hex");
+        let port = LOW + (seed % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free port found in {LOW}..{high} after 200 tries"),
+    ))
+}
+
+/// The first port of the kernel's ephemeral range (32768 when unreadable).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .filter(|&low: &u16| low > 21_000)
+        .unwrap_or(32_768)
 }
 
 /// `n` random bytes as hex, from the kernel.
@@ -423,4 +458,21 @@ pub fn eventually<T>(
 /// multi-thread runtime): what [`eventually`]'s check needs to ask an API.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        let below = ephemeral_low().min(30_000);
+        for port in ports {
+            assert!((20_000..below).contains(&port), "{port}");
+            TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
+    }
 }
