@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use common::*;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use paysaga_api::http::{PaymentPage, RecurringPaymentPage, RecurringPaymentView};
@@ -164,6 +165,7 @@ async fn create_answers_202_and_makes_the_object_with_the_spec() {
     let user = paysaga_testenv::unique_name("create");
     let resp = create(&body(&user), None).await;
     assert!(resp.headers().get("idempotent-replayed").is_none());
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let v = view(resp, 202).await;
     assert!(v.id.starts_with("rpay-"), "{v:?}");
     assert_eq!(v.status_url, format!("/v1/recurring-payments/{}", v.id));
@@ -188,6 +190,11 @@ async fn create_answers_202_and_makes_the_object_with_the_spec() {
     );
     assert_eq!(object.spec.max_payments, Some(12));
     assert!(!object.spec.suspend);
+    // The request that made it is on it, to select by.
+    assert_eq!(
+        object.labels()[paysaga_api::names::REQUEST_ID_LABEL],
+        request_id
+    );
     // The controller adds its own finalizer; the API adds none.
     assert!(
         object.metadata.finalizers.is_none(),

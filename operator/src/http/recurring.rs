@@ -23,7 +23,7 @@ use paysaga_api::http::{
     CreateRecurringPayment, IDEMPOTENT_REPLAYED, PaymentPage, PaymentView, RecurringPaymentPage,
     RecurringPaymentView,
 };
-use paysaga_api::names::{RECURRING_LABEL, REQUESTED_BY_ANNOTATION};
+use paysaga_api::names::{RECURRING_LABEL, REQUEST_ID_LABEL, REQUESTED_BY_ANNOTATION};
 use paysaga_api::{RecurringPayment, RecurringPhase};
 use serde::Deserialize;
 
@@ -105,6 +105,33 @@ fn replay(
     .into_response()
 }
 
+/// The RecurringPayment asked for, named `name` (a key's) or generated, with
+/// who asked and the request that made it (`kubectl get recurringpayments -l
+/// paysaga.dev/request-id=<id>`). The Payments its Schedule fires are made by
+/// the worker, not by this request, and carry no request id of their own.
+fn recurring_object(
+    spec: CreateRecurringPayment,
+    name: Option<String>,
+    requested_by: &str,
+    request_id: &str,
+) -> RecurringPayment {
+    let mut object = RecurringPayment::new("", spec);
+    object.metadata = ObjectMeta {
+        generate_name: name.is_none().then(|| "rpay-".to_string()),
+        name,
+        labels: Some([(REQUEST_ID_LABEL.to_string(), request_id.to_string())].into()),
+        annotations: Some(
+            [(
+                REQUESTED_BY_ANNOTATION.to_string(),
+                requested_by.to_string(),
+            )]
+            .into(),
+        ),
+        ..ObjectMeta::default()
+    };
+    object
+}
+
 /// `POST /v1/recurring-payments`: the RecurringPayment's spec → 202 with
 /// the object made (or, with the same Idempotency-Key and body, the one made
 /// before). The API server validates it (schema and CEL rules): its refusal
@@ -112,6 +139,7 @@ fn replay(
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(request): Extension<super::request_id::RequestId>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -133,13 +161,7 @@ pub async fn create(
     let name = key
         .as_deref()
         .map(|k| recurring_name(&spec.template.user_id, k));
-    let mut object = RecurringPayment::new("", spec.clone());
-    object.metadata = ObjectMeta {
-        generate_name: name.is_none().then(|| "rpay-".to_string()),
-        name: name.clone(),
-        annotations: Some([(REQUESTED_BY_ANNOTATION.to_string(), caller.username.clone())].into()),
-        ..ObjectMeta::default()
-    };
+    let object = recurring_object(spec.clone(), name.clone(), &caller.username, &request.0);
     match api.create(&PostParams::default(), &object).await {
         Ok(created) => accepted(RecurringPaymentView::of(&created, &state.base_url), false),
         // The key was used before (or a retry raced this request to the name).
@@ -415,6 +437,18 @@ mod tests {
             r.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
         }
         r
+    }
+
+    #[test]
+    fn the_object_made_names_who_asked_and_the_request() {
+        let keyed = recurring_object(spec(), Some("rpay-x".into()), "alice", "req-1");
+        assert_eq!(keyed.name_any(), "rpay-x");
+        assert_eq!(keyed.metadata.generate_name, None);
+        assert_eq!(keyed.labels()[REQUEST_ID_LABEL], "req-1");
+        assert_eq!(keyed.annotations()[REQUESTED_BY_ANNOTATION], "alice");
+        let generated = recurring_object(spec(), None, "bob", "req-2");
+        assert_eq!(generated.metadata.generate_name.as_deref(), Some("rpay-"));
+        assert_eq!(generated.labels()[REQUEST_ID_LABEL], "req-2");
     }
 
     #[test]
