@@ -3,12 +3,13 @@
 #
 #   tools/install.sh [component ...]     components: python schemathesis kubectl apiserver etcd postgres
 #                                          node_debian kube_node cni coredns traefik kube_router
-#                                          prometheus jaeger
+#                                          prometheus jaeger zipkin
 #
 # Idempotent. Built or downloaded artefacts live in a cache outside the clone,
 # keyed by version ($PAYSAGA_CACHE, default ~/.cache/paysaga), so a second
 # clone on the same machine is fast; with an empty cache everything is rebuilt
-# from the package registries (PyPI, npm, the Go module proxy, Debian).
+# from the package registries (PyPI, npm, the Go module proxy, Maven Central,
+# Debian).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -306,6 +307,35 @@ install_jaeger() {
   publish jaeger "$dir/bin/jaeger"
 }
 
+# Zipkin's server (make dev's trace UI: Jaeger's UI is not in its Go module),
+# its executable jar from Maven Central, checked against the pinned SHA-1, run
+# by the machine's Java (17 or newer) through a launcher script.
+MAVEN_REPO=${PAYSAGA_MAVEN_REPO:-https://repo.maven.apache.org/maven2}
+build_zipkin() {
+  local out=$1 v=$ZIPKIN_VERSION
+  local url="$MAVEN_REPO/io/zipkin/zipkin-server/$v/zipkin-server-$v-exec.jar"
+  log "downloading Zipkin $v ($url)"
+  mkdir -p "$out/bin"
+  curl -fsSL --retry 3 -o "$out/zipkin-server.jar" "$url" || return 1
+  local sum; sum=$(sha1sum "$out/zipkin-server.jar" | cut -d' ' -f1)
+  [ "$sum" = "$ZIPKIN_SHA1" ] || { log "zipkin-server-$v-exec.jar has SHA-1 $sum, not $ZIPKIN_SHA1"; return 1; }
+  cat >"$out/bin/zipkin" <<LAUNCHER
+#!/bin/sh
+# Zipkin $v; its settings are environment variables (QUERY_PORT, STORAGE_TYPE...).
+exec java \${ZIPKIN_JAVA_OPTS:--Xms32m -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1} -jar "$cache/zipkin-$v/zipkin-server.jar" "\$@"
+LAUNCHER
+  chmod +x "$out/bin/zipkin"
+}
+install_zipkin() {
+  local dir="$cache/zipkin-$ZIPKIN_VERSION"
+  log "Zipkin $ZIPKIN_VERSION (Maven Central)"
+  local major
+  major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  [ "${major:-0}" -ge 17 ] || die "Zipkin needs Java 17 or newer; java -version says: $(java -version 2>&1 | head -1)"
+  cached "$dir" build_zipkin
+  publish zipkin "$dir/bin/zipkin"
+}
+
 # containerd, runc, buildah, iptables, ipset, conntrack and a static busybox
 # (the test pods' toolbox) from Debian; they install system-wide.
 NODE_DEBIAN_PACKAGES=(containerd runc buildah iptables ipset conntrack busybox-static libc6-dev)
@@ -363,6 +393,7 @@ check() {
   "$bin/kube-router" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
   "$bin/prometheus" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
   if [ -x "$bin/jaeger" ]; then echo "  jaeger (module v$JAEGER_VERSION)"; fi
+  if [ -x "$bin/zipkin" ]; then echo "  zipkin $ZIPKIN_VERSION ($(java -version 2>&1 | head -1))"; fi
 }
 
 # Whether CMD's output matches PATTERN. The output is read whole first: with
@@ -400,10 +431,11 @@ verify() {
   done
   [ -x "$bin/jaeger" ] || die "jaeger is missing"
   [ "$(readlink "$bin/jaeger")" = "$cache/jaeger-$JAEGER_VERSION/bin/jaeger" ] || die "jaeger is not $JAEGER_VERSION"
+  [ "$(readlink "$bin/zipkin")" = "$cache/zipkin-$ZIPKIN_VERSION/bin/zipkin" ] || die "zipkin is not $ZIPKIN_VERSION"
 }
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(python schemathesis kubectl etcd apiserver postgres
-  node_debian kube_node cni coredns traefik kube_router prometheus jaeger)
+  node_debian kube_node cni coredns traefik kube_router prometheus jaeger zipkin)
 for c in "${components[@]}"; do "install_$c"; done
 if [ $# -eq 0 ]; then check; verify; log "all tools ready in .tools/bin"; fi

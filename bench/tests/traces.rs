@@ -1,7 +1,8 @@
 //! One payment, one trace: a make-dev stack exporting its spans over OTLP to
 //! a real Jaeger; the trace fetched from Jaeger's API holds spans from the
 //! API, the controller, the worker and the simulators, each under the one
-//! that caused it, the client's `traceparent` at its root.
+//! that caused it, the client's `traceparent` at its root. The same spans
+//! reach the trace UI, a real Zipkin, whose page for the trace is served.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -198,6 +199,46 @@ async fn one_payment_is_one_trace_across_four_components() {
             );
         }
     }
+
+    // The trace UI has the same trace: every span, under the same parent,
+    // from the same service (Zipkin keeps names in lower case).
+    let zipkin = stack.zipkin.as_ref().expect("started with Zipkin");
+    let shown = eventually(Duration::from_secs(30), "the whole trace in Zipkin", || {
+        let shown = zipkin.trace(&trace_id).map_err(|e| e.to_string())?;
+        let missing: Vec<_> = spans
+            .iter()
+            .filter(|s| !shown.iter().any(|z| z.id == s.id))
+            .map(|s| format!("{}: {}", s.service, s.name))
+            .collect();
+        if missing.is_empty() {
+            Ok(shown)
+        } else {
+            Err(format!("missing {missing:?}"))
+        }
+    });
+    for s in &spans {
+        let z = shown.iter().find(|z| z.id == s.id).expect("found above");
+        assert_eq!(
+            (z.service.as_str(), z.name.as_str(), z.parent.as_deref()),
+            (
+                s.service.as_str(),
+                s.name.to_lowercase().as_str(),
+                s.parent.as_deref()
+            ),
+            "{} in Zipkin",
+            s.name
+        );
+    }
+    // Its page for the trace, and the script that draws it, are served.
+    let page = zipkin.get(&format!("/zipkin/traces/{trace_id}")).unwrap();
+    let script = page
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .filter(|src| src.starts_with("/zipkin/static/js/"))
+        .unwrap_or_else(|| panic!("no script on the trace's page: {page}"));
+    let code = zipkin.get(script).unwrap();
+    assert!(code.len() > 100_000, "{script}: {} bytes", code.len());
 
     // A Payment made with kubectl has no traceparent: its reconciles and its
     // workflow share a trace named by its uid.

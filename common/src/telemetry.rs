@@ -11,8 +11,10 @@
 //! child workflows ([`temporal_plugin`]).
 //!
 //! Configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (e.g.
-//! `http://127.0.0.1:4318`; unset: no spans are made at all),
-//! `OTEL_SERVICE_NAME` (default: the binary's role).
+//! `http://127.0.0.1:4318`), `OTEL_EXPORTER_ZIPKIN_ENDPOINT` (e.g.
+//! `http://127.0.0.1:9411/api/v2/spans`: the same spans in Zipkin's format too,
+//! for a Zipkin server's UI; `make dev` sets both), `OTEL_SERVICE_NAME`
+//! (default: the binary's role). With neither endpoint no spans are made.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -28,6 +30,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt};
 
 use crate::LogFormat;
+
+mod zipkin;
 
 /// The header (and annotation value) format of a span's context.
 pub const TRACEPARENT: &str = "traceparent";
@@ -50,17 +54,37 @@ pub struct Telemetry {
 
 static ENABLED: OnceLock<bool> = OnceLock::new();
 
-/// Whether spans are exported (an OTLP endpoint is configured).
+/// Whether spans are exported (an OTLP or Zipkin endpoint is configured).
 pub fn enabled() -> bool {
     ENABLED.get().copied().unwrap_or(false)
 }
 
-/// The OTLP endpoint, from `OTEL_EXPORTER_OTLP_ENDPOINT`.
-fn endpoint() -> Option<String> {
-    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .map(|e| e.trim().trim_end_matches('/').to_string())
-        .filter(|e| !e.is_empty())
+/// Where spans go, from the environment.
+#[derive(Debug)]
+struct Endpoints {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; `/v1/traces` is appended.
+    otlp: Option<String>,
+    /// `OTEL_EXPORTER_ZIPKIN_ENDPOINT`, whole (`…/api/v2/spans`).
+    zipkin: Option<String>,
+}
+
+impl Endpoints {
+    fn from_env() -> Endpoints {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|e| e.trim().trim_end_matches('/').to_string())
+                .filter(|e| !e.is_empty())
+        };
+        Endpoints {
+            otlp: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            zipkin: var("OTEL_EXPORTER_ZIPKIN_ENDPOINT"),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.otlp.is_some() || self.zipkin.is_some()
+    }
 }
 
 impl Telemetry {
@@ -78,13 +102,17 @@ impl Telemetry {
             LogFormat::Json => logs.json().boxed(),
         }
         .with_filter(filter);
-        let provider = endpoint().and_then(|endpoint| match provider(&endpoint, service) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("traces are not exported: {e}");
-                None
-            }
-        });
+        let endpoints = Endpoints::from_env();
+        let provider = endpoints
+            .any()
+            .then(|| provider(&endpoints, service))
+            .and_then(|made| match made {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("traces are not exported: {e}");
+                    None
+                }
+            });
         let _ = ENABLED.set(provider.is_some());
         let traces = provider.as_ref().map(|p| {
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -101,8 +129,13 @@ impl Telemetry {
             .with(logs)
             .with(traces)
             .init();
-        if let Some(e) = endpoint().filter(|_| enabled()) {
-            tracing::info!(endpoint = %e, service, "exporting traces over OTLP/HTTP");
+        if enabled() {
+            tracing::info!(
+                otlp = endpoints.otlp.as_deref(),
+                zipkin = endpoints.zipkin.as_deref(),
+                service,
+                "exporting traces"
+            );
         }
         Telemetry { provider }
     }
@@ -117,31 +150,44 @@ impl Drop for Telemetry {
     }
 }
 
-/// The tracer provider: spans batched to `endpoint/v1/traces`. Workflow
-/// spans get replay-safe ids and are not exported again on replay (the
-/// Temporal SDK's generator and processor).
-fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, String> {
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|_| "no Tokio runtime to send spans from".to_string())?;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_http_client(OtlpClient {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| e.to_string())?,
-            runtime,
-        })
-        .with_endpoint(format!("{endpoint}/v1/traces"))
-        .build()
-        .map_err(|e| e.to_string())?;
+/// The tracer provider: spans batched to `otlp/v1/traces` and to the Zipkin
+/// endpoint, each configured one. Workflow spans get replay-safe ids and are
+/// not exported again on replay (the Temporal SDK's generator and processor).
+fn provider(endpoints: &Endpoints, service: &str) -> Result<SdkTracerProvider, String> {
     use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    use temporalio_sdk::opentelemetry::WorkflowSpanProcessor;
+    let client = SpanClient {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?,
+        runtime: tokio::runtime::Handle::try_current()
+            .map_err(|_| "no Tokio runtime to send spans from".to_string())?,
+    };
     let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
-    let processor = temporalio_sdk::opentelemetry::WorkflowSpanProcessor::new(
-        BatchSpanProcessor::builder(exporter).build(),
-    );
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
+    let mut builder = SdkTracerProvider::builder();
+    if let Some(otlp) = &endpoints.otlp {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client.clone())
+            .with_endpoint(format!("{otlp}/v1/traces"))
+            .build()
+            .map_err(|e| format!("OTLP exporter to {otlp}: {e}"))?;
+        builder = builder.with_span_processor(WorkflowSpanProcessor::new(
+            BatchSpanProcessor::builder(exporter).build(),
+        ));
+    }
+    if let Some(zipkin) = &endpoints.zipkin {
+        let exporter = zipkin::ZipkinExporter {
+            client,
+            endpoint: zipkin.clone(),
+            service: service.clone(),
+        };
+        builder = builder.with_span_processor(WorkflowSpanProcessor::new(
+            BatchSpanProcessor::builder(exporter).build(),
+        ));
+    }
+    Ok(builder
         .with_id_generator(temporalio_sdk::opentelemetry::WorkflowIdGenerator::default())
         .with_resource(
             opentelemetry_sdk::Resource::builder()
@@ -151,17 +197,17 @@ fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, String> 
         .build())
 }
 
-/// OTLP/HTTP over the workspace's reqwest. The batch processor exports from
-/// a thread of its own, outside Tokio: each request runs on the runtime the
-/// telemetry was set up in.
+/// Spans sent over the workspace's reqwest (OTLP/HTTP and Zipkin alike). The
+/// batch processor exports from a thread of its own, outside Tokio: each
+/// request runs on the runtime the telemetry was set up in.
 #[derive(Debug, Clone)]
-struct OtlpClient {
+struct SpanClient {
     http: reqwest::Client,
     runtime: tokio::runtime::Handle,
 }
 
 #[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for OtlpClient {
+impl opentelemetry_http::HttpClient for SpanClient {
     async fn send_bytes(
         &self,
         request: http::Request<bytes::Bytes>,

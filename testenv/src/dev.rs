@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::jaeger::JaegerEnv;
 use crate::prometheus::{PrometheusEnv, PrometheusOptions, Target};
+use crate::zipkin::ZipkinEnv;
 use crate::{KubeEnv, Service, TemporalEnv, TemporalOptions, free_port};
 
 /// Demo accounts of the dev ledger.
@@ -57,8 +58,10 @@ pub struct DevOptions {
     /// (5 s when `None`).
     pub alert_sets: Vec<String>,
     pub prometheus_interval: Option<std::time::Duration>,
-    /// Start Jaeger and have every paysaga component export its spans to
-    /// it (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    /// Start Jaeger and Zipkin and have every paysaga component export its
+    /// spans to both: over OTLP to Jaeger (`OTEL_EXPORTER_OTLP_ENDPOINT`), the
+    /// backend whose API the tests and tools read, and in Zipkin's format to
+    /// Zipkin (`OTEL_EXPORTER_ZIPKIN_ENDPOINT`), whose web UI renders them.
     pub tracing: bool,
     pub api_args: Vec<String>,
     pub sim_args: Vec<String>,
@@ -88,6 +91,8 @@ pub struct DevStack {
     pub prometheus: Option<PrometheusEnv>,
     /// When [`DevOptions::tracing`].
     pub jaeger: Option<JaegerEnv>,
+    /// When [`DevOptions::tracing`]: the trace UI.
+    pub zipkin: Option<ZipkinEnv>,
     pub controller: Service,
     pub worker: Service,
     /// The worker's admin endpoints: `/metrics`, `/healthz`, `/readyz`.
@@ -142,6 +147,25 @@ impl DevStack {
         } else {
             None
         };
+        // Zipkin (a JVM: 10 s or more) starts while the control plane and
+        // Temporal do; the paysaga components wait for it.
+        let zipkin = if opts.tracing {
+            eprintln!("paysaga dev: starting Zipkin…");
+            let port = match port(9411)? {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            crate::process::set_paysaga_env(
+                "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+                &format!("http://127.0.0.1:{port}/api/v2/spans"),
+            );
+            let dir = state.join("zipkin");
+            Some(std::thread::spawn(move || {
+                ZipkinEnv::start(&dir, Some(port))
+            }))
+        } else {
+            None
+        };
         eprintln!("paysaga dev: starting etcd and kube-apiserver…");
         let kube = KubeEnv::start(&state.join("kube"))?;
         kube.apply_crds()?;
@@ -174,6 +198,14 @@ impl DevStack {
             },
         )?;
 
+        let zipkin = match zipkin {
+            Some(starting) => Some(
+                starting
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("starting Zipkin panicked"))??,
+            ),
+            None => None,
+        };
         eprintln!("paysaga dev: starting the API, the simulators and the worker…");
         let api = Service::full_api(
             &state.join("api"),
@@ -275,6 +307,7 @@ impl DevStack {
         Ok(DevStack {
             prometheus,
             jaeger,
+            zipkin,
             controller,
             worker,
             worker_admin,

@@ -27,6 +27,7 @@ pub mod prometheus;
 pub mod relay;
 pub mod services;
 pub mod temporal;
+pub mod zipkin;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

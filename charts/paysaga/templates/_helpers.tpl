@@ -58,16 +58,20 @@ capabilities:
 - name: PAYSAGA_CODEC_KEYS_FILE
   value: /etc/paysaga/codec/keys.json
 {{- with include "paysaga.tracingEnv" . }}
-{{ . }}
+{{ trim . }}
 {{- end }}
 {{- end -}}
 
-{{- /* Where spans go (OTLP/HTTP), when traces are wanted. */ -}}
+{{- /* Where spans go (OTLP/HTTP, and Zipkin's format), when traces are wanted. */ -}}
 {{- define "paysaga.tracingEnv" -}}
-{{- with .Values.tracing.otlpEndpoint -}}
+{{- with .Values.tracing.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
-{{- end -}}
+{{- end }}
+{{- with .Values.tracing.zipkinEndpoint }}
+- name: OTEL_EXPORTER_ZIPKIN_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{- /* The Secret holding the payload codec's keyring (key keys.json). */}}

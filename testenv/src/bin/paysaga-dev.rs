@@ -52,8 +52,9 @@ paysaga dev is up.
   Simulators     : {sim}   (knobs: {sim}/admin/config)
   Controller     : {controller}/metrics, /healthz, /readyz
   Worker         : {worker_admin}/metrics, /healthz, /readyz
-  Traces         : {jaeger}   (Jaeger v2; its UI is not in the Go module, its API is: {jaeger}/api/traces/<trace id>,
+  Trace UI       : {zipkin}   (Zipkin; a payment's trace: {zipkin}traces/<trace id>,
                    the trace id of a payment made through the API is in its paysaga.dev/traceparent annotation)
+  Traces API     : {jaeger}/api/traces/<trace id>   (Jaeger v2, over OTLP; its own UI is not in its Go module)
   Prometheus     : {prometheus}/api/v1/targets   (scrapes the API, controller, worker and Temporal; the chart's alerts: {prometheus}/api/v1/rules)
   Ledger         : {database_url} (accounts {DEMO_ACCOUNTS}, and load-0 … load-{last} for k6)
   Logs           : {logs}
@@ -97,6 +98,7 @@ Press Ctrl-C to stop everything.
         worker_admin = stack.worker_admin,
         prometheus = stack.prometheus.as_ref().map_or("-", |p| p.url.as_str()),
         jaeger = stack.jaeger.as_ref().map_or("-", |j| j.url.as_str()),
+        zipkin = stack.zipkin.as_ref().map_or("-", |z| z.ui_url.as_str()),
         database_url = stack.database_url,
         last = LOAD_USERS - 1,
         logs = stack.state.display(),
