@@ -6,7 +6,7 @@ CARGO ?= cargo
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
-.PHONY: help tools dev test generate lint record-histories bench-saga load stress perf chaos kind cluster
+.PHONY: help tools dev test test-production generate lint record-histories bench-saga load stress perf chaos kind cluster
 
 # Build profile of the binaries make load/stress run (debug, as make dev; or release).
 PROFILE ?= debug
@@ -29,9 +29,19 @@ dev: $(TOOLS)/.stamp ## run paysaga locally: control plane, Temporal (+UI), CRDs
 	$(CARGO) build --workspace --bins
 	target/debug/paysaga-dev
 
-test: $(TOOLS)/.stamp ## all unit and integration tests, against the real parts
+# The tests that prove paysaga on the topology production runs: the saga, the
+# review, the controller, refunds and recurring payments (Schedules).
+PRODUCTION_TESTS = -p paysaga-worker --test saga --test review \
+	-p paysaga-operator --test controller --test refunds --test recurring
+
+test: $(TOOLS)/.stamp ## all unit and integration tests, against the real parts; then the production-server tier
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+	PAYSAGA_TEMPORAL=production $(CARGO) test --no-fail-fast $(PRODUCTION_TESTS)
+
+test-production: $(TOOLS)/.stamp ## only the production-server tier: the Temporal server on PostgreSQL instead of the dev server
+	$(CARGO) build --workspace --bins
+	PAYSAGA_TEMPORAL=production $(CARGO) test --no-fail-fast $(PRODUCTION_TESTS)
 
 generate: ## regenerate checked-in files (crds/, docs/openapi.json, the chart's CRDs and goldens)
 	$(CARGO) run -q -p paysaga-operator -- crd payment > crds/payment.yaml

@@ -3,7 +3,7 @@
 #
 #   tools/install.sh [component ...]     components: python schemathesis kubectl apiserver etcd postgres
 #                                          node_debian kube_node cni coredns traefik kube_router
-#                                          prometheus jaeger zipkin
+#                                          prometheus jaeger zipkin temporal_server
 #
 # Idempotent. Built or downloaded artefacts live in a cache outside the clone,
 # keyed by version ($PAYSAGA_CACHE, default ~/.cache/paysaga), so a second
@@ -307,6 +307,24 @@ install_jaeger() {
   publish jaeger "$dir/bin/jaeger"
 }
 
+# The production Temporal server and its SQL schema tool (the PAYSAGA_TEMPORAL=
+# production test tier, on PostgreSQL): go.temporal.io/server at the release
+# inside the pinned dev server; 1.32.2 needs a newer Go than this machine's.
+build_temporal_server() {
+  local m=go.temporal.io/server
+  log "building the Temporal server $m@v$TEMPORAL_SERVER_VERSION and its SQL tool from the Go module proxy (5-10 min cold)"
+  go_main "$1" $m "v$TEMPORAL_SERVER_VERSION" $m/cmd/server $m/cmd/tools/sql || return 1
+  mv "$1/bin/server" "$1/bin/temporal-server"
+  mv "$1/bin/sql" "$1/bin/temporal-sql-tool"
+}
+install_temporal_server() {
+  local dir="$cache/temporal-server-$TEMPORAL_SERVER_VERSION"
+  log "Temporal server $TEMPORAL_SERVER_VERSION (module)"
+  cached "$dir" build_temporal_server
+  publish temporal-server "$dir/bin/temporal-server"
+  publish temporal-sql-tool "$dir/bin/temporal-sql-tool"
+}
+
 # Zipkin's server (make dev's trace UI: Jaeger's UI is not in its Go module),
 # its executable jar from Maven Central, checked against the pinned SHA-1, run
 # by the machine's Java (17 or newer) through a launcher script.
@@ -393,6 +411,7 @@ check() {
   "$bin/kube-router" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
   "$bin/prometheus" --version 2>/dev/null | head -1 | sed 's/^/  /' || true
   if [ -x "$bin/jaeger" ]; then echo "  jaeger (module v$JAEGER_VERSION)"; fi
+  "$bin/temporal-server" --version 2>/dev/null | head -1 | sed 's/^/  temporal-server /' || true
   if [ -x "$bin/zipkin" ]; then echo "  zipkin $ZIPKIN_VERSION ($(java -version 2>&1 | head -1))"; fi
 }
 
@@ -432,10 +451,12 @@ verify() {
   [ -x "$bin/jaeger" ] || die "jaeger is missing"
   [ "$(readlink "$bin/jaeger")" = "$cache/jaeger-$JAEGER_VERSION/bin/jaeger" ] || die "jaeger is not $JAEGER_VERSION"
   [ "$(readlink "$bin/zipkin")" = "$cache/zipkin-$ZIPKIN_VERSION/bin/zipkin" ] || die "zipkin is not $ZIPKIN_VERSION"
+  reports "$TEMPORAL_SERVER_VERSION" "$bin/temporal-server" --version || die "temporal-server is not $TEMPORAL_SERVER_VERSION"
+  [ -x "$bin/temporal-sql-tool" ] || die "temporal-sql-tool is missing"
 }
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(python schemathesis kubectl etcd apiserver postgres
-  node_debian kube_node cni coredns traefik kube_router prometheus jaeger zipkin)
+  node_debian kube_node cni coredns traefik kube_router prometheus jaeger zipkin temporal_server)
 for c in "${components[@]}"; do "install_$c"; done
 if [ $# -eq 0 ]; then check; verify; log "all tools ready in .tools/bin"; fi

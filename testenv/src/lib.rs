@@ -27,6 +27,7 @@ pub mod prometheus;
 pub mod relay;
 pub mod services;
 pub mod temporal;
+pub mod temporal_server;
 pub mod zipkin;
 
 use std::io::{Read, Write};
@@ -347,9 +348,18 @@ pub fn kube() -> &'static KubeEnv {
     })
 }
 
-/// The Temporal dev server shared by this test binary (in memory, headless).
+/// The Temporal server shared by this test binary: the dev server (in memory,
+/// headless), or with `PAYSAGA_TEMPORAL=production` the production server on
+/// PostgreSQL ([`temporal_server`]).
 pub fn temporal() -> &'static TemporalEnv {
     static TEMPORAL: OnceLock<Result<TemporalEnv, String>> = OnceLock::new();
+    if temporal_server::wanted() {
+        return shared(
+            "Temporal server (production, PostgreSQL)",
+            &TEMPORAL,
+            || temporal_server::start(&run_dir().join("temporal-server"), postgres()),
+        );
+    }
     shared("Temporal dev server", &TEMPORAL, || {
         TemporalEnv::start(&run_dir().join("temporal"), TemporalOptions::default())
     })

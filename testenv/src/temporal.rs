@@ -86,6 +86,24 @@ impl TemporalEnv {
         })
     }
 
+    /// A server started some other way ([`crate::temporal_server`]),
+    /// answering on `host_port`, headless.
+    pub(crate) fn from_parts(
+        host_port: String,
+        metrics_url: String,
+        namespace: String,
+        proc: Proc,
+    ) -> TemporalEnv {
+        TemporalEnv {
+            address: format!("http://{host_port}"),
+            host_port,
+            ui_url: None,
+            metrics_url,
+            namespace,
+            proc,
+        }
+    }
+
     pub fn log(&self) -> &Path {
         self.proc.log_path()
     }
