@@ -14,7 +14,7 @@ use crate::process::{Proc, run};
 use crate::{free_port, tool};
 
 /// The role every database belongs to; trust authentication on loopback only.
-const ROLE: &str = "paysaga";
+pub const ROLE: &str = "paysaga";
 
 pub struct PostgresEnv {
     pub port: u16,

@@ -3,8 +3,9 @@
 //! schema tool) on PostgreSQL: the topology production runs, as a test tier.
 //!
 //! `PAYSAGA_TEMPORAL=production` makes [`crate::temporal()`] start this one
-//! instead of the dev server; `make test` runs the saga and controller tests
-//! that way too (`make test-production` alone).
+//! instead of the dev server; `make test` runs the saga, review, controller,
+//! refund and recurring-payment tests that way too (`make test-production`
+//! alone).
 
 use std::path::Path;
 use std::process::Command;
@@ -40,7 +41,7 @@ pub fn start(dir: &Path, postgres: &PostgresEnv) -> Result<TemporalEnv> {
                     "-p",
                     &postgres.port.to_string(),
                     "-u",
-                    "paysaga",
+                    crate::postgres::ROLE,
                     "--db",
                     db,
                 ])
@@ -146,12 +147,13 @@ fn config_text(pg_port: u16, store: &str, visibility: &str, p: &Ports) -> String
         databaseName: {db}
         connectAddr: 127.0.0.1:{pg_port}
         connectProtocol: tcp
-        user: paysaga
+        user: {role}
         password: \"\"
         maxConns: {conns}
         maxIdleConns: {conns}
         maxConnLifetime: 1h
-"
+",
+            role = crate::postgres::ROLE,
         )
     };
     format!(

@@ -8,7 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanId, SpanKind, Status};
 use opentelemetry_http::HttpClient;
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use serde_json::{Map, Value, json};
@@ -20,7 +19,7 @@ use super::SpanClient;
 pub(super) struct ZipkinExporter {
     pub(super) client: SpanClient,
     pub(super) endpoint: String,
-    /// `localEndpoint.serviceName`: the resource's `service.name`.
+    /// `localEndpoint.serviceName`: the service the provider's resource names.
     pub(super) service: String,
 }
 
@@ -47,12 +46,6 @@ impl SpanExporter for ZipkinExporter {
                 answer.status(),
                 spans.len()
             )))
-        }
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        if let Some(name) = resource.get(&opentelemetry::Key::new("service.name")) {
-            self.service = name.to_string();
         }
     }
 }
