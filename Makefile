@@ -30,9 +30,11 @@ dev: $(TOOLS)/.stamp ## run paysaga locally: control plane, Temporal (+UI), CRDs
 	target/debug/paysaga-dev
 
 # The tests that prove paysaga on the topology production runs: the saga, the
-# review, the controller, refunds and recurring payments (Schedules).
+# review, the controller, refunds and recurring payments (Schedules); and the
+# Go SDK peer make perf runs beside the saga on that server too.
 PRODUCTION_TESTS = -p paysaga-worker --test saga --test review \
-	-p paysaga-operator --test controller --test refunds --test recurring
+	-p paysaga-operator --test controller --test refunds --test recurring \
+	-p paysaga-bench --test go_peer
 
 test: $(TOOLS)/.stamp ## all unit and integration tests, against the real parts; then the production-server tier
 	$(CARGO) build --workspace --bins
@@ -53,9 +55,11 @@ generate: ## regenerate checked-in files (crds/, docs/openapi.json, the chart's 
 	cp crds/payment.yaml crds/idempotencykey.yaml crds/refund.yaml crds/recurringpayment.yaml crds/webhookendpoint.yaml charts/paysaga/crds/
 	PAYSAGA_UPDATE_GOLDENS=1 $(CARGO) test -q -p paysaga-operator --test chart renders_match >/dev/null
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: ## rustfmt and clippy, warnings are errors; gofmt and go vet on the Go SDK peer
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd bench/go-peer && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: the files above"; exit 1; }
+	cd bench/go-peer && GOTOOLCHAIN=local go vet .
 
 record-histories: ## record the workflow histories replayed by the tests: make record-histories VERSION=v2
 	@test -n "$(VERSION)" || { echo "usage: make record-histories VERSION=vN"; exit 2; }
@@ -74,7 +78,7 @@ stress: $(TOOLS)/.stamp ## k6 stress (k6/stress.js): a ramp past the breaking po
 	$(CARGO) build --workspace --bins --profile $(call cargo_profile,$(PROFILE))
 	PAYSAGA_PROFILE=$(PROFILE) target/$(PROFILE)/paysaga-load k6/stress.js $(load_opts)
 
-perf: $(TOOLS)/.stamp ## the performance harness (release build): R_max, full path at 0.8 x R_max for 10 min, overload, memory (~25 min)
+perf: $(TOOLS)/.stamp ## the performance harness (release build): history anatomy, the Go SDK beside paysaga, R_max, full path at 0.8 x R_max for 10 min, overload, memory (~30 min); PERF_ARGS="--temporal production" on the production server
 	$(CARGO) build --workspace --bins --release
 	PAYSAGA_PROFILE=release target/release/paysaga-perf $(PERF_ARGS)
 

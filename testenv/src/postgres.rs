@@ -152,6 +152,11 @@ impl PostgresEnv {
         self.proc.log_path()
     }
 
+    /// The postmaster's process id; its backends are its children.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// Kills the postmaster with SIGKILL (a crash: its backends exit, the
     /// next start recovers from the WAL).
     pub fn kill(&mut self) {

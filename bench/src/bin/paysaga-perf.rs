@@ -4,7 +4,10 @@
 //!
 //! 0. **One payment's history** (and its fraud check's) by event type: the
 //!    workflow tasks, activity tasks and events the Temporal server handles
-//!    per payment.
+//!    per payment, beside the Go SDK peer's synthetic saga of the same shape.
+//!    Then **the Go SDK beside paysaga**: rounds of paysaga's saga and the
+//!    peer's at one rate, alternating, with each worker's and the server's
+//!    CPU per payment.
 //! 1. **R_max**: the most payments per second the saga sustains when started
 //!    directly against Temporal (no Kubernetes in the path), with the same
 //!    worker, simulators and ledger: open-loop windows at rising rates;
@@ -18,6 +21,10 @@
 //!
 //! After each phase the ledger audit runs. Everything is written to
 //! `target/perf/<time>/perf.md` as well as printed.
+//!
+//! `--temporal production` runs all of it on the production Temporal server
+//! (`go.temporal.io/server`, built by `make tools`) on PostgreSQL instead of
+//! the dev server; the server's CPU is then read with its database's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +41,7 @@ use paysaga_api::{Payment, PaymentMethod, Phase};
 use paysaga_bench::k6::Run;
 use paysaga_bench::prom::{self, Histogram, ms};
 use paysaga_bench::{Usage, delta, mib, mutating_requests, payment_counts, wait_all_finished};
+use paysaga_testenv::go_peer::{self, GoPeer, SyntheticInput};
 use paysaga_testenv::{DevOptions, DevStack};
 use temporalio_client::{
     Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
@@ -75,9 +83,16 @@ struct Cli {
     /// The API admits at most R_max × this many seconds of work in flight.
     #[arg(long, default_value_t = 5.0)]
     admission_secs: f64,
-    /// Temporal's storage: `file` (SQLite, as make dev) or `memory`.
-    #[arg(long, default_value = "file")]
+    /// Which Temporal: the dev server on a SQLite `file` (as make dev) or in
+    /// `memory`, or the `production` server on PostgreSQL.
+    #[arg(long, default_value = "file", value_parser = ["file", "memory", "production"])]
     temporal: String,
+    /// The Go SDK peer's rounds run at this rate, payments/s (0: skip them).
+    #[arg(long, default_value_t = 4.0)]
+    peer_rate: f64,
+    /// Rounds of paysaga's saga and the peer's, alternating, one window each.
+    #[arg(long, default_value_t = 2)]
+    peer_rounds: u32,
     /// SQLite without make dev's pragmas (WAL, no fsync): for before/after.
     #[arg(long)]
     no_pragmas: bool,
@@ -118,7 +133,7 @@ fn main() -> Result<()> {
         "# paysaga performance harness\n\n{} · {} · {}\n",
         paysaga_bench::now_utc(),
         paysaga_bench::machine(),
-        paysaga_bench::versions()
+        paysaga_bench::versions_on(cli.temporal == "production")
     ));
     r.line(format!(
         "Command: `paysaga-perf {}`\n",
@@ -138,10 +153,26 @@ fn main() -> Result<()> {
     if cli.temporal == "memory" {
         opts.temporal_file = false;
     }
+    opts.temporal_production = cli.temporal == "production";
+    let temporal = if opts.temporal_production {
+        "the production Temporal server (all services in one process) on PostgreSQL with durable commits".to_string()
+    } else {
+        format!(
+            "Temporal dev server, {}{}",
+            if opts.temporal_file {
+                "SQLite file"
+            } else {
+                "in memory"
+            },
+            if !opts.temporal_file || opts.temporal_pragmas.is_empty() {
+                String::new()
+            } else {
+                format!(", pragmas {:?}", opts.temporal_pragmas)
+            }
+        )
+    };
     r.line(format!(
-        "Stack: as make dev (Temporal dev server, {}{}; ledger on SQLite; simulators with their defaults); worker args {:?}; controller args {:?}\n",
-        if opts.temporal_file { "SQLite file" } else { "in memory" },
-        if !opts.temporal_file || opts.temporal_pragmas.is_empty() { String::new() } else { format!(", pragmas {:?}", opts.temporal_pragmas) },
+        "Stack: as make dev but for Temporal ({temporal}; ledger on SQLite; simulators with their defaults); worker args {:?}; controller args {:?}\n",
         cli.worker_arg,
         cli.controller_arg,
     ));
@@ -151,8 +182,30 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
 
-    // 0. One payment, event by event.
-    rt.block_on(async { anatomy(&temporal_client(&stack).await?, &mut r).await })?;
+    // 0. One payment, event by event; then the Go SDK beside paysaga.
+    let peer = if cli.peer_rate > 0.0 {
+        Some(GoPeer::start(&out.join("stack/go-peer"), &stack.temporal)?)
+    } else {
+        None
+    };
+    rt.block_on(async {
+        let peer_client = match &peer {
+            Some(_) => Some(plain_client(&stack).await?),
+            None => None,
+        };
+        anatomy(
+            &temporal_client(&stack).await?,
+            peer_client.as_ref(),
+            &mut r,
+        )
+        .await?;
+        if let (Some(peer), Some(peer_client)) = (&peer, &peer_client) {
+            beside_go(&cli, &stack, peer, peer_client, &mut r).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    // Not polling while the rest is measured.
+    drop(peer);
 
     // 1. R_max.
     let rmax = match cli.rmax {
@@ -216,11 +269,40 @@ struct Probe {
     backlog_last: f64,
     e2e_p50: Option<Duration>,
     e2e_p95: Option<Duration>,
-    /// CPU per payment of the Temporal server and of the worker, ms.
+    /// CPU per payment of the Temporal server, of its PostgreSQL (the
+    /// production server) and of the worker, ms.
     temporal_cpu_ms: f64,
+    database_cpu_ms: Option<f64>,
     worker_cpu_ms: f64,
+    /// The worker's resident set at the end of the window.
+    worker_rss: u64,
     sustained: bool,
     why: String,
+}
+
+/// Which saga a probe starts: paysaga's, run by paysaga's worker, or the Go
+/// SDK peer's synthetic one of the same shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Saga {
+    Paysaga,
+    GoPeer,
+}
+
+impl Saga {
+    fn name(self) -> &'static str {
+        match self {
+            Saga::Paysaga => "paysaga (Rust SDK)",
+            Saga::GoPeer => "Go SDK peer",
+        }
+    }
+
+    /// Starts the `i`th payment `id` and waits for its end: Succeeded?
+    async fn run(self, client: &Client, id: &str, i: usize) -> Result<bool> {
+        match self {
+            Saga::Paysaga => run_one(client, saga_input(id, i)).await,
+            Saga::GoPeer => run_synthetic(client, id, i).await,
+        }
+    }
 }
 
 /// A Temporal client as the worker's: same server, namespace and keyring.
@@ -237,6 +319,33 @@ async fn temporal_client(stack: &DevStack) -> Result<Client> {
     .context("connecting to Temporal")
 }
 
+/// A client without paysaga's keyring: payloads in plain JSON, as the Go
+/// SDK peer reads them.
+async fn plain_client(stack: &DevStack) -> Result<Client> {
+    paysaga_common::temporal::connect(
+        &paysaga_common::temporal::TemporalOpts {
+            temporal_address: stack.temporal.address.clone(),
+            temporal_namespace: stack.temporal.namespace.clone(),
+            codec_keys_file: None,
+        },
+        "paysaga-perf",
+    )
+    .await
+    .context("connecting to Temporal")
+}
+
+/// The Temporal server's CPU seconds so far, and its database's (the
+/// production server's PostgreSQL, backends included).
+fn temporal_cpu(stack: &DevStack) -> (f64, Option<f64>) {
+    (
+        Usage::of(stack.temporal.pid()).cpu_secs,
+        stack
+            .temporal_postgres
+            .as_ref()
+            .map(|pg| Usage::of_tree(pg.pid()).cpu_secs),
+    )
+}
+
 async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64> {
     let client = temporal_client(stack).await?;
     let window = Duration::from_secs(cli.window_secs);
@@ -245,14 +354,26 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64>
         "Open-loop windows of {} s; sustained = workflow-task schedule-to-start p95 < 1 s, backlog flat (last third ≤ 1.3 × middle third + 2), completions in the window ≥ 0.9 × the rate, every payment Succeeded.\n",
         cli.window_secs
     ));
-    r.line("| rate /s | started / succeeded | completed /s in window | schedule-to-start p95 | backlog middle → last | e2e p50 / p95 | CPU per payment: Temporal / worker | sustained |");
+    r.line(format!(
+        "| rate /s | started / succeeded | completed /s in window | schedule-to-start p95 | backlog middle → last | e2e p50 / p95 | CPU per payment: {} / worker | sustained |",
+        server_label(stack)
+    ));
     r.line("|---|---|---|---|---|---|---|---|");
     let mut best: Option<f64> = None;
     let mut worst: Option<f64> = None;
     let mut rate = cli.start_rate;
     let mut n = 0;
     loop {
-        let p = probe(&client, stack, rate, window, n).await?;
+        let p = probe(
+            &client,
+            stack,
+            Saga::Paysaga,
+            stack.worker.pid(),
+            rate,
+            window,
+            n,
+        )
+        .await?;
         n += 1;
         r.line(probe_row(&p));
         if p.sustained {
@@ -278,7 +399,16 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64>
     if let Some(mut hi) = worst {
         for _ in 0..cli.refine {
             let mid = (lo + hi) / 2.0;
-            let p = probe(&client, stack, mid, window, n).await?;
+            let p = probe(
+                &client,
+                stack,
+                Saga::Paysaga,
+                stack.worker.pid(),
+                mid,
+                window,
+                n,
+            )
+            .await?;
             n += 1;
             r.line(probe_row(&p));
             if p.sustained {
@@ -294,7 +424,7 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64>
 fn probe_row(p: &Probe) -> String {
     let d = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
     format!(
-        "| {:.2} | {} / {} | {:.2} | {} | {:.1} → {:.1} | {} / {} | {:.0} / {:.0} ms | {} |",
+        "| {:.2} | {} / {} | {:.2} | {} | {:.1} → {:.1} | {} / {} | {} / {:.0} ms | {} |",
         p.rate,
         p.started,
         p.succeeded,
@@ -304,7 +434,7 @@ fn probe_row(p: &Probe) -> String {
         p.backlog_last,
         d(p.e2e_p50),
         d(p.e2e_p95),
-        p.temporal_cpu_ms,
+        server_cpu(p),
         p.worker_cpu_ms,
         if p.sustained {
             "yes".to_string()
@@ -312,6 +442,24 @@ fn probe_row(p: &Probe) -> String {
             format!("no: {}", p.why)
         }
     )
+}
+
+/// What the server column holds.
+fn server_label(stack: &DevStack) -> &'static str {
+    if stack.temporal_postgres.is_some() {
+        "Temporal server + its PostgreSQL"
+    } else {
+        "Temporal dev server"
+    }
+}
+
+/// The server's CPU per payment: `T` on the dev server, `T + D` (server +
+/// its PostgreSQL) on the production one.
+fn server_cpu(p: &Probe) -> String {
+    match p.database_cpu_ms {
+        Some(db) => format!("{:.0} + {db:.0}", p.temporal_cpu_ms),
+        None => format!("{:.0}", p.temporal_cpu_ms),
+    }
 }
 
 #[derive(Default)]
@@ -333,21 +481,19 @@ async fn scrape(url: &str) -> Result<String> {
     Ok(reqwest::get(url).await?.text().await?)
 }
 
+/// One open-loop window of `saga` at `rate`, the worker being `worker`.
 async fn probe(
     client: &Client,
     stack: &DevStack,
+    saga: Saga,
+    worker: Option<u32>,
     rate: f64,
     window: Duration,
     n: usize,
 ) -> Result<Probe> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let before = s2s(&scrape(&stack.temporal.metrics_url).await?);
-    let cpu = || {
-        (
-            Usage::of(stack.temporal.pid()).cpu_secs,
-            Usage::of(stack.worker.pid()).cpu_secs,
-        )
-    };
+    let cpu = || (temporal_cpu(stack), Usage::of(worker).cpu_secs);
     let cpu_before = cpu();
     let began = Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -358,14 +504,14 @@ async fn probe(
     while began.elapsed() < window {
         ticks.tick().await;
         let id = format!("rmax-{}-{n}-{i}", std::process::id());
-        let input = saga_input(&id, i);
+        let this = i;
         i += 1;
         tally.lock().unwrap().started += 1;
         let client = client.clone();
         let mine = tally.clone();
         tokio::spawn(async move {
             let t0 = Instant::now();
-            let ok = run_one(&client, input).await.unwrap_or(false);
+            let ok = saga.run(&client, &id, this).await.unwrap_or(false);
             let mut t = mine.lock().unwrap();
             if ok {
                 t.succeeded += 1;
@@ -446,8 +592,10 @@ async fn probe(
         backlog_last,
         e2e_p50: pct(0.5),
         e2e_p95: pct(0.95),
-        temporal_cpu_ms: per(cpu_after.0, cpu_before.0),
+        temporal_cpu_ms: per(cpu_after.0.0, cpu_before.0.0),
+        database_cpu_ms: cpu_after.0.1.zip(cpu_before.0.1).map(|(a, b)| per(a, b)),
         worker_cpu_ms: per(cpu_after.1, cpu_before.1),
+        worker_rss: Usage::of(worker).rss,
         sustained: why.is_empty(),
         why: why.join(", "),
     })
@@ -474,17 +622,37 @@ fn saga_input(id: &str, i: usize) -> PaymentInput {
 }
 
 /// Where the Temporal server's work for one payment goes: the history of
-/// one succeeded payment and of its fraud check, event by event type. Each
-/// event is a write; each workflow task and activity task is also a round
-/// trip through matching and a worker.
-async fn anatomy(client: &Client, r: &mut Report) -> Result<()> {
+/// one succeeded payment and of its fraud check, event by event type, beside
+/// the Go SDK peer's synthetic payment (when `peer` is given). Each event is
+/// a write; each workflow task and activity task is also a round trip
+/// through matching and a worker.
+async fn anatomy(client: &Client, peer: Option<&Client>, r: &mut Report) -> Result<()> {
     let id = format!("anatomy-{}", std::process::id());
-    if !run_one(client, saga_input(&id, 0)).await? {
+    if !Saga::Paysaga.run(client, &id, 0).await? {
         bail!("the payment {id} did not succeed");
     }
-    let mut by_type: BTreeMap<String, [usize; 2]> = BTreeMap::new();
-    let ids = [id.clone(), paysaga_api::saga::fraud_workflow_id(&id)];
-    for (column, workflow_id) in ids.iter().enumerate() {
+    let mut columns = vec![
+        ("payment", client, id.clone()),
+        (
+            "fraud check",
+            client,
+            paysaga_api::saga::fraud_workflow_id(&id),
+        ),
+    ];
+    let peer_id = format!("anatomy-go-{}", std::process::id());
+    if let Some(peer) = peer {
+        if !Saga::GoPeer.run(peer, &peer_id, 0).await? {
+            bail!("the Go peer's payment {peer_id} did not succeed");
+        }
+        columns.push(("Go peer: payment", peer, peer_id.clone()));
+        columns.push((
+            "Go peer: fraud check",
+            peer,
+            go_peer::fraud_workflow_id(&peer_id),
+        ));
+    }
+    let mut by_type: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (column, (_, client, workflow_id)) in columns.iter().enumerate() {
         let events = client
             .get_workflow_handle::<UntypedWorkflow>(workflow_id.clone())
             .fetch_history(WorkflowFetchHistoryOptions::default())
@@ -494,33 +662,113 @@ async fn anatomy(client: &Client, r: &mut Report) -> Result<()> {
         for e in events {
             let name = e.event_type().as_str_name();
             let name = name.strip_prefix("EVENT_TYPE_").unwrap_or(name);
-            by_type.entry(name.to_lowercase()).or_default()[column] += 1;
+            by_type
+                .entry(name.to_lowercase())
+                .or_insert_with(|| vec![0; columns.len()])[column] += 1;
         }
     }
-    let count = |name: &str| by_type.get(name).copied().unwrap_or_default();
-    let total: [usize; 2] = by_type
-        .values()
-        .fold([0, 0], |t, c| [t[0] + c[0], t[1] + c[1]]);
-    r.line(
-        "
-## One payment's history: where the Temporal server's work goes
-",
-    );
+    let count = |name: &str, column: usize| by_type.get(name).map_or(0, |c| c[column]);
+    let total = |column: usize| by_type.values().map(|c| c[column]).sum::<usize>();
+    r.line("\n## One payment's history: where the Temporal server's work goes\n");
     r.line(format!(
-        "A succeeded payment (`{id}`) and its fraud check. Workflow tasks: {} + {}; activity tasks: {} + {}; events: {} + {} = {}.
-",
-        count("workflow_task_completed")[0],
-        count("workflow_task_completed")[1],
-        count("activity_task_scheduled")[0],
-        count("activity_task_scheduled")[1],
-        total[0],
-        total[1],
-        total[0] + total[1],
+        "A succeeded payment (`{id}`) and its fraud check. Workflow tasks: {} + {}; activity tasks: {} + {}; events: {} + {} = {}.\n",
+        count("workflow_task_completed", 0),
+        count("workflow_task_completed", 1),
+        count("activity_task_scheduled", 0),
+        count("activity_task_scheduled", 1),
+        total(0),
+        total(1),
+        total(0) + total(1),
     ));
-    r.line("| event type | payment | fraud check |");
-    r.line("|---|---|---|");
-    for (name, [a, b]) in &by_type {
-        r.line(format!("| {name} | {a} | {b} |"));
+    if peer.is_some() {
+        r.line(format!(
+            "The Go SDK peer's synthetic payment (`{peer_id}`, `bench/go-peer`): workflow tasks {} + {}, activity tasks {} + {}, events {} + {} = {}.\n",
+            count("workflow_task_completed", 2),
+            count("workflow_task_completed", 3),
+            count("activity_task_scheduled", 2),
+            count("activity_task_scheduled", 3),
+            total(2),
+            total(3),
+            total(2) + total(3),
+        ));
+    }
+    let names: Vec<&str> = columns.iter().map(|(name, _, _)| *name).collect();
+    r.line(format!("| event type | {} |", names.join(" | ")));
+    r.line(format!("|---|{}", "---|".repeat(names.len())));
+    for (name, counts) in &by_type {
+        let counts: Vec<String> = counts.iter().map(|c| c.to_string()).collect();
+        r.line(format!("| {name} | {} |", counts.join(" | ")));
+    }
+    Ok(())
+}
+
+/// Rounds of paysaga's saga and the Go SDK peer's synthetic one of the same
+/// shape, alternating, at one rate on the same server: what each worker and
+/// the server spend per payment.
+async fn beside_go(
+    cli: &Cli,
+    stack: &DevStack,
+    peer: &GoPeer,
+    peer_client: &Client,
+    r: &mut Report,
+) -> Result<()> {
+    let client = temporal_client(stack).await?;
+    let window = Duration::from_secs(cli.window_secs);
+    r.line("\n## The Go SDK beside paysaga: the same saga shape on the same server\n");
+    r.line(format!(
+        "Alternating open-loop windows of {} s at {:.2} payments/s. paysaga's worker runs the real activities (ledger on SQLite, the gateway and notification simulators over HTTP, payload encryption, metrics); the Go peer's return at once, and the peer itself sends the confirmation signal that paysaga's gateway simulator sends through the HTTP API.\n",
+        cli.window_secs, cli.peer_rate
+    ));
+    r.line(format!(
+        "| round | saga | started / succeeded | e2e p50 / p95 | CPU per payment: {} | worker CPU per payment | worker RSS |",
+        server_label(stack)
+    ));
+    r.line("|---|---|---|---|---|---|---|");
+    let mut ratios: Vec<(f64, f64)> = Vec::new();
+    for round in 1..=cli.peer_rounds {
+        let mut pair = Vec::new();
+        for (saga, worker) in [
+            (Saga::Paysaga, stack.worker.pid()),
+            (Saga::GoPeer, peer.pid()),
+        ] {
+            let on = if saga == Saga::GoPeer {
+                peer_client
+            } else {
+                &client
+            };
+            let n = 1000 + round as usize * 10 + pair.len();
+            let p = probe(on, stack, saga, worker, cli.peer_rate, window, n).await?;
+            let d = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
+            r.line(format!(
+                "| {round} | {} | {} / {} | {} / {} | {} ms | {:.1} ms | {:.1} MiB |",
+                saga.name(),
+                p.started,
+                p.succeeded,
+                d(p.e2e_p50),
+                d(p.e2e_p95),
+                server_cpu(&p),
+                p.worker_cpu_ms,
+                mib(p.worker_rss),
+            ));
+            pair.push(p);
+        }
+        let server = |p: &Probe| p.temporal_cpu_ms + p.database_cpu_ms.unwrap_or(0.0);
+        ratios.push((
+            pair[1].worker_cpu_ms / pair[0].worker_cpu_ms.max(0.001),
+            server(&pair[1]) / server(&pair[0]).max(0.001),
+        ));
+    }
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    if !ratios.is_empty() {
+        r.line(format!(
+            "\nGo peer ÷ paysaga, median of {} rounds: worker CPU per payment **{:.2}**, server CPU per payment **{:.2}**.",
+            ratios.len(),
+            median(ratios.iter().map(|r| r.0).collect()),
+            median(ratios.iter().map(|r| r.1).collect()),
+        ));
     }
     Ok(())
 }
@@ -550,6 +798,35 @@ async fn run_one(client: &Client, input: PaymentInput) -> Result<bool> {
         .unwrap_or(b"null");
     let outcome: PaymentOutcome = serde_json::from_slice(data)?;
     Ok(outcome.phase == Phase::Succeeded)
+}
+
+/// Starts the Go peer's synthetic payment `id` and waits for its outcome: Succeeded?
+async fn run_synthetic(client: &Client, id: &str, i: usize) -> Result<bool> {
+    let converter = PayloadConverter::default();
+    let input = SyntheticInput::new(
+        id,
+        100 + (i as i64 % 9900),
+        paysaga_api::saga::DEFAULT_CONFIRMATION_TIMEOUT_SECS,
+    );
+    let options =
+        WorkflowStartOptions::new(go_peer::TASK_QUEUE.to_string(), id.to_string()).build();
+    let handle = client
+        .start_workflow(
+            UntypedWorkflow::new(go_peer::PAYMENT_WORKFLOW),
+            RawValue::from_value(&input, &converter),
+            options,
+        )
+        .await?;
+    let raw = handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await?;
+    let data = raw
+        .payloads
+        .first()
+        .map(|p| p.data.as_slice())
+        .unwrap_or(b"null");
+    let outcome: serde_json::Value = serde_json::from_slice(data)?;
+    Ok(outcome["phase"] == "Succeeded")
 }
 
 // ---- the full path ------------------------------------------------------------------
@@ -594,7 +871,7 @@ struct Snapshot {
 
 async fn snapshot(stack: &DevStack) -> Result<Snapshot> {
     let (apiserver, etcd) = stack.kube.pids();
-    Ok(Snapshot {
+    let mut snapshot = Snapshot {
         writes: mutating_requests(&stack.kube)?,
         controller: scrape(&format!("{}/metrics", stack.controller.url)).await?,
         usage: vec![
@@ -603,10 +880,24 @@ async fn snapshot(stack: &DevStack) -> Result<Snapshot> {
             ("HTTP API", Usage::of(stack.api.pid())),
             ("kube-apiserver", Usage::of(apiserver)),
             ("etcd", Usage::of(etcd)),
-            ("Temporal dev server", Usage::of(stack.temporal.pid())),
+            (
+                if stack.temporal_postgres.is_some() {
+                    "Temporal server"
+                } else {
+                    "Temporal dev server"
+                },
+                Usage::of(stack.temporal.pid()),
+            ),
             ("simulators", Usage::of(stack.sim.pid())),
         ],
-    })
+    };
+    if let Some(pg) = &stack.temporal_postgres {
+        snapshot.usage.push((
+            "Temporal's PostgreSQL (all its processes)",
+            Usage::of_tree(pg.pid()),
+        ));
+    }
+    Ok(snapshot)
 }
 
 async fn full_path(
