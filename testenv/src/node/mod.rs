@@ -239,6 +239,8 @@ impl NodeEnv {
             node_ready(&kubeconfig).unwrap_or(false)
         })?;
         lap(&mut self.timings, "kubelet: Node Ready");
+        self.kube_proxy_healthy()?;
+        lap(&mut self.timings, "kube-proxy: healthy");
 
         self.spawn(
             "kube-router",
@@ -316,6 +318,37 @@ impl NodeEnv {
         )?;
         self.procs.push(proc);
         Ok(())
+    }
+
+    /// Waits until kube-proxy reports healthy (its rules written for the
+    /// Node). kube-proxy 1.35.4 sometimes panics as it starts (a nil pointer
+    /// in `NodeConfig.handleChangeNode` when the Node arrives early; seen on
+    /// this machine, the node then had no Service routing at all): a crashed
+    /// kube-proxy is started again, as the kubelet restarts a DaemonSet's
+    /// crashed pod, up to three times.
+    fn kube_proxy_healthy(&mut self) -> Result<()> {
+        let proxy = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name() == "kube-proxy")
+            .expect("kube-proxy was started");
+        let mut attempt = 1;
+        loop {
+            let healthy = proxy.wait_ready(Duration::from_secs(90), || {
+                crate::http_get_ok("127.0.0.1", 10256, "/healthz")
+            });
+            match healthy {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 3 && proxy.pid().is_none() => {
+                    eprintln!(
+                        "paysaga cluster: kube-proxy exited as it started; starting it again: {e:#}"
+                    );
+                    proxy.respawn()?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn last_proc(&mut self) -> &mut Proc {
