@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use paysaga_bench::k6;
 use paysaga_testenv::cluster::{ChartImages, Release, secs};
 use paysaga_testenv::node::host::{self, NODE_IP};
-use paysaga_testenv::{NodeEnv, eventually, run_dir, workspace_root};
+use paysaga_testenv::{NodeEnv, PostgresEnv, eventually, run_dir, temporal_server, workspace_root};
 use serde_json::Value;
 
 const NS: &str = "paysaga";
@@ -60,7 +60,7 @@ fn the_chart_runs_on_a_real_one_node_cluster() {
     network_policies_are_enforced(&release);
     helm_upgrade_with_payments_in_flight_loses_none(&release);
     deleting_pods_under_load_loses_nothing(&release);
-    uninstall_then_reinstall_works_and_keeps_the_crds(release, &images);
+    uninstall_then_reinstall_on_the_production_temporal_server_works(release, &images, &dir);
 
     let folder = node.folder.clone();
     let t3 = Instant::now();
@@ -873,7 +873,16 @@ fn deleting_pods_under_load_loses_nothing(release: &Release) {
     );
 }
 
-fn uninstall_then_reinstall_works_and_keeps_the_crds(release: Release, images: &ChartImages) {
+/// Uninstalls the release (CRDs stay), then installs it again with
+/// `temporal.mode=external` against the production Temporal server
+/// (`go.temporal.io/server` on PostgreSQL, started here on the node's
+/// address): no Temporal of the chart's own runs, `helm test` pays through
+/// the API, and a Payment applied with kubectl runs its saga on that server.
+fn uninstall_then_reinstall_on_the_production_temporal_server_works(
+    release: Release,
+    images: &ChartImages,
+    dir: &std::path::Path,
+) {
     let node = release.node;
     release
         .helm_ok(
@@ -883,10 +892,72 @@ fn uninstall_then_reinstall_works_and_keeps_the_crds(release: Release, images: &
         .unwrap();
     node.kubectl_ok(&["get", "crd", "payments.paysaga.dev"])
         .expect("helm keeps CRDs");
+
     let t = Instant::now();
-    let again = Release::install(node, "paysaga", NS, &images.values(), &[]).expect("reinstall");
-    report("helm install again after uninstall", t.elapsed());
+    let postgres = PostgresEnv::start(&dir.join("temporal-postgres")).expect("PostgreSQL");
+    let temporal = temporal_server::start_on(&dir.join("temporal-server"), &postgres, NODE_IP)
+        .expect("the production Temporal server on the node's address");
+    report(
+        "production Temporal server on PostgreSQL ready",
+        t.elapsed(),
+    );
+
+    let t = Instant::now();
+    let address = format!("temporal.address={}", temporal.address);
+    let again = Release::install(
+        node,
+        "paysaga",
+        NS,
+        &images.values(),
+        &["--set", "temporal.mode=external", "--set", &address],
+    )
+    .expect("reinstall with temporal.mode=external");
+    report(
+        "helm install again (temporal.mode=external) until every pod Ready",
+        t.elapsed(),
+    );
+    let workloads = again
+        .kubectl_ok(&["get", "deployments,statefulsets", "-o", "name"])
+        .unwrap();
+    assert!(
+        !workloads.contains("temporal"),
+        "no Temporal of the chart's own runs: {workloads}"
+    );
     helm_test_passes(&again);
+
+    let name = "on-production-temporal";
+    apply_payment(&again, name, "load-2", 250);
+    wait_phase(&again, name, "Succeeded", Duration::from_secs(120));
+    let workflow_id = field(&again, name, ".status.workflowId");
+    let described = Command::new(paysaga_testenv::tool("temporal"))
+        .args(["workflow", "describe", "--output", "json"])
+        .args([
+            "--address",
+            &temporal.host_port,
+            "--workflow-id",
+            &workflow_id,
+        ])
+        .output()
+        .expect("temporal workflow describe");
+    let described: Value = serde_json::from_slice(&described.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{workflow_id} on the production server: {e}: {}",
+            String::from_utf8_lossy(&described.stderr)
+        )
+    });
+    assert_eq!(
+        described["workflowExecutionInfo"]["status"], "WORKFLOW_EXECUTION_STATUS_COMPLETED",
+        "the saga ran to its end on the production server: {described}"
+    );
+    eprintln!("cluster: the chart on the production Temporal server: helm test and {name} passed");
+
+    // The release goes before the server it uses.
+    again
+        .helm_ok(
+            &["uninstall", &again.name, "--namespace", NS, "--wait"],
+            &[],
+        )
+        .unwrap();
 }
 
 fn json(release: &Release, args: &[&str]) -> Value {

@@ -25,8 +25,16 @@ pub fn wanted() -> bool {
 }
 
 /// Creates the two databases on `postgres`, applies the schemas embedded in
-/// the SQL tool, starts the server on free ports and registers `default`.
+/// the SQL tool, starts the server on free loopback ports and registers
+/// `default`.
 pub fn start(dir: &Path, postgres: &PostgresEnv) -> Result<TemporalEnv> {
+    start_on(dir, postgres, "127.0.0.1")
+}
+
+/// [`start`], every service bound to `ip` instead of loopback: the one-node
+/// cluster's pods reach the server at the node's address
+/// ([`crate::node::host::NODE_IP`]).
+pub fn start_on(dir: &Path, postgres: &PostgresEnv, ip: &str) -> Result<TemporalEnv> {
     std::fs::create_dir_all(dir)?;
     let suffix = crate::unique_name("t").replace('-', "_");
     let (store, visibility) = (format!("temporal_{suffix}"), format!("visibility_{suffix}"));
@@ -64,7 +72,7 @@ pub fn start(dir: &Path, postgres: &PostgresEnv) -> Result<TemporalEnv> {
     let config = dir.join("temporal-server.yaml");
     std::fs::write(
         &config,
-        config_text(postgres.port, &store, &visibility, &ports),
+        config_text(postgres.port, &store, &visibility, &ports, ip),
     )?;
     let args = vec![
         format!("--config-file={}", config.display()),
@@ -78,7 +86,7 @@ pub fn start(dir: &Path, postgres: &PostgresEnv) -> Result<TemporalEnv> {
         tool("temporal-server"),
         &args,
     )?;
-    let host_port = format!("127.0.0.1:{}", ports.frontend);
+    let host_port = format!("{ip}:{}", ports.frontend);
     let temporal = |args: &[&str]| {
         Command::new(tool("temporal"))
             .args(args)
@@ -120,7 +128,7 @@ pub fn start(dir: &Path, postgres: &PostgresEnv) -> Result<TemporalEnv> {
     ]);
     Ok(TemporalEnv::from_parts(
         host_port,
-        format!("http://127.0.0.1:{}/metrics", ports.metrics),
+        format!("http://{ip}:{}/metrics", ports.metrics),
         namespace,
         proc,
     ))
@@ -137,8 +145,8 @@ struct Ports {
 }
 
 /// The server's configuration: PostgreSQL 12+ for both stores, every service
-/// in one process on loopback, no archival.
-fn config_text(pg_port: u16, store: &str, visibility: &str, p: &Ports) -> String {
+/// in one process bound to `ip`, no archival.
+fn config_text(pg_port: u16, store: &str, visibility: &str, p: &Ports, ip: &str) -> String {
     let [m_frontend, m_history, m_matching, m_worker] = p.membership;
     let datastore = |db: &str, conns: u32| {
         format!(
@@ -170,21 +178,21 @@ persistence:
 {visible}global:
   membership:
     maxJoinDuration: 30s
-    broadcastAddress: 127.0.0.1
+    broadcastAddress: {ip}
   metrics:
     prometheus:
       framework: tally
       timerType: histogram
-      listenAddress: 127.0.0.1:{metrics}
+      listenAddress: {ip}:{metrics}
 services:
   frontend:
-    rpc: {{grpcPort: {frontend}, httpPort: {http}, membershipPort: {m_frontend}, bindOnLocalHost: true}}
+    rpc: {{grpcPort: {frontend}, httpPort: {http}, membershipPort: {m_frontend}, bindOnIP: {ip}}}
   history:
-    rpc: {{grpcPort: {history}, membershipPort: {m_history}, bindOnLocalHost: true}}
+    rpc: {{grpcPort: {history}, membershipPort: {m_history}, bindOnIP: {ip}}}
   matching:
-    rpc: {{grpcPort: {matching}, membershipPort: {m_matching}, bindOnLocalHost: true}}
+    rpc: {{grpcPort: {matching}, membershipPort: {m_matching}, bindOnIP: {ip}}}
   worker:
-    rpc: {{grpcPort: {worker}, membershipPort: {m_worker}, bindOnLocalHost: true}}
+    rpc: {{grpcPort: {worker}, membershipPort: {m_worker}, bindOnIP: {ip}}}
 clusterMetadata:
   enableGlobalNamespace: false
   failoverVersionIncrement: 10
@@ -195,7 +203,7 @@ clusterMetadata:
       enabled: true
       initialFailoverVersion: 1
       rpcName: frontend
-      rpcAddress: 127.0.0.1:{frontend}
+      rpcAddress: {ip}:{frontend}
 dcRedirectionPolicy:
   policy: noop
 ",
@@ -225,14 +233,15 @@ mod tests {
             membership: [6, 7, 8, 9],
             metrics: 10,
         };
-        let text = config_text(5432, "temporal_a", "visibility_a", &ports);
+        let text = config_text(5432, "temporal_a", "visibility_a", &ports, "10.1.2.3");
         for line in [
             "    default:\n      sql:\n        pluginName: postgres12\n        databaseName: temporal_a\n        connectAddr: 127.0.0.1:5432\n",
             "    visibility:\n      sql:\n        pluginName: postgres12\n        databaseName: visibility_a\n",
-            "    rpc: {grpcPort: 1, httpPort: 2, membershipPort: 6, bindOnLocalHost: true}\n",
-            "    rpc: {grpcPort: 5, membershipPort: 9, bindOnLocalHost: true}\n",
-            "      rpcAddress: 127.0.0.1:1\n",
-            "      listenAddress: 127.0.0.1:10\n",
+            "    rpc: {grpcPort: 1, httpPort: 2, membershipPort: 6, bindOnIP: 10.1.2.3}\n",
+            "    rpc: {grpcPort: 5, membershipPort: 9, bindOnIP: 10.1.2.3}\n",
+            "    broadcastAddress: 10.1.2.3\n",
+            "      rpcAddress: 10.1.2.3:1\n",
+            "      listenAddress: 10.1.2.3:10\n",
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }
