@@ -127,6 +127,8 @@ fn main() -> Result<()> {
             .join("target/perf")
             .join(t.to_string())
     });
+    // Absolute: the stack's processes run in directories of their own.
+    let out = std::path::absolute(&out)?;
     paysaga_bench::out_dir(&out)?;
     let mut r = Report::default();
     r.line(format!(
@@ -208,8 +210,8 @@ fn main() -> Result<()> {
     drop(peer);
 
     // 1. R_max.
-    let rmax = match cli.rmax {
-        Some(r) => r,
+    let (rmax, sustained) = match cli.rmax {
+        Some(r) => (r, Vec::new()),
         None => rt.block_on(search_rmax(&cli, &stack, &mut r))?,
     };
     r.line(format!("\n**R_max = {rmax:.2} payments/s**\n"));
@@ -230,6 +232,7 @@ fn main() -> Result<()> {
             false,
         ))?;
         full.print(&mut r, "Full path", rmax);
+        full.following_cost(&mut r, &sustained);
     }
 
     // 3. Overload.
@@ -346,7 +349,8 @@ fn temporal_cpu(stack: &DevStack) -> (f64, Option<f64>) {
     )
 }
 
-async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64> {
+/// R_max, and the probes that were sustained.
+async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<(f64, Vec<Probe>)> {
     let client = temporal_client(stack).await?;
     let window = Duration::from_secs(cli.window_secs);
     r.line("\n## R_max: the saga started directly against Temporal\n");
@@ -361,6 +365,7 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64>
     r.line("|---|---|---|---|---|---|---|---|");
     let mut best: Option<f64> = None;
     let mut worst: Option<f64> = None;
+    let mut sustained = Vec::new();
     let mut rate = cli.start_rate;
     let mut n = 0;
     loop {
@@ -377,6 +382,7 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64>
         n += 1;
         r.line(probe_row(&p));
         if p.sustained {
+            sustained.push(p.clone());
             best = Some(rate);
             if worst.is_some() || rate > 1000.0 {
                 break;
@@ -412,13 +418,14 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<f64>
             n += 1;
             r.line(probe_row(&p));
             if p.sustained {
+                sustained.push(p.clone());
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
     }
-    Ok(lo)
+    Ok((lo, sustained))
 }
 
 fn probe_row(p: &Probe) -> String {
@@ -1017,6 +1024,37 @@ fn count_workflows(stack: &DevStack) -> Option<usize> {
 }
 
 impl FullPath {
+    /// The Temporal server's CPU per payment (with its PostgreSQL's).
+    fn server_cpu_ms(&self) -> f64 {
+        let secs: f64 = self
+            .usage
+            .iter()
+            .filter(|(name, _, _)| name.starts_with("Temporal"))
+            .map(|(_, b, a)| a.cpu_secs - b.cpu_secs)
+            .sum();
+        secs * 1000.0 / self.created.max(1.0)
+    }
+
+    /// What following each payment from the controller costs Temporal: the
+    /// server's CPU per payment on the full path over the bare saga's, in
+    /// the sustained R_max window nearest the full path's rate.
+    fn following_cost(&self, r: &mut Report, sustained: &[Probe]) {
+        let Some(bare) = sustained.iter().min_by(|a, b| {
+            (a.rate - self.rate)
+                .abs()
+                .total_cmp(&(b.rate - self.rate).abs())
+        }) else {
+            return;
+        };
+        let bare_ms = bare.temporal_cpu_ms + bare.database_cpu_ms.unwrap_or(0.0);
+        r.line(format!(
+            "\nFollowing from the controller: the Temporal server spent {:.1} ms of CPU per payment on the full path, the bare saga {bare_ms:.1} ms at {:.2}/s in the R_max search: **×{:.2}**.",
+            self.server_cpu_ms(),
+            bare.rate,
+            self.server_cpu_ms() / bare_ms.max(0.001)
+        ));
+    }
+
     fn print(&self, r: &mut Report, title: &str, rmax: f64) {
         let n = self.created.max(1.0);
         let throughput = self.created / self.secs as f64;
