@@ -29,6 +29,37 @@ pub fn api_client(credential: &str, timeout: Duration) -> Result<reqwest::Client
         .build()?)
 }
 
+/// Starts workflow `workflow_type` as `id` on `task_queue` with `input`
+/// (JSON) and waits for its result, as JSON.
+pub async fn run_workflow(
+    client: &temporalio_client::Client,
+    task_queue: &str,
+    workflow_type: &str,
+    id: &str,
+    input: &(impl serde::Serialize + 'static),
+) -> Result<serde_json::Value> {
+    use temporalio_client::{UntypedWorkflow, WorkflowGetResultOptions, WorkflowStartOptions};
+    use temporalio_common::data_converters::{PayloadConverter, RawValue};
+    let handle = client
+        .start_workflow(
+            UntypedWorkflow::new(workflow_type),
+            RawValue::from_value(input, &PayloadConverter::default()),
+            WorkflowStartOptions::new(task_queue.to_string(), id.to_string()).build(),
+        )
+        .await
+        .with_context(|| format!("starting {workflow_type} {id}"))?;
+    let raw = handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .with_context(|| format!("the result of {workflow_type} {id}"))?;
+    let data = raw
+        .payloads
+        .first()
+        .map(|p| p.data.as_slice())
+        .unwrap_or(b"null");
+    Ok(serde_json::from_slice(data)?)
+}
+
 /// CPU time and memory of one process, from `/proc`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {

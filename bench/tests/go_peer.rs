@@ -9,11 +9,7 @@ use std::path::PathBuf;
 
 use paysaga_testenv::go_peer::{self, GoPeer, SyntheticInput};
 use paysaga_testenv::{run_dir, temporal, unique_name, workspace_root};
-use temporalio_client::{
-    Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
-    WorkflowStartOptions,
-};
-use temporalio_common::data_converters::{PayloadConverter, RawValue};
+use temporalio_client::{Client, UntypedWorkflow, WorkflowFetchHistoryOptions};
 
 /// The newest recorded history named `<prefix>v<N>-succeeded.json`.
 fn newest_recorded(prefix: &str) -> PathBuf {
@@ -81,21 +77,15 @@ async fn the_go_peer_runs_paysagas_saga_shape_event_for_event() {
             let client = client.clone();
             async move {
                 let input = SyntheticInput::new(id, 100 + i as i64, 300);
-                let handle = client
-                    .start_workflow(
-                        UntypedWorkflow::new(go_peer::PAYMENT_WORKFLOW),
-                        RawValue::from_value(&input, &PayloadConverter::default()),
-                        WorkflowStartOptions::new(go_peer::TASK_QUEUE.to_string(), id.clone())
-                            .build(),
-                    )
-                    .await
-                    .expect("started");
-                let raw = handle
-                    .get_result(WorkflowGetResultOptions::default())
-                    .await
-                    .expect("a result");
-                let outcome: serde_json::Value =
-                    serde_json::from_slice(&raw.payloads[0].data).expect("JSON");
+                let outcome = paysaga_bench::run_workflow(
+                    &client,
+                    go_peer::TASK_QUEUE,
+                    go_peer::PAYMENT_WORKFLOW,
+                    id,
+                    &input,
+                )
+                .await
+                .expect("a synthetic payment's result");
                 (id.clone(), outcome)
             }
         });

@@ -43,11 +43,7 @@ use paysaga_bench::prom::{self, Histogram, ms};
 use paysaga_bench::{Usage, delta, mib, mutating_requests, payment_counts, wait_all_finished};
 use paysaga_testenv::go_peer::{self, GoPeer, SyntheticInput};
 use paysaga_testenv::{DevOptions, DevStack};
-use temporalio_client::{
-    Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
-    WorkflowStartOptions,
-};
-use temporalio_common::data_converters::{PayloadConverter, RawValue};
+use temporalio_client::{Client, UntypedWorkflow, WorkflowFetchHistoryOptions};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "The performance harness: R_max, then the full path, overload and memory")]
@@ -782,57 +778,33 @@ async fn beside_go(
 
 /// Starts one payment's workflow and waits for its outcome: Succeeded?
 async fn run_one(client: &Client, input: PaymentInput) -> Result<bool> {
-    let converter = PayloadConverter::default();
-    let options = WorkflowStartOptions::new(
-        paysaga_api::names::PAYMENTS_TASK_QUEUE.to_string(),
-        input.payment_id.clone(),
+    let outcome = paysaga_bench::run_workflow(
+        client,
+        paysaga_api::names::PAYMENTS_TASK_QUEUE,
+        PAYMENT_WORKFLOW,
+        &input.payment_id,
+        &input,
     )
-    .build();
-    let handle = client
-        .start_workflow(
-            UntypedWorkflow::new(PAYMENT_WORKFLOW),
-            RawValue::from_value(&input, &converter),
-            options,
-        )
-        .await?;
-    let raw = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await?;
-    let data = raw
-        .payloads
-        .first()
-        .map(|p| p.data.as_slice())
-        .unwrap_or(b"null");
-    let outcome: PaymentOutcome = serde_json::from_slice(data)?;
+    .await?;
+    let outcome: PaymentOutcome = serde_json::from_value(outcome)?;
     Ok(outcome.phase == Phase::Succeeded)
 }
 
 /// Starts the Go peer's synthetic payment `id` and waits for its outcome: Succeeded?
 async fn run_synthetic(client: &Client, id: &str, i: usize) -> Result<bool> {
-    let converter = PayloadConverter::default();
     let input = SyntheticInput::new(
         id,
         100 + (i as i64 % 9900),
         paysaga_api::saga::DEFAULT_CONFIRMATION_TIMEOUT_SECS,
     );
-    let options =
-        WorkflowStartOptions::new(go_peer::TASK_QUEUE.to_string(), id.to_string()).build();
-    let handle = client
-        .start_workflow(
-            UntypedWorkflow::new(go_peer::PAYMENT_WORKFLOW),
-            RawValue::from_value(&input, &converter),
-            options,
-        )
-        .await?;
-    let raw = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await?;
-    let data = raw
-        .payloads
-        .first()
-        .map(|p| p.data.as_slice())
-        .unwrap_or(b"null");
-    let outcome: serde_json::Value = serde_json::from_slice(data)?;
+    let outcome = paysaga_bench::run_workflow(
+        client,
+        go_peer::TASK_QUEUE,
+        go_peer::PAYMENT_WORKFLOW,
+        id,
+        &input,
+    )
+    .await?;
     Ok(outcome["phase"] == "Succeeded")
 }
 
