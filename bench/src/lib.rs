@@ -91,13 +91,7 @@ impl Usage {
         let Some(root) = pid else {
             return Usage::default();
         };
-        let all: Vec<(u32, Stat)> = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter_map(|p| Some((p, stat(p)?)))
-            .collect();
+        let all = processes();
         let mut tree = vec![root];
         let mut i = 0;
         while i < tree.len() {
@@ -111,7 +105,7 @@ impl Usage {
         }
         let mut total = Usage::default();
         for p in tree {
-            let Some((_, s)) = all.iter().find(|(q, _)| *q == p) else {
+            let Some(s) = all.get(&p) else {
                 continue;
             };
             total.cpu_secs += s.cpu_secs + s.reaped_cpu_secs;
@@ -128,6 +122,17 @@ struct Stat {
     cpu_secs: f64,
     /// Of its children that have exited and been waited for.
     reaped_cpu_secs: f64,
+}
+
+/// Every process now, by pid.
+fn processes() -> BTreeMap<u32, Stat> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, stat(p)?)))
+        .collect()
 }
 
 fn stat(pid: u32) -> Option<Stat> {
@@ -328,18 +333,11 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(60);
         // Wait for the `sleep`: the busy loop has then been reaped.
         let sleeping = || {
-            std::fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                        return false;
-                    };
-                    stat(p).is_some_and(|s| s.ppid == pid)
-                        && std::fs::read_to_string(format!("/proc/{p}/comm"))
-                            .is_ok_and(|c| c.trim() == "sleep")
-                })
+            processes().iter().any(|(p, s)| {
+                s.ppid == pid
+                    && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "sleep")
+            })
         };
         while !sleeping() {
             assert!(Instant::now() < deadline, "the busy loop never ended");

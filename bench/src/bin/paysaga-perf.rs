@@ -188,11 +188,11 @@ fn main() -> Result<()> {
     };
     rt.block_on(async {
         let peer_client = match &peer {
-            Some(_) => Some(plain_client(&stack).await?),
+            Some(_) => Some(temporal_client(&stack, false).await?),
             None => None,
         };
         anatomy(
-            &temporal_client(&stack).await?,
+            &temporal_client(&stack, true).await?,
             peer_client.as_ref(),
             &mut r,
         )
@@ -279,6 +279,13 @@ struct Probe {
     why: String,
 }
 
+impl Probe {
+    /// The server's CPU per payment, its PostgreSQL's included.
+    fn server_cpu_ms(&self) -> f64 {
+        self.temporal_cpu_ms + self.database_cpu_ms.unwrap_or(0.0)
+    }
+}
+
 /// Which saga a probe starts: paysaga's, run by paysaga's worker, or the Go
 /// SDK peer's synthetic one of the same shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -304,28 +311,15 @@ impl Saga {
     }
 }
 
-/// A Temporal client as the worker's: same server, namespace and keyring.
-async fn temporal_client(stack: &DevStack) -> Result<Client> {
+/// A Temporal client of the stack's server: with paysaga's keyring, as the
+/// worker's (`keyring`), or without it, payloads in plain JSON as the Go SDK
+/// peer reads them.
+async fn temporal_client(stack: &DevStack, keyring: bool) -> Result<Client> {
     paysaga_common::temporal::connect(
         &paysaga_common::temporal::TemporalOpts {
             temporal_address: stack.temporal.address.clone(),
             temporal_namespace: stack.temporal.namespace.clone(),
-            codec_keys_file: Some(paysaga_testenv::codec_keys_file().to_path_buf()),
-        },
-        "paysaga-perf",
-    )
-    .await
-    .context("connecting to Temporal")
-}
-
-/// A client without paysaga's keyring: payloads in plain JSON, as the Go
-/// SDK peer reads them.
-async fn plain_client(stack: &DevStack) -> Result<Client> {
-    paysaga_common::temporal::connect(
-        &paysaga_common::temporal::TemporalOpts {
-            temporal_address: stack.temporal.address.clone(),
-            temporal_namespace: stack.temporal.namespace.clone(),
-            codec_keys_file: None,
+            codec_keys_file: keyring.then(|| paysaga_testenv::codec_keys_file().to_path_buf()),
         },
         "paysaga-perf",
     )
@@ -347,7 +341,7 @@ fn temporal_cpu(stack: &DevStack) -> (f64, Option<f64>) {
 
 /// R_max, and the probes that were sustained.
 async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<(f64, Vec<Probe>)> {
-    let client = temporal_client(stack).await?;
+    let client = temporal_client(stack, true).await?;
     let window = Duration::from_secs(cli.window_secs);
     r.line("\n## R_max: the saga started directly against Temporal\n");
     r.line(format!(
@@ -362,10 +356,8 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<(f64
     let mut best: Option<f64> = None;
     let mut worst: Option<f64> = None;
     let mut sustained = Vec::new();
-    let mut rate = cli.start_rate;
-    let mut n = 0;
-    loop {
-        let p = probe(
+    let at = |rate: f64, n: usize| {
+        probe(
             &client,
             stack,
             Saga::Paysaga,
@@ -374,7 +366,11 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<(f64
             window,
             n,
         )
-        .await?;
+    };
+    let mut rate = cli.start_rate;
+    let mut n = 0;
+    loop {
+        let p = at(rate, n).await?;
         n += 1;
         r.line(probe_row(&p));
         if p.sustained {
@@ -401,16 +397,7 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<(f64
     if let Some(mut hi) = worst {
         for _ in 0..cli.refine {
             let mid = (lo + hi) / 2.0;
-            let p = probe(
-                &client,
-                stack,
-                Saga::Paysaga,
-                stack.worker.pid(),
-                mid,
-                window,
-                n,
-            )
-            .await?;
+            let p = at(mid, n).await?;
             n += 1;
             r.line(probe_row(&p));
             if p.sustained {
@@ -424,8 +411,12 @@ async fn search_rmax(cli: &Cli, stack: &DevStack, r: &mut Report) -> Result<(f64
     Ok((lo, sustained))
 }
 
+/// A duration in whole milliseconds, `-` when there is none.
+fn millis(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{} ms", d.as_millis()))
+}
+
 fn probe_row(p: &Probe) -> String {
-    let d = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
     format!(
         "| {:.2} | {} / {} | {:.2} | {} | {:.1} → {:.1} | {} / {} | {} / {:.0} ms | {} |",
         p.rate,
@@ -435,8 +426,8 @@ fn probe_row(p: &Probe) -> String {
         ms(p.s2s_p95),
         p.backlog_middle,
         p.backlog_last,
-        d(p.e2e_p50),
-        d(p.e2e_p95),
+        millis(p.e2e_p50),
+        millis(p.e2e_p95),
         server_cpu(p),
         p.worker_cpu_ms,
         if p.sustained {
@@ -670,29 +661,31 @@ async fn anatomy(client: &Client, peer: Option<&Client>, r: &mut Report) -> Resu
                 .or_insert_with(|| vec![0; columns.len()])[column] += 1;
         }
     }
-    let count = |name: &str, column: usize| by_type.get(name).map_or(0, |c| c[column]);
-    let total = |column: usize| by_type.values().map(|c| c[column]).sum::<usize>();
+    // Workflow tasks, activity tasks and events of a payment (column `c`)
+    // and its fraud check (`c + 1`).
+    let summary = |c: usize| {
+        let count = |name: &str, c: usize| by_type.get(name).map_or(0, |n| n[c]);
+        let total = |c: usize| by_type.values().map(|n| n[c]).sum::<usize>();
+        format!(
+            "workflow tasks {} + {}, activity tasks {} + {}, events {} + {} = {}",
+            count("workflow_task_completed", c),
+            count("workflow_task_completed", c + 1),
+            count("activity_task_scheduled", c),
+            count("activity_task_scheduled", c + 1),
+            total(c),
+            total(c + 1),
+            total(c) + total(c + 1),
+        )
+    };
     r.line("\n## One payment's history: where the Temporal server's work goes\n");
     r.line(format!(
-        "A succeeded payment (`{id}`) and its fraud check. Workflow tasks: {} + {}; activity tasks: {} + {}; events: {} + {} = {}.\n",
-        count("workflow_task_completed", 0),
-        count("workflow_task_completed", 1),
-        count("activity_task_scheduled", 0),
-        count("activity_task_scheduled", 1),
-        total(0),
-        total(1),
-        total(0) + total(1),
+        "A succeeded payment (`{id}`) and its fraud check: {}.\n",
+        summary(0)
     ));
     if peer.is_some() {
         r.line(format!(
-            "The Go SDK peer's synthetic payment (`{peer_id}`, `bench/go-peer`): workflow tasks {} + {}, activity tasks {} + {}, events {} + {} = {}.\n",
-            count("workflow_task_completed", 2),
-            count("workflow_task_completed", 3),
-            count("activity_task_scheduled", 2),
-            count("activity_task_scheduled", 3),
-            total(2),
-            total(3),
-            total(2) + total(3),
+            "The Go SDK peer's synthetic payment (`{peer_id}`, `bench/go-peer`) and its fraud check: {}.\n",
+            summary(2)
         ));
     }
     let names: Vec<&str> = columns.iter().map(|(name, _, _)| *name).collect();
@@ -715,7 +708,7 @@ async fn beside_go(
     peer_client: &Client,
     r: &mut Report,
 ) -> Result<()> {
-    let client = temporal_client(stack).await?;
+    let client = temporal_client(stack, true).await?;
     let window = Duration::from_secs(cli.window_secs);
     r.line("\n## The Go SDK beside paysaga: the same saga shape on the same server\n");
     r.line(format!(
@@ -741,24 +734,22 @@ async fn beside_go(
             };
             let n = 1000 + round as usize * 10 + pair.len();
             let p = probe(on, stack, saga, worker, cli.peer_rate, window, n).await?;
-            let d = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
             r.line(format!(
                 "| {round} | {} | {} / {} | {} / {} | {} ms | {:.1} ms | {:.1} MiB |",
                 saga.name(),
                 p.started,
                 p.succeeded,
-                d(p.e2e_p50),
-                d(p.e2e_p95),
+                millis(p.e2e_p50),
+                millis(p.e2e_p95),
                 server_cpu(&p),
                 p.worker_cpu_ms,
                 mib(p.worker_rss),
             ));
             pair.push(p);
         }
-        let server = |p: &Probe| p.temporal_cpu_ms + p.database_cpu_ms.unwrap_or(0.0);
         ratios.push((
             pair[1].worker_cpu_ms / pair[0].worker_cpu_ms.max(0.001),
-            server(&pair[1]) / server(&pair[0]).max(0.001),
+            pair[1].server_cpu_ms() / pair[0].server_cpu_ms().max(0.001),
         ));
     }
     let median = |mut xs: Vec<f64>| {
@@ -1018,7 +1009,7 @@ impl FullPath {
         }) else {
             return;
         };
-        let bare_ms = bare.temporal_cpu_ms + bare.database_cpu_ms.unwrap_or(0.0);
+        let bare_ms = bare.server_cpu_ms();
         r.line(format!(
             "\nFollowing from the controller: the Temporal server spent {:.1} ms of CPU per payment on the full path, the bare saga {bare_ms:.1} ms at {:.2}/s in the R_max search: **×{:.2}**.",
             self.server_cpu_ms(),
