@@ -78,13 +78,28 @@ pub fn plan(seen: &Seen) -> Plan {
     let has_finalizer = refund.finalizers().iter().any(|f| f == REFUND_FINALIZER);
     let mut plan = Plan::default();
 
+    // The Payment's currency, on every status written: a status written
+    // from a stale read of the refund (status not yet seen) is applied whole,
+    // and a field it left out would be taken away.
+    let currency = seen
+        .payment
+        .map(|p| p.spec.currency.clone())
+        .or_else(|| current.currency.clone());
     if current.finished().is_some() {
         finish(seen, &current, &mut plan);
+        // One written before this fix lacks it: mended, unless it is going.
+        if currency != current.currency && !deleting && !plan.steps.contains(&Step::Expire) {
+            plan.status = Some(RefundStatus {
+                currency,
+                ..current
+            });
+        }
         return plan;
     }
     let mut status = RefundStatus {
         workflow_id: Some(refund_workflow_id(&refund.metadata)),
         observed_generation: refund.metadata.generation,
+        currency,
         ..current.clone()
     };
     match seen.run {
@@ -162,7 +177,6 @@ pub fn plan(seen: &Seen) -> Plan {
                         .push(Step::Start(Box::new(input(refund, payment))));
                     plan.steps.push(Step::Await);
                     status.phase = Some(RefundPhase::Processing);
-                    status.currency = Some(payment.spec.currency.clone());
                     status.message = Some("refunding".to_string());
                     status.reason = None;
                     set_ready(&mut status, seen.now);

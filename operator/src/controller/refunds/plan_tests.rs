@@ -94,6 +94,7 @@ fn with_status(mut r: Refund, phase: RefundPhase, completed: Option<i64>) -> Ref
         reason: Some("R".into()),
         completed_at: completed.map(at),
         payment_refunded_amount: (phase == RefundPhase::Succeeded).then_some(300),
+        currency: Some("EUR".into()),
         ..RefundStatus::default()
     });
     r
@@ -368,6 +369,53 @@ fn the_start_carries_the_payment_s_payer_currency_and_charge() {
         status.workflow_id.as_deref(),
         Some("refund-shop-rf-1-r-uid")
     );
+}
+
+#[test]
+fn a_status_written_from_a_stale_read_keeps_the_currency() {
+    // The reconcile after the start can see the refund as it was before its
+    // first status write landed; the status it applies must still carry the
+    // currency, or applying it takes the currency away.
+    let p = held(payment(Phase::Succeeded));
+    for run in [
+        RefundRun::Running { started_at: None },
+        closed(Some(refunded(300))),
+    ] {
+        let plan = plan(&Seen {
+            refund: &taken(),
+            payment: Some(&p),
+            run: Some(&run),
+            now: now(),
+            ttl: TTL,
+        });
+        let status = plan.status.expect("a status");
+        assert_eq!(status.currency.as_deref(), Some("EUR"), "{run:?}");
+    }
+}
+
+#[test]
+fn a_finished_refund_without_its_currency_gets_it_back() {
+    let mut r = with_status(taken(), RefundPhase::Succeeded, Some(NOW - 10));
+    r.status.as_mut().unwrap().currency = None;
+    let p = payment(Phase::Succeeded);
+    let written = |r: &Refund| {
+        plan(&Seen {
+            refund: r,
+            payment: Some(&p),
+            run: None,
+            now: now(),
+            ttl: TTL,
+        })
+        .status
+    };
+    let mended = written(&r).expect("a status");
+    assert_eq!(mended.currency.as_deref(), Some("EUR"));
+    assert_eq!(mended.phase, Some(RefundPhase::Succeeded));
+    assert_eq!(mended.completed_at, Some(at(NOW - 10)));
+    // Not when it is going anyway.
+    assert_eq!(written(&deleting(r.clone())), None);
+    r.status.as_mut().unwrap().completed_at = Some(at(NOW - 3601));
+    assert_eq!(written(&r), None);
 }
 
 #[test]
