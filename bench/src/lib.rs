@@ -167,6 +167,18 @@ fn kib(path: &str, key: &str) -> u64 {
         * 1024
 }
 
+/// The median: the middle value, or the mean of the two middle ones when
+/// there is an even number of them; `None` for none.
+pub fn median(mut xs: Vec<f64>) -> Option<f64> {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(xs[n / 2]),
+        _ => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
+    }
+}
+
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -315,6 +327,14 @@ pub fn out_dir(dir: &Path) -> Result<&Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![0.6, 0.5]), Some(0.55));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
 
     /// A process tree's reading holds what a child burned and exited with,
     /// and what a child still running holds; the process's own does not.

@@ -723,15 +723,10 @@ async fn beside_go(
     let mut ratios: Vec<(f64, f64)> = Vec::new();
     for round in 1..=cli.peer_rounds {
         let mut pair = Vec::new();
-        for (saga, worker) in [
-            (Saga::Paysaga, stack.worker.pid()),
-            (Saga::GoPeer, peer.pid()),
+        for (saga, worker, on) in [
+            (Saga::Paysaga, stack.worker.pid(), &client),
+            (Saga::GoPeer, peer.pid(), peer_client),
         ] {
-            let on = if saga == Saga::GoPeer {
-                peer_client
-            } else {
-                &client
-            };
             let n = 1000 + round as usize * 10 + pair.len();
             let p = probe(on, stack, saga, worker, cli.peer_rate, window, n).await?;
             r.line(format!(
@@ -752,16 +747,13 @@ async fn beside_go(
             pair[1].server_cpu_ms() / pair[0].server_cpu_ms().max(0.001),
         ));
     }
-    let median = |mut xs: Vec<f64>| {
-        xs.sort_by(f64::total_cmp);
-        xs[xs.len() / 2]
-    };
-    if !ratios.is_empty() {
+    if let (Some(worker), Some(server)) = (
+        paysaga_bench::median(ratios.iter().map(|r| r.0).collect()),
+        paysaga_bench::median(ratios.iter().map(|r| r.1).collect()),
+    ) {
         r.line(format!(
-            "\nGo peer ÷ paysaga, median of {} rounds: worker CPU per payment **{:.2}**, server CPU per payment **{:.2}**.",
+            "\nGo peer ÷ paysaga, median of {} rounds: worker CPU per payment **{worker:.2}**, server CPU per payment **{server:.2}**.",
             ratios.len(),
-            median(ratios.iter().map(|r| r.0).collect()),
-            median(ratios.iter().map(|r| r.1).collect()),
         ));
     }
     Ok(())
